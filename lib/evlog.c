@@ -1,0 +1,524 @@
+/* evlog.c — the LMDB event log: durable appends that link the hash chain, idempotent request
+ * ids, bounded read transactions for iteration, and chain verification that names the first
+ * bad seq. See evlog.h for the on-disk layout. */
+#include "evlog.h"
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+
+#include <errno.h>
+#include <lmdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <openssl/sha.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#define EVLOG__BATCH_RECORDS 1024
+#define EVLOG__BATCH_BYTES (4u << 20)
+#define EVLOG__HEAD_LEN (8 + EVLOG_HASH_LEN)
+
+struct evlog {
+    MDB_env *env;
+    MDB_dbi events, meta, reqids;
+    int read_only;
+    int stale_cleared;
+};
+
+static const uint8_t evlog__zero_hash[EVLOG_HASH_LEN];
+
+static void evlog__put_be64(uint8_t b[8], uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) b[i] = (uint8_t)v;
+}
+
+static uint64_t evlog__get_be64(const uint8_t b[8])
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | b[i];
+    return v;
+}
+
+void evlog_hash(const uint8_t *raw, size_t len, uint8_t out[EVLOG_HASH_LEN])
+{
+    SHA256(raw, len, out);
+}
+
+/* Begin a transaction; if another process grew the map since we opened, adopt its size. */
+static int evlog__txn_begin(evlog_t *log, unsigned flags, MDB_txn **txn)
+{
+    int mrc = mdb_txn_begin(log->env, NULL, flags, txn);
+    if (mrc == MDB_MAP_RESIZED) {
+        mrc = mdb_env_set_mapsize(log->env, 0);
+        if (mrc == 0) mrc = mdb_txn_begin(log->env, NULL, flags, txn);
+    }
+    if (mrc != 0) return ine__err_mdb(mrc, "mdb_txn_begin");
+    return INE_OK;
+}
+
+int evlog_open(const char *dir, const evlog_opts *opts, evlog_t **out)
+{
+    evlog_t *log;
+    MDB_txn *txn = NULL;
+    int rc = INE_OK, dead = 0;
+    unsigned envflags = MDB_NOTLS;
+    size_t map_size = opts && opts->map_size ? opts->map_size : EVLOG_DEFAULT_MAP_SIZE;
+
+    *out = NULL;
+    if (!(log = calloc(1, sizeof *log))) return ine_err(INE_ENOMEM, "out of memory");
+    log->read_only = opts && opts->read_only;
+    if (log->read_only) {
+        struct stat st;
+        if (stat(dir, &st) != 0) {
+            free(log);
+            return ine_err(INE_ENOTFOUND, "no event log at %s: %s", dir, strerror(errno));
+        }
+    } else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        free(log);
+        return ine_err(INE_EIO, "cannot create %s: %s", dir, strerror(errno));
+    }
+
+    GUARD_MDB(mdb_env_create(&log->env), err);
+    GUARD_MDB(mdb_env_set_maxdbs(log->env, 4), err);
+    GUARD_MDB(mdb_env_set_mapsize(log->env, map_size), err);
+    GUARD_MDB(mdb_env_set_maxreaders(log->env, 256), err);
+    /* MDB_RDONLY still records readers in lock.mdb, so an inspector never blocks writers. */
+    if (log->read_only) envflags |= MDB_RDONLY;
+    GUARD_MDB(mdb_env_open(log->env, dir, envflags, 0600), err);
+    /* A process that died inside a read transaction leaves its slot behind; a stale slot
+     * keeps old pages from being reused and the file grows without bound. */
+    GUARD_MDB(mdb_reader_check(log->env, &dead), err);
+    log->stale_cleared = dead;
+    if (dead) logline(LOGLINE_WARN, 0, "event log %s: cleared %d stale reader slot(s)", dir, dead);
+
+    GUARD_GOTO(evlog__txn_begin(log, log->read_only ? MDB_RDONLY : 0, &txn), err);
+    {
+        unsigned dflags = log->read_only ? 0 : MDB_CREATE;
+        int mrc = mdb_dbi_open(txn, "events", dflags, &log->events);
+        if (mrc == MDB_NOTFOUND) {
+            rc = ine_err(INE_ENOTFOUND, "%s holds no event log", dir);
+            goto err;
+        }
+        GUARD_MDB(mrc, err);
+        GUARD_MDB(mdb_dbi_open(txn, "meta", dflags, &log->meta), err);
+        GUARD_MDB(mdb_dbi_open(txn, "reqids", dflags, &log->reqids), err);
+    }
+    GUARD_MDB(mdb_txn_commit(txn), err);
+    *out = log;
+    return INE_OK;
+
+err:
+    if (txn) mdb_txn_abort(txn);
+    if (log->env) mdb_env_close(log->env);
+    free(log);
+    return rc;
+}
+
+void evlog_close(evlog_t *log)
+{
+    if (!log) return;
+    mdb_env_close(log->env);
+    free(log);
+}
+
+int evlog_stale_readers_cleared(const evlog_t *log) { return log->stale_cleared; }
+
+static int evlog__get_head(evlog_t *log, MDB_txn *txn, uint64_t *seq, uint8_t hash[EVLOG_HASH_LEN])
+{
+    MDB_val k = {4, "head"}, v;
+    int mrc = mdb_get(txn, log->meta, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        *seq = 0;
+        if (hash) memcpy(hash, evlog__zero_hash, EVLOG_HASH_LEN);
+        return INE_OK;
+    }
+    if (mrc != 0) return ine__err_mdb(mrc, "read log head");
+    if (v.mv_size != EVLOG__HEAD_LEN) return ine_err(INE_ECORRUPT, "log head record has %zu bytes, expected %d", v.mv_size, EVLOG__HEAD_LEN);
+    *seq = evlog__get_be64(v.mv_data);
+    if (hash) memcpy(hash, (uint8_t *)v.mv_data + 8, EVLOG_HASH_LEN);
+    return INE_OK;
+}
+
+int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_opts *opts,
+                 uint64_t *first_seq)
+{
+    MDB_txn *txn = NULL;
+    const char *reqid = opts && opts->request_id && *opts->request_id ? opts->request_id : NULL;
+    uint8_t hash[EVLOG_HASH_LEN], key[8], head[EVLOG__HEAD_LEN];
+    uint64_t seq;
+    size_t i;
+    int rc = INE_OK;
+
+    if (log->read_only) return ine_err(INE_EPERM, "event log opened read-only");
+    if (n == 0) return ine_err(INE_EINVAL, "append of zero events");
+    if (reqid && strlen(reqid) > EVLOG_MAX_REQUEST_ID)
+        return ine_err(INE_EINVAL, "request id longer than %d bytes", EVLOG_MAX_REQUEST_ID);
+    for (i = 0; i < n; i++)
+        if (!evs[i] || evs[i]->body_case == INE__V1__EVENT__BODY__NOT_SET)
+            return ine_err(INE_EINVAL, "event %zu of the append has no body", i);
+
+    GUARD_GOTO(evlog__txn_begin(log, 0, &txn), err);
+    if (reqid) {
+        MDB_val k = {strlen(reqid), (void *)reqid}, v;
+        int mrc = mdb_get(txn, log->reqids, &k, &v);
+        if (mrc == 0 && v.mv_size == 8) {
+            if (first_seq) *first_seq = evlog__get_be64(v.mv_data);
+            mdb_txn_abort(txn);
+            return 1;
+        }
+        if (mrc != MDB_NOTFOUND) GUARD_MDB(mrc, err);
+    }
+    GUARD_GOTO(evlog__get_head(log, txn, &seq, hash), err);
+    if (first_seq) *first_seq = seq + 1;
+
+    for (i = 0; i < n; i++) {
+        evlog_event *ev = evs[i];
+        char *saved_reqid = ev->request_id;
+        ProtobufCBinaryData saved_prev = ev->prev_sha256;
+        MDB_val k = {8, key}, v;
+        int mrc;
+
+        ev->seq = ++seq;
+        if (ev->time_us == 0) ev->time_us = ine_clock_now_us();
+        if (opts && opts->prepare) GUARD_GOTO(opts->prepare(ev, opts->prepare_ud), err);
+        /* The link and the request id point into our stack only while packing. */
+        ev->prev_sha256.data = hash;
+        ev->prev_sha256.len = EVLOG_HASH_LEN;
+        if (reqid) ev->request_id = (char *)reqid;
+        v.mv_size = protobuf_c_message_get_packed_size(&ev->base);
+        evlog__put_be64(key, seq);
+        /* MDB_RESERVE: pack straight into the page, no intermediate copy. */
+        mrc = mdb_put(txn, log->events, &k, &v, MDB_APPEND | MDB_RESERVE);
+        if (mrc == 0) {
+            protobuf_c_message_pack(&ev->base, v.mv_data);
+            evlog_hash(v.mv_data, v.mv_size, hash);
+        }
+        ev->request_id = saved_reqid;
+        ev->prev_sha256 = saved_prev;
+        if (mrc == MDB_KEYEXIST) {
+            rc = ine_err(INE_ECHAIN, "record %llu already exists beyond the recorded head; run ine-log verify",
+                         (unsigned long long)seq);
+            goto err;
+        }
+        GUARD_MDB(mrc, err);
+    }
+    {
+        MDB_val k = {4, "head"}, v = {sizeof head, head};
+        evlog__put_be64(head, seq);
+        memcpy(head + 8, hash, EVLOG_HASH_LEN);
+        GUARD_MDB(mdb_put(txn, log->meta, &k, &v, 0), err);
+    }
+    if (reqid) {
+        MDB_val k = {strlen(reqid), (void *)reqid}, v = {8, key};
+        evlog__put_be64(key, *first_seq);
+        GUARD_MDB(mdb_put(txn, log->reqids, &k, &v, MDB_NOOVERWRITE), err);
+    }
+    /* Durable: LMDB syncs data then meta before returning (no MDB_NOSYNC/NOMETASYNC). */
+    {
+        int mrc = mdb_txn_commit(txn);
+        txn = NULL;
+        GUARD_MDB(mrc, err);
+    }
+    return INE_OK;
+
+err:
+    if (txn) mdb_txn_abort(txn);
+    /* Seqs assigned in place belong to nothing now. */
+    for (i = 0; i < n; i++) evs[i]->seq = 0;
+    return rc;
+}
+
+int evlog_append_one(evlog_t *log, evlog_event *ev, const char *request_id, uint64_t *seq)
+{
+    evlog_append_opts o = {.request_id = request_id};
+    return evlog_append(log, &ev, 1, &o, seq);
+}
+
+int evlog_last_seq(evlog_t *log, uint64_t *out)
+{
+    MDB_txn *txn;
+    int rc;
+    GUARD(evlog__txn_begin(log, MDB_RDONLY, &txn));
+    rc = evlog__get_head(log, txn, out, NULL);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+static evlog_event *evlog__decode(const void *raw, size_t len)
+{
+    return ine__v1__event__unpack(NULL, len, raw);
+}
+
+void evlog_event_free(evlog_event *ev)
+{
+    if (ev) ine__v1__event__free_unpacked(ev, NULL);
+}
+
+int evlog_read_raw(evlog_t *log, uint64_t seq, uint8_t **buf, size_t *len)
+{
+    MDB_txn *txn = NULL;
+    uint8_t key[8];
+    MDB_val k = {8, key}, v;
+    int rc = INE_OK, mrc;
+
+    *buf = NULL;
+    evlog__put_be64(key, seq);
+    GUARD(evlog__txn_begin(log, MDB_RDONLY, &txn));
+    mrc = mdb_get(txn, log->events, &k, &v);
+    if (mrc == MDB_NOTFOUND) {
+        rc = ine_err(INE_ENOTFOUND, "no record %llu in the log", (unsigned long long)seq);
+        goto err;
+    }
+    GUARD_MDB(mrc, err);
+    if (!(*buf = malloc(v.mv_size ? v.mv_size : 1))) {
+        rc = ine_err(INE_ENOMEM, "out of memory");
+        goto err;
+    }
+    memcpy(*buf, v.mv_data, v.mv_size);
+    *len = v.mv_size;
+err:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evlog_read(evlog_t *log, uint64_t seq, evlog_event **out)
+{
+    uint8_t *raw;
+    size_t len;
+    *out = NULL;
+    GUARD(evlog_read_raw(log, seq, &raw, &len));
+    *out = evlog__decode(raw, len);
+    free(raw);
+    if (!*out) return ine_err(INE_ECORRUPT, "record %llu does not decode as an event", (unsigned long long)seq);
+    return INE_OK;
+}
+
+/* A batch of raw records copied out of one short read transaction. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, used;
+    size_t n;
+    uint64_t seqs[EVLOG__BATCH_RECORDS];
+    size_t offs[EVLOG__BATCH_RECORDS + 1];
+} evlog__batch;
+
+static int evlog__batch_fill(evlog_t *log, evlog__batch *b, uint64_t from, uint64_t to)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    uint8_t key[8];
+    MDB_val k = {8, key}, v;
+    MDB_cursor_op op = MDB_SET_RANGE;
+    int rc = INE_OK, mrc;
+
+    b->n = 0;
+    b->used = 0;
+    evlog__put_be64(key, from);
+    GUARD(evlog__txn_begin(log, MDB_RDONLY, &txn));
+    GUARD_MDB(mdb_cursor_open(txn, log->events, &cur), err);
+    while (b->n < EVLOG__BATCH_RECORDS && b->used < EVLOG__BATCH_BYTES) {
+        uint64_t seq;
+        mrc = mdb_cursor_get(cur, &k, &v, op);
+        op = MDB_NEXT;
+        if (mrc == MDB_NOTFOUND) break;
+        GUARD_MDB(mrc, err);
+        if (k.mv_size != 8) {
+            rc = ine_err(INE_ECORRUPT, "event log holds a key of %zu bytes", k.mv_size);
+            goto err;
+        }
+        seq = evlog__get_be64(k.mv_data);
+        if (to && seq > to) break;
+        if (b->used + v.mv_size > b->cap) {
+            size_t cap = b->cap ? b->cap : 64 * 1024;
+            uint8_t *nb;
+            while (cap < b->used + v.mv_size) cap *= 2;
+            if (!(nb = realloc(b->buf, cap))) {
+                rc = ine_err(INE_ENOMEM, "out of memory");
+                goto err;
+            }
+            b->buf = nb;
+            b->cap = cap;
+        }
+        memcpy(b->buf + b->used, v.mv_data, v.mv_size);
+        b->seqs[b->n] = seq;
+        b->offs[b->n] = b->used;
+        b->used += v.mv_size;
+        b->n++;
+    }
+    b->offs[b->n] = b->used;
+err:
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evlog_iterate(evlog_t *log, uint64_t from, uint64_t to, int tolerate_corrupt,
+                  evlog_iter_fn fn, void *ud)
+{
+    evlog__batch *b = calloc(1, sizeof *b);
+    int rc = INE_OK;
+
+    if (!b) return ine_err(INE_ENOMEM, "out of memory");
+    if (from == 0) from = 1;
+    for (;;) {
+        GUARD_GOTO(evlog__batch_fill(log, b, from, to), out);
+        if (b->n == 0) break;
+        /* The read transaction is over: callbacks may append without deadlocking. */
+        for (size_t i = 0; i < b->n; i++) {
+            evlog_record rec = {.seq = b->seqs[i], .raw = b->buf + b->offs[i],
+                                .raw_len = b->offs[i + 1] - b->offs[i]};
+            rec.ev = evlog__decode(rec.raw, rec.raw_len);
+            if (!rec.ev && !tolerate_corrupt) {
+                rc = ine_err(INE_ECORRUPT, "record %llu does not decode as an event", (unsigned long long)rec.seq);
+                goto out;
+            }
+            rc = fn(&rec, ud);
+            evlog_event_free(rec.ev);
+            if (rc != 0) goto out;
+        }
+        from = b->seqs[b->n - 1] + 1;
+        if (to && from > to) break;
+    }
+out:
+    free(b->buf);
+    free(b);
+    return rc;
+}
+
+/* Verification walks the chain once. A broken link between k-1 and k means either k-1's
+ * bytes changed (its hash moved) or k's stored link changed (then k's own hash moved too,
+ * so the link into k+1, or the head, breaks as well): one record of look-ahead tells which. */
+typedef struct {
+    evlog_verify_report *rep;
+    uint64_t expect;
+    uint8_t prev_hash[EVLOG_HASH_LEN];
+    uint64_t pending; /* seq k whose incoming link broke; decided at k+1 */
+} evlog__verify_ctx;
+
+static int evlog__verify_fail(evlog__verify_ctx *c, int rc, uint64_t seq, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int evlog__verify_fail(evlog__verify_ctx *c, int rc, uint64_t seq, const char *fmt, ...)
+{
+    va_list ap;
+    c->rep->rc = rc;
+    c->rep->bad_seq = seq;
+    va_start(ap, fmt);
+    vsnprintf(c->rep->reason, sizeof c->rep->reason, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+static int evlog__verify_one(const evlog_record *rec, void *ud)
+{
+    evlog__verify_ctx *c = ud;
+    unsigned long long s = rec->seq;
+    int link_ok;
+
+    if (rec->seq != c->expect)
+        return evlog__verify_fail(c, INE_ECHAIN, c->expect, "record %llu is missing (the next record is %llu)",
+                                  (unsigned long long)c->expect, s);
+    if (!rec->ev)
+        return evlog__verify_fail(c, INE_ECORRUPT, s, "record %llu does not decode as an event", s);
+    if (rec->ev->seq != rec->seq)
+        return evlog__verify_fail(c, INE_ECORRUPT, s, "record %llu says it is seq %llu", s,
+                                  (unsigned long long)rec->ev->seq);
+    link_ok = rec->ev->prev_sha256.len == EVLOG_HASH_LEN &&
+              memcmp(rec->ev->prev_sha256.data, c->prev_hash, EVLOG_HASH_LEN) == 0;
+    if (c->pending) {
+        if (!link_ok)
+            return evlog__verify_fail(c, INE_ECHAIN, c->pending,
+                                      "record %llu was altered (its link and its own hash both disagree with neighbours)",
+                                      (unsigned long long)c->pending);
+        return evlog__verify_fail(c, INE_ECHAIN, c->pending - 1,
+                                  "record %llu was altered (its SHA-256 does not match the link in record %llu)",
+                                  (unsigned long long)(c->pending - 1), (unsigned long long)c->pending);
+    }
+    if (!link_ok) {
+        if (rec->seq == 1)
+            return evlog__verify_fail(c, INE_ECHAIN, 1, "record 1 does not start the chain (its link is not all zeros)");
+        c->pending = rec->seq;
+    }
+    evlog_hash(rec->raw, rec->raw_len, c->prev_hash);
+    c->rep->records++;
+    c->expect++;
+    return 0;
+}
+
+int evlog_verify(evlog_t *log, evlog_verify_report *rep)
+{
+    evlog__verify_ctx c = {.rep = rep, .expect = 1};
+    uint8_t head_hash[EVLOG_HASH_LEN];
+    MDB_txn *txn;
+    int rc;
+
+    memset(rep, 0, sizeof *rep);
+    GUARD(evlog__txn_begin(log, MDB_RDONLY, &txn));
+    rc = evlog__get_head(log, txn, &rep->head_seq, head_hash);
+    mdb_txn_abort(txn);
+    if (rc < 0) {
+        rep->rc = rc;
+        snprintf(rep->reason, sizeof rep->reason, "%s", ine_err_msg());
+        return rc;
+    }
+    rc = evlog_iterate(log, 1, 0, 1, evlog__verify_one, &c);
+    if (rc < 0) {
+        rep->rc = rc;
+        snprintf(rep->reason, sizeof rep->reason, "%s", ine_err_msg());
+        return rc;
+    }
+    if (rep->rc) goto done;
+    {
+        uint64_t last = c.expect - 1;
+        int head_ok = memcmp(head_hash, c.prev_hash, EVLOG_HASH_LEN) == 0;
+        if (c.pending) {
+            if (rep->head_seq == last && !head_ok)
+                evlog__verify_fail(&c, INE_ECHAIN, c.pending, "record %llu (the last) was altered",
+                                   (unsigned long long)c.pending);
+            else
+                evlog__verify_fail(&c, INE_ECHAIN, c.pending - 1,
+                                   "record %llu was altered (its SHA-256 does not match the link in record %llu)",
+                                   (unsigned long long)(c.pending - 1), (unsigned long long)c.pending);
+        } else if (rep->head_seq > last) {
+            evlog__verify_fail(&c, INE_ECHAIN, last + 1, "records %llu..%llu are missing (the log was truncated)",
+                               (unsigned long long)(last + 1), (unsigned long long)rep->head_seq);
+        } else if (rep->head_seq < last) {
+            evlog__verify_fail(&c, INE_ECHAIN, rep->head_seq + 1, "record %llu lies beyond the recorded head %llu",
+                               (unsigned long long)(rep->head_seq + 1), (unsigned long long)rep->head_seq);
+        } else if (last && !head_ok) {
+            evlog__verify_fail(&c, INE_ECHAIN, last, "record %llu (the last) was altered: it does not match the head hash",
+                               (unsigned long long)last);
+        }
+    }
+done:
+    if (rep->rc) ine_err(rep->rc, "%s", rep->reason);
+    return rep->rc;
+}
+
+const char *evlog_type_name(const evlog_event *ev)
+{
+    const ProtobufCFieldDescriptor *f;
+    if (!ev || ev->body_case == INE__V1__EVENT__BODY__NOT_SET) return "unknown";
+    f = protobuf_c_message_descriptor_get_field(&ine__v1__event__descriptor, (unsigned)ev->body_case);
+    return f ? f->name : "unknown";
+}
+
+int evlog_type_from_name(const char *name)
+{
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(&ine__v1__event__descriptor, name);
+    /* Only the body's members are types; envelope fields are not. */
+    if (!f || !(f->flags & PROTOBUF_C_FIELD_FLAG_ONEOF)) return 0;
+    return (int)f->id;
+}
+
+int evlog_disk_bytes(evlog_t *log, uint64_t *out)
+{
+    MDB_envinfo info;
+    MDB_stat st;
+    int rc = INE_OK;
+    GUARD_MDB(mdb_env_info(log->env, &info), err);
+    GUARD_MDB(mdb_env_stat(log->env, &st), err);
+    *out = (uint64_t)(info.me_last_pgno + 1) * st.ms_psize;
+err:
+    return rc;
+}
