@@ -124,6 +124,17 @@ void evlog_close(evlog_t *log)
 
 int evlog_stale_readers_cleared(const evlog_t *log) { return log->stale_cleared; }
 
+int evlog_reader_check(evlog_t *log, int *cleared)
+{
+    int dead = 0, rc = INE_OK;
+    GUARD_MDB(mdb_reader_check(log->env, &dead), err);
+    log->stale_cleared += dead;
+    if (dead) logline(LOGLINE_WARN, 0, "event log: cleared %d stale reader slot(s)", dead);
+    if (cleared) *cleared = dead;
+err:
+    return rc;
+}
+
 static int evlog__get_head(evlog_t *log, MDB_txn *txn, uint64_t *seq, uint8_t hash[EVLOG_HASH_LEN])
 {
     MDB_val k = {4, "head"}, v;

@@ -35,6 +35,9 @@ void evlog_close(evlog_t *log);
 
 /* How many stale reader slots (from dead processes) evlog_open cleared. */
 int evlog_stale_readers_cleared(const evlog_t *log);
+/* Clear the slots of readers that died since (long-running services call it on a timer);
+ * *cleared (may be NULL) says how many. */
+int evlog_reader_check(evlog_t *log, int *cleared);
 
 /* Called for each event inside the append transaction once its seq is assigned and before it
  * is serialized: the place to seal secrets with the seq in their additional data. A negative
