@@ -229,11 +229,19 @@ int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_s
                follow_t **out)
 {
     follow_t *f;
+    uint64_t last;
     int rc = INE_OK, linger = 0;
 
     *out = NULL;
     if (!zctx || !log || !run_dir || !*run_dir || !fn)
         return ine_err(INE_EINVAL, "follower needs a zmq context, a log, a run directory and a function");
+    /* State built beyond the log's end came from another log: following would silently wait
+     * for seqs that already mean something else. */
+    GUARD(evlog_last_seq(log, &last));
+    if (applied_seq > last)
+        return ine_err(INE_ECHAIN, "the follower has applied up to seq %llu but the log ends at seq %llu "
+                                   "(the log was truncated or replaced)",
+                       (unsigned long long)applied_seq, (unsigned long long)last);
     if (!(f = calloc(1, sizeof *f))) return ine_err(INE_ENOMEM, "out of memory");
     f->log = log;
     f->applied = applied_seq;

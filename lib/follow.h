@@ -44,7 +44,9 @@ typedef struct follow follow_t;
 typedef int (*follow_fn)(const evlog_event *ev, uint64_t seq, void *ud);
 
 /* A follower of `log` (not owned; must outlive it) that has already applied everything up to
- * applied_seq and connects to the hint sockets in run_dir (which need not exist yet). */
+ * applied_seq and connects to the hint sockets in run_dir (which need not exist yet).
+ * INE_ECHAIN if applied_seq lies beyond the log's end. One follower belongs to one thread, and
+ * fn must not call back into it (it may append to the log). */
 int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq,
                follow_fn fn, void *ud, follow_t **out);
 void follow_free(follow_t *f);
