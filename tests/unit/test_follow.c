@@ -179,6 +179,27 @@ static uint64_t raw_append(int unknown)
     return seq;
 }
 
+/* Remove one record with liblmdb, leaving a hole in the seqs (the log must be closed). */
+static void raw_delete(uint64_t seq)
+{
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi events;
+    uint8_t key[8];
+    MDB_val k = {8, key};
+
+    put_be64(key, seq);
+    cr_assert_eq(mdb_env_create(&env), 0);
+    cr_assert_eq(mdb_env_set_maxdbs(env, 4), 0);
+    cr_assert_eq(mdb_env_set_mapsize(env, EVLOG_DEFAULT_MAP_SIZE), 0);
+    cr_assert_eq(mdb_env_open(env, g_log_dir, 0, 0600), 0);
+    cr_assert_eq(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    cr_assert_eq(mdb_dbi_open(txn, "events", 0, &events), 0);
+    cr_assert_eq(mdb_del(txn, events, &k, NULL), 0);
+    cr_assert_eq(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
 /* Run follow_catch_up with stderr going to a file; returns its result, *err the text. */
 static int catch_up_capturing(follow_t *f, char **err)
 {
@@ -240,6 +261,9 @@ Test(follow, starts_after_the_applied_seq_it_is_given)
     follow_t *f;
 
     append_n(log, 10);
+    cr_assert_eq(follow_new(ctx, log, g_run_dir, 11, record_fn, &r, &f), INE_ECHAIN,
+                 "state beyond the log's end was accepted");
+    cr_assert_null(f);
     cr_assert_eq(follow_new(ctx, log, g_run_dir, 3, record_fn, &r, &f), INE_OK, "%s", ine_err_msg());
     cr_assert_eq(follow_applied(f), 3);
     cr_assert_eq(follow_catch_up(f), 7);
@@ -534,6 +558,29 @@ Test(follow, corrupt_record_is_an_error_naming_its_seq)
     }
     cr_assert_eq(follow_poll(f, 0), INE_ECORRUPT);
     expect_range(&r, 1, 3);
+
+    follow_free(f);
+    zmq_ctx_term(ctx);
+    evlog_close(log);
+}
+
+Test(follow, missing_record_stops_instead_of_being_jumped)
+{
+    static recorder r;
+    evlog_t *log = open_log();
+    void *ctx;
+    follow_t *f;
+
+    append_n(log, 5);
+    evlog_close(log);
+    raw_delete(3);
+    log = open_log();
+    ctx = zmq_ctx_new();
+    cr_assert_eq(follow_new(ctx, log, g_run_dir, 0, record_fn, &r, &f), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(follow_catch_up(f), INE_ECHAIN);
+    cr_assert(strstr(ine_err_msg(), "seq 3") != NULL, "message: %s", ine_err_msg());
+    cr_assert_eq(follow_applied(f), 2);
+    expect_range(&r, 1, 2);
 
     follow_free(f);
     zmq_ctx_term(ctx);
