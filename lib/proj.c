@@ -231,7 +231,12 @@ static int proj__known_add(proj_state *st, const char *fp, const char *pem, cons
                            proj_root_kind kind, uint64_t seq)
 {
     proj_root *r;
-    if (!fp || !*fp || proj__known_find(st, fp)) return INE_OK;
+    if (!fp || !*fp) return INE_OK;
+    if ((r = (proj_root *)proj__known_find(st, fp))) {
+        if (!r->pem && pem && *pem && !(r->pem = strdup(pem)))
+            return ine_err(INE_ENOMEM, "out of memory recording a root");
+        return INE_OK;
+    }
     GUARD(PROJ__GROW(st, roots_known));
     r = &st->roots_known[st->n_roots_known];
     memset(r, 0, sizeof *r);
@@ -316,6 +321,13 @@ static int proj__trust_update(proj_state *st, uint64_t seq)
 
     for (size_t i = 0; i < st->n_bundle; i++) {
         proj_root *r = &st->bundle[i];
+        const proj_root *k = r->pem ? NULL : proj__known_find(st, r->fingerprint);
+        if (k && k->pem) {
+            /* Trusted by fingerprint before the log carried its PEM: fill it in now. */
+            if (!(r->pem = strdup(k->pem))) return ine_err(INE_ENOMEM, "out of memory filling in a root");
+            GUARD(proj__set(&r->subject, k->subject));
+            r->kind = k->kind;
+        }
         proj_root_state want = proj__root_in_use(st, r->fingerprint, ca_needed) ? PROJ_ROOT_CURRENT : PROJ_ROOT_RETIRING;
         if (want != r->state) {
             r->state = want;
@@ -780,5 +792,10 @@ fail:
 int proj_update(evlog_t *log, proj_state *st)
 {
     proj__replay r = {.st = st};
+    uint64_t last;
+    GUARD(evlog_last_seq(log, &last));
+    if (st->applied_seq > last)
+        return ine_err(INE_ECHAIN, "the state is at seq %llu but the log ends at seq %llu",
+                       (unsigned long long)st->applied_seq, (unsigned long long)last);
     return proj__replay_into(log, st->applied_seq + 1, 0, &r);
 }

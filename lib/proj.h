@@ -11,8 +11,9 @@
  * Leniency: the log is the truth. An event naming an unknown node or database never fails
  * and never crashes: updates to an unknown database are ignored, a certificate or activation
  * for a node the log never added is recorded as is (one for a removed node is dropped).
- * Strings in the state are never NULL (possibly ""), except proj_root.pem when the log never
- * carried that root's PEM.
+ * Strings of every listed entry, and of the cluster and CA once present, are never NULL
+ * (possibly ""); the one exception is proj_root.pem when the log never carried that root's PEM.
+ * A state belongs to one thread at a time; readers that share it must lock around it.
  *
  * Trust bundle (the roots every node must trust now, so the mesh never splits mid-change):
  *   current  = the root of every current certificate (CertInfo.root_fingerprint_sha256; a
@@ -209,7 +210,9 @@ int proj_build(evlog_t *log, uint64_t at_seq, proj_state *out);
  * event gives the empty state. Same contract for *out as proj_build. */
 int proj_build_at_time(evlog_t *log, int64_t at_us, proj_state *out);
 
-/* Follow the log: apply every event after st->applied_seq (a service's catch-up step). */
+/* Follow the log: apply every event after st->applied_seq (a service's catch-up step; a
+ * service using follow.h instead calls proj_apply from its follow_fn). INE_ECHAIN if the state
+ * is ahead of the log's end (it was built from another log). */
 int proj_update(evlog_t *log, proj_state *st);
 
 /* Lookups (NULL if absent). Removed nodes and deleted databases are found too: check the flag. */

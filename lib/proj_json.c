@@ -347,7 +347,7 @@ json_t *proj_to_json(const proj_state *st)
     json_t *o = json_object();
     if (!o) goto oom;
     proj__seq(&c, o, "applied_seq", st->applied_seq);
-    proj__time_us(&c, o, "last_event", st->last_time_us);
+    proj__time_us(&c, o, "last_event_time", st->last_time_us);
     proj__set(&c, o, "cluster", proj__cluster_json(&c, st));
     proj__set(&c, o, "ca", proj__ca_json(&c, st));
     proj__set(&c, o, "trust_bundle", proj__trust_json(&c, st));

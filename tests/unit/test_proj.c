@@ -545,6 +545,26 @@ Test(proj, trust_bundle_initial)
     proj_free(&st);
 }
 
+Test(proj, trust_bundle_fills_in_a_root_pem_carried_later)
+{
+    proj_state st;
+    proj_init(&st);
+    APPLY(&st, tu_ev_node_added(1, "127.0.0.1"));
+    APPLY(&st, t_issued(1, CP, "leaf", "ca-x", NULL, NULL, 0)); /* before any CaCreated: lenient */
+    const proj_root *r = proj_bundle_find(&st, "ca-x");
+    cr_assert_not_null(r);
+    cr_assert_null(r->pem);
+    cr_assert_eq(r->kind, PROJ_ROOT_UNKNOWN);
+    APPLY(&st, t_ca("ca-x", "initial", NULL, 0));
+    r = proj_bundle_find(&st, "ca-x");
+    cr_assert_not_null(r->pem);
+    cr_assert(strstr(r->pem, "PEM-OF-ca-x"));
+    cr_assert_str_eq(r->subject, "CN=ca-x");
+    cr_assert_eq(r->kind, PROJ_ROOT_CLUSTER_CA);
+    cr_assert_eq(st.n_bundle, 1);
+    proj_free(&st);
+}
+
 Test(proj, trust_bundle_across_customer_upload)
 {
     proj_state st;
@@ -892,8 +912,15 @@ Test(proj, build_at_seq_equals_prefix)
     cr_assert_str_eq(sa, sb);
     free(sa);
     free(sb);
+    cr_assert_eq(proj_update(log, &a), INE_OK, "nothing new is not an error");
+    cr_assert_eq(a.applied_seq, n);
     proj_free(&a);
     proj_free(&b);
+    /* A state ahead of the log belongs to another log. */
+    proj_init(&a);
+    a.applied_seq = n + 5;
+    cr_assert_eq(proj_update(log, &a), INE_ECHAIN);
+    proj_free(&a);
 
     evlog_close(log);
     tu_rmrf(dir);
@@ -1110,7 +1137,7 @@ Test(proj, json_is_stable_and_readable)
     char *a = t_dump(&st), *b = t_dump(&st);
     cr_assert_str_eq(a, b);
 
-    static const char *top[] = {"applied_seq", "last_event", "last_event_unix", "cluster", "ca", "trust_bundle",
+    static const char *top[] = {"applied_seq", "last_event_time", "last_event_time_unix", "cluster", "ca", "trust_bundle",
                                 "nodes", "databases", "certificates", "activations", "pending_rotations",
                                 "customer_fallbacks", "alerts"};
     j = proj_to_json(&st);
