@@ -60,6 +60,14 @@ int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_o
 /* Convenience: one event, optional request id. */
 int evlog_append_one(evlog_t *log, evlog_event *ev, const char *request_id, uint64_t *seq);
 
+/* Append one record received as raw bytes (a replica fed from another node, or a record of a
+ * newer schema): it must decode, carry `seq` == head + 1, and link to the current head hash,
+ * or nothing is written (INE_ECORRUPT / INE_ECHAIN naming the seq). Durable like any append. */
+int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len);
+
+/* The last seq and its record's hash (zeros for an empty log): what a new record must link to. */
+int evlog_head(evlog_t *log, uint64_t *seq, uint8_t hash[EVLOG_HASH_LEN]);
+
 /* The seq of the last record (0 for an empty log). */
 int evlog_last_seq(evlog_t *log, uint64_t *out);
 

@@ -123,21 +123,27 @@ static int seal__fsync_dir(const char *path)
 int seal_key_create(const char *path)
 {
     uint8_t key[SEAL_KEY_LEN];
+    char tmp[4096];
     size_t off = 0;
-    int fd, rc = INE_OK;
+    int fd = -1, rc = INE_OK;
 
     if (!path || !*path) return ine_err(INE_EINVAL, "seal key path is empty");
-    /* O_EXCL also refuses a symlink at path, dangling or not. */
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (errno == EEXIST)
+    {
+        struct stat st;
+        /* Checked again by link() below; this early answer just avoids a needless key. */
+        if (lstat(path, &st) == 0)
             return ine_err(INE_EEXIST, "seal key %s already exists: refusing to replace it "
                            "(every sealed secret in the log depends on it)", path);
-        return seal__errno(errno, "create", path);
     }
+    /* Written under a temporary name and linked into place: a crash mid-write leaves a stray
+     * temporary, never a short key that would block every later start. */
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= (int)sizeof tmp)
+        return ine_err(INE_EINVAL, "seal key path %s is too long", path);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) return seal__errno(errno, "create", tmp);
     /* The umask may only remove bits, but an ACL-default directory may add some: be exact. */
     if (fchmod(fd, 0600) != 0) {
-        rc = seal__errno(errno, "set the mode of", path);
+        rc = seal__errno(errno, "set the mode of", tmp);
         goto fail;
     }
     GUARD_OSSL(RAND_bytes(key, sizeof key) == 1, fail);
@@ -145,30 +151,40 @@ int seal_key_create(const char *path)
         ssize_t w = write(fd, key + off, sizeof key - off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
-            rc = seal__errno(w < 0 ? errno : EIO, "write", path);
+            rc = seal__errno(w < 0 ? errno : EIO, "write", tmp);
             goto fail;
         }
         off += (size_t)w;
     }
     if (fsync(fd) != 0) {
-        rc = seal__errno(errno, "sync", path);
+        rc = seal__errno(errno, "sync", tmp);
         goto fail;
     }
     rc = close(fd);
     fd = -1;
     if (rc != 0) {
-        rc = seal__errno(errno, "close", path);
+        rc = seal__errno(errno, "close", tmp);
         goto fail;
     }
-    GUARD_GOTO(seal__fsync_dir(path), fail);
+    /* link(2) never replaces: it also refuses a symlink at path, dangling or not. */
+    if (link(tmp, path) != 0) {
+        if (errno == EEXIST)
+            rc = ine_err(INE_EEXIST, "seal key %s already exists: refusing to replace it "
+                         "(every sealed secret in the log depends on it)", path);
+        else
+            rc = seal__errno(errno, "create", path);
+        goto fail;
+    }
+    unlink(tmp);
+    GUARD_GOTO(seal__fsync_dir(path), done);
+done:
     OPENSSL_cleanse(key, sizeof key);
-    return INE_OK;
+    return rc;
 
 fail:
     OPENSSL_cleanse(key, sizeof key);
     if (fd >= 0) close(fd);
-    /* We created it (O_EXCL): leave no half-written key behind for a later load to trip on. */
-    unlink(path);
+    unlink(tmp);
     return rc;
 }
 

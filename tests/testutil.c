@@ -186,3 +186,24 @@ void tu_event_free(evlog_event *ev)
 {
     if (ev) protobuf_c_message_free_unpacked(&ev->base, NULL);
 }
+
+uint64_t tu_append_unknown(evlog_t *log, int64_t time_us)
+{
+    evlog_event ev = INE__V1__EVENT__INIT;
+    uint8_t hash[EVLOG_HASH_LEN], buf[512];
+    uint64_t head;
+    size_t n;
+    /* Field 99, length-delimited, 5 bytes: an unknown oneof member to this schema. */
+    static const uint8_t future[] = {0x9a, 0x06, 0x05, 'h', 'e', 'l', 'l', 'o'};
+    if (evlog_head(log, &head, hash) != 0) return 0;
+    ev.seq = head + 1;
+    ev.time_us = time_us;
+    ev.producer = "ine-future";
+    ev.actor = "tester";
+    ev.prev_sha256.data = hash;
+    ev.prev_sha256.len = EVLOG_HASH_LEN;
+    n = protobuf_c_message_pack(&ev.base, buf);
+    memcpy(buf + n, future, sizeof future);
+    n += sizeof future;
+    return evlog_append_raw(log, head + 1, buf, n) == 0 ? head + 1 : 0;
+}

@@ -37,4 +37,8 @@ evlog_event *tu_ev_db_created(uint32_t uid, const char *name);
 evlog_event *tu_ev_node_added(uint32_t uid, const char *addr);
 void tu_event_free(evlog_event *ev);
 
+/* Append a well-formed record of an event type this version does not know (as a newer
+ * version would write: a body field number the schema lacks). Returns its seq, 0 on error. */
+uint64_t tu_append_unknown(evlog_t *log, int64_t time_us);
+
 #endif

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs exactly the Debian 12 packages ine needs to build, test and run. Run as root.
+set -euo pipefail
+
+PACKAGES=(
+  # toolchain
+  gcc make cmake pkg-config
+  # libraries
+  libssl-dev libzmq3-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev
+  # tests
+  libcriterion-dev openssl faketime libfaketime
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "install-deps: missing packages: ${missing[*]}; run this script as root" >&2
+  exit 1
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
