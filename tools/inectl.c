@@ -173,7 +173,7 @@ static int cluster_create(const char *dd, int argc, char **argv)
     evlog_event *evs[1 + INECTL_MAX_NODES] = {0};
     Ine__V1__ClusterCreated cc = INE__V1__CLUSTER_CREATED__INIT;
     Ine__V1__NodeAdded na[INECTL_MAX_NODES];
-    char node_names[INECTL_MAX_NODES][24];
+    char node_names[INECTL_MAX_NODES][32];
     evlog_t *log = NULL;
     evlog_append_opts ao = {0};
     uint64_t first = 0;
@@ -226,7 +226,7 @@ static int cluster_create(const char *dd, int argc, char **argv)
     evs[n_ev++]->cluster_created = &cc;
     for (size_t i = 0; i < a.n_nodes; i++) {
         ine__v1__node_added__init(&na[i]);
-        snprintf(node_names[i], sizeof node_names[i], "node:%zu", i + 1);
+        snprintf(node_names[i], sizeof node_names[i], "node:%u", (unsigned)(i + 1));
         na[i].node_uid = (uint32_t)(i + 1);
         na[i].address = a.nodes[i];
         na[i].name = node_names[i];
