@@ -1,0 +1,288 @@
+/* ca.c — the CA service's state and plumbing: events built for protobuf-c to free, appends
+ * that seal private keys inside the log transaction (the purpose binds each sealed key to its
+ * event's seq, type and field), loading sealed keys back, and parallel key generation. */
+#include "ca.h"
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+
+#include <openssl/sha.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+evlog_event *ca_event_new(int body_case, void *body, const char *actor)
+{
+    evlog_event *ev = calloc(1, sizeof *ev);
+    if (!ev) return NULL;
+    ine__v1__event__init(ev);
+    ev->producer = strdup("ine-ca");
+    ev->actor = strdup(actor && *actor ? actor : "ine-ca");
+    ev->body_case = body_case;
+    ev->cluster_created = body; /* the body members share one union slot */
+    if (!ev->producer || !ev->actor) {
+        free(ev->producer);
+        free(ev->actor);
+        free(ev);
+        return NULL;
+    }
+    return ev;
+}
+
+void ca_items_free(ca_item *items, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (items[i].ev) protobuf_c_message_free_unpacked(&items[i].ev->base, NULL);
+        pki_secret_free(items[i].key_der, items[i].key_der_len);
+        items[i] = (ca_item){0};
+    }
+}
+
+static ProtobufCBinaryData *ca__sealed_field(evlog_event *ev)
+{
+    switch (ev->body_case) {
+    case INE__V1__EVENT__BODY_CA_CREATED: return &ev->ca_created->sealed_key;
+    case INE__V1__EVENT__BODY_CERTIFICATE_ISSUED: return &ev->certificate_issued->sealed_key;
+    case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: return &ev->customer_certificate_uploaded->sealed_key;
+    default: return NULL;
+    }
+}
+
+typedef struct {
+    ca_t *ca;
+    ca_item *items;
+    size_t n;
+} ca__seal_ctx;
+
+/* Runs inside the append transaction, once the seq is known. */
+static int ca__seal_hook(evlog_event *ev, void *ud)
+{
+    ca__seal_ctx *c = ud;
+    char purpose[SEAL_PURPOSE_MAX];
+    ProtobufCBinaryData *f;
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->items[i].ev != ev || !c->items[i].key_der) continue;
+        if (!(f = ca__sealed_field(ev))) return ine_err(INE_EINVAL, "event type %s carries no key", evlog_type_name(ev));
+        free(f->data);
+        *f = (ProtobufCBinaryData){0};
+        GUARD(seal_purpose_event(purpose, sizeof purpose, ev->seq, evlog_type_name(ev), "sealed_key"));
+        return seal_seal(c->ca->seal, purpose, c->items[i].key_der, c->items[i].key_der_len, &f->data, &f->len);
+    }
+    return INE_OK;
+}
+
+int ca_catch_up(ca_t *ca)
+{
+    int rc = follow_catch_up(ca->follow);
+    return rc < 0 ? rc : INE_OK;
+}
+
+int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq)
+{
+    evlog_event *evs[n ? n : 1];
+    ca__seal_ctx sc = {ca, items, n};
+    evlog_append_opts o = {.request_id = request_id, .prepare = ca__seal_hook, .prepare_ud = &sc};
+    uint64_t first = 0, last;
+    int rc;
+    for (size_t i = 0; i < n; i++) evs[i] = items[i].ev;
+    rc = evlog_append(ca->log, evs, n, &o, &first);
+    if (rc < 0) return rc;
+    if (first_seq) *first_seq = first;
+    if (rc == 0 && evlog_last_seq(ca->log, &last) == 0) follow_pub_hint(ca->pub, last);
+    GUARD(ca_catch_up(ca));
+    return rc;
+}
+
+int ca_load_key(ca_t *ca, uint64_t seq, pki_key **out)
+{
+    evlog_event *ev = NULL;
+    ProtobufCBinaryData *f;
+    char purpose[SEAL_PURPOSE_MAX];
+    uint8_t *der = NULL;
+    size_t len = 0;
+    int rc;
+
+    *out = NULL;
+    GUARD(evlog_read(ca->log, seq, &ev));
+    if (!(f = ca__sealed_field(ev)) || !f->len) {
+        rc = ine_err(INE_ENOTFOUND, "event %llu carries no sealed key", (unsigned long long)seq);
+        goto out;
+    }
+    GUARD_GOTO(seal_purpose_event(purpose, sizeof purpose, seq, evlog_type_name(ev), "sealed_key"), out);
+    if ((rc = seal_open(ca->seal, purpose, f->data, f->len, &der, &len)) < 0) {
+        rc = ine_err(rc, "cannot unseal the key in event %llu: %s", (unsigned long long)seq, ine_err_msg());
+        goto out;
+    }
+    rc = pki_key_from_der(der, len, out);
+out:
+    seal_free_secret(der, len);
+    evlog_event_free(ev);
+    return rc;
+}
+
+int ca_load_ca(ca_t *ca)
+{
+    evlog_event *ev = NULL;
+    pki_cert *cert = NULL;
+    pki_key *key = NULL;
+    int rc = INE_OK;
+
+    if (!ca->st.ca.present) return ine_err(INE_ENOTFOUND, "the cluster has no CA yet");
+    if (ca->ca_cert && ca->ca_seq == ca->st.ca.seq) return INE_OK;
+    GUARD(evlog_read(ca->log, ca->st.ca.seq, &ev));
+    if (ev->body_case != INE__V1__EVENT__BODY_CA_CREATED || !ev->ca_created->ca) {
+        rc = ine_err(INE_ECORRUPT, "event %llu is not a CA", (unsigned long long)ca->st.ca.seq);
+        goto out;
+    }
+    GUARD_GOTO(pki_cert_from_pem(ev->ca_created->ca->cert_pem, &cert), out);
+    GUARD_GOTO(ca_load_key(ca, ca->st.ca.seq, &key), out);
+    pki_cert_free(ca->ca_cert);
+    pki_key_free(ca->ca_key);
+    ca->ca_cert = cert;
+    ca->ca_key = key;
+    ca->ca_seq = ca->st.ca.seq;
+    cert = NULL;
+    key = NULL;
+out:
+    pki_cert_free(cert);
+    pki_key_free(key);
+    evlog_event_free(ev);
+    return rc;
+}
+
+Ine__V1__CertInfo *ca_certinfo(const pki_cert *c, const char *root_fp, const char *chain_pem)
+{
+    Ine__V1__CertInfo *ci = calloc(1, sizeof *ci);
+    pki_info info;
+    char *pem = NULL;
+    if (!ci) return NULL;
+    ine__v1__cert_info__init(ci);
+    if (pki_cert_info(c, &info) < 0 || pki_cert_to_pem(c, &pem) < 0) {
+        pki_info_clear(&info);
+        free(ci);
+        return NULL;
+    }
+    ci->cert_pem = pem;
+    ci->chain_pem = strdup(chain_pem ? chain_pem : "");
+    ci->serial_hex = strdup(info.serial_hex);
+    ci->fingerprint_sha256 = strdup(info.fingerprint);
+    ci->not_before = info.not_before;
+    ci->not_after = info.not_after;
+    ci->subject = strdup(info.subject);
+    ci->issuer = strdup(info.issuer);
+    ci->root_fingerprint_sha256 = strdup(root_fp ? root_fp : info.fingerprint);
+    pki_info_clear(&info);
+    if (!ci->chain_pem || !ci->serial_hex || !ci->fingerprint_sha256 || !ci->subject || !ci->issuer ||
+        !ci->root_fingerprint_sha256) {
+        protobuf_c_message_free_unpacked(&ci->base, NULL);
+        return NULL;
+    }
+    return ci;
+}
+
+void ca_digest_id(const char *s, char out[33])
+{
+    unsigned char d[SHA256_DIGEST_LENGTH];
+    SHA256((const unsigned char *)s, strlen(s), d);
+    for (int i = 0; i < 16; i++) sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+/* --- parallel issuance: RSA key generation is the cost, and it parallelises perfectly --- */
+
+typedef struct {
+    ca_t *ca;
+    const ca_target *t;
+    size_t n;
+    int64_t now;
+    atomic_size_t next;
+    pki_cert **certs;
+    pki_key **keys;
+    int rc;                  /* first failure */
+    char why[256];
+    pthread_mutex_t mu;
+} ca__issue_job;
+
+static void *ca__issue_worker(void *arg)
+{
+    ca__issue_job *j = arg;
+    for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
+        pki_issue_params p = {
+            .cluster_uid = j->ca->st.cluster.uid,
+            .node_uid = j->t[i].node->uid,
+            .address = j->t[i].node->address,
+            .name = j->t[i].node->name,
+            .plane = j->t[i].plane,
+            .now = j->now,
+            .validity_s = j->ca->st.cluster.cert_validity_s > 0 ? j->ca->st.cluster.cert_validity_s : CA_DEFAULT_VALIDITY_S,
+        };
+        int rc = pki_issue_node(&p, j->ca->ca_cert, j->ca->ca_key, &j->certs[i], &j->keys[i]);
+        if (rc < 0) {
+            pthread_mutex_lock(&j->mu);
+            if (!j->rc) {
+                j->rc = rc;
+                snprintf(j->why, sizeof j->why, "node %u %s: %s", p.node_uid, proj_plane_name(p.plane), ine_err_msg());
+            }
+            pthread_mutex_unlock(&j->mu);
+        }
+    }
+    return NULL;
+}
+
+int ca_issue(ca_t *ca, const ca_target *t, size_t n, int reason, const char *rotation_id, const char *actor,
+             ca_item *out)
+{
+    ca__issue_job j = {.ca = ca, .t = t, .n = n, .now = ine_clock_now()};
+    pthread_t th[16];
+    int workers = ca->workers < 1 ? 1 : ca->workers > 16 ? 16 : ca->workers, started = 0, rc = INE_OK;
+
+    if (n == 0) return INE_OK;
+    GUARD(ca_load_ca(ca));
+    j.certs = calloc(n, sizeof *j.certs);
+    j.keys = calloc(n, sizeof *j.keys);
+    pthread_mutex_init(&j.mu, NULL);
+    if (!j.certs || !j.keys) {
+        rc = ine_err(INE_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((size_t)workers > n) workers = (int)n;
+    for (int i = 1; i < workers; i++)
+        if (pthread_create(&th[started], NULL, ca__issue_worker, &j) == 0) started++;
+    ca__issue_worker(&j);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    if (j.rc) {
+        rc = ine_err(j.rc, "cannot issue a certificate for %s", j.why);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        Ine__V1__CertificateIssued *ci = calloc(1, sizeof *ci);
+        char fp[PKI_FPR_LEN + 1];
+        if (!ci) goto oom;
+        ine__v1__certificate_issued__init(ci);
+        ci->node_uid = t[i].node->uid;
+        ci->plane = t[i].plane;
+        ci->source = INE__V1__CERT_SOURCE__CERT_SOURCE_SELF_SIGNED;
+        ci->reason = reason;
+        ci->rotation_id = strdup(rotation_id ? rotation_id : "");
+        if (!(out[i].ev = ca_event_new(INE__V1__EVENT__BODY_CERTIFICATE_ISSUED, ci, actor))) {
+            free(ci->rotation_id);
+            free(ci);
+            goto oom;
+        }
+        if (!ci->rotation_id || pki_cert_fingerprint(ca->ca_cert, fp) < 0 || !(ci->cert = ca_certinfo(j.certs[i], fp, NULL)))
+            goto oom;
+        GUARD_GOTO(pki_key_to_der(j.keys[i], &out[i].key_der, &out[i].key_der_len), out);
+    }
+    goto out;
+oom:
+    rc = ine_err(INE_ENOMEM, "out of memory");
+out:
+    if (rc < 0) ca_items_free(out, n);
+    for (size_t i = 0; j.certs && i < n; i++) pki_cert_free(j.certs[i]);
+    for (size_t i = 0; j.keys && i < n; i++) pki_key_free(j.keys[i]);
+    free(j.certs);
+    free(j.keys);
+    pthread_mutex_destroy(&j.mu);
+    return rc;
+}
