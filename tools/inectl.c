@@ -1,35 +1,24 @@
 /* inectl — the operator CLI, in rladmin's grammar (keyword value pairs).
  *
- * This file owns the command dispatch and `cluster create`, the bootstrap that writes a new
- * data directory: the seal key (0600) and the first events (cluster created, one node added
- * per address) in one all-or-nothing append. Later commands talk to the services over
- * ZeroMQ, found through the data directory. */
-#include <arpa/inet.h>
-#include <ctype.h>
-#include <errno.h>
+ * This file owns the command dispatch, the global options and what every command shares
+ * (errors, talking to a service). Commands live in inectl_<area>.c. */
 #include <getopt.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <zmq.h>
 
-#include "clock.h"
 #include "datadir.h"
 #include "err.h"
-#include "evlog.h"
+#include "inectl.h"
 #include "logline.h"
-#include "passwd.h"
-#include "seal.h"
-
-#define INECTL_MAX_NODES 256
-#define INECTL_ROTATION_PERIOD (30 * INE_SEC_PER_DAY)
-#define INECTL_CERT_VALIDITY (90 * INE_SEC_PER_DAY)
+#include "rpc.h"
 
 static const char *usage_text =
-    "usage: inectl [--data-dir DIR] <command>\n"
+    "usage: inectl [--data-dir DIR] [--json] [--request-id ID] [--timeout SECONDS] <command>\n"
     "\n"
     "commands:\n"
     "  cluster create name <name> nodes <addr>[,<addr>...]\n"
@@ -38,13 +27,26 @@ static const char *usage_text =
     "      Create a new cluster in DIR: the seal key and the first events of its log.\n"
     "      'password -' reads the password from the first line of standard input.\n"
     "      Refuses a directory that already holds a cluster.\n"
+    "  cluster certificate rotate [all|ccs_internode_encryption|data_internode_encryption]\n"
+    "      Replace the cluster-issued certificates of every node now (customer ones are kept).\n"
+    "  cluster certificate set internal [cpine_certificate_file F cpine_key_file F]\n"
+    "                                   [dpine_certificate_file F dpine_key_file F]\n"
+    "      Use your own certificates: control plane (cpine), data plane (dpine), or both. Each\n"
+    "      certificate file holds the leaf then its chain up to the root; keys are RSA, PEM,\n"
+    "      without a passphrase. Checked completely before anything changes.\n"
+    "  status certificates\n"
+    "      The CA and every node's certificate per plane: source, serial, expiry, days left.\n"
     "\n"
     "options:\n"
-    "  --data-dir DIR   node data directory (default: $INE_DATA_DIR, else " DATADIR_DEFAULT ")\n"
-    "  -h, --help       this text\n";
+    "  --data-dir DIR      node data directory (default: $INE_DATA_DIR, else " DATADIR_DEFAULT ")\n"
+    "  --json              machine-readable output\n"
+    "  --request-id ID     make a retried command idempotent (default: a fresh id)\n"
+    "  --timeout SECONDS   how long to wait for a service (default 120)\n"
+    "  -h, --help          this text\n";
 
-static int fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int fail(const char *fmt, ...)
+inectl_opts inectl_g;
+
+int inectl_fail(const char *fmt, ...)
 {
     va_list ap;
     fputs("inectl: ", stderr);
@@ -55,229 +57,87 @@ static int fail(const char *fmt, ...)
     return 1;
 }
 
-/* --- validation ------------------------------------------------------------------------------ */
-
-static int valid_chars(const char *s, size_t max, const char *extra)
+Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req)
 {
-    size_t n = strlen(s);
-    if (n == 0 || n > max) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr(extra, s[i])) return 0;
-    return 1;
+    char run[DATADIR_MAX];
+    uint8_t *buf, *out = NULL;
+    size_t len, olen = 0;
+    Ine__V1__Reply *r = NULL;
+    void *z;
+    int rc;
+
+    req->request_id = (char *)inectl_g.request_id;
+    req->actor = (char *)inectl_g.actor;
+    if (datadir_path(inectl_g.data_dir, "run", run, sizeof run) < 0) {
+        inectl_fail("%s", ine_err_msg());
+        return NULL;
+    }
+    len = ine__v1__ca_request__get_packed_size(req);
+    if (!(buf = malloc(len ? len : 1))) {
+        inectl_fail("out of memory");
+        return NULL;
+    }
+    ine__v1__ca_request__pack(req, buf);
+    z = zmq_ctx_new();
+    rc = rpc_call(z, run, "ca", buf, len, inectl_g.timeout_ms, &out, &olen);
+    /* The request may hold a private key: wipe our copy. */
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    zmq_ctx_term(z);
+    if (rc < 0) {
+        inectl_fail("%s", ine_err_msg());
+        return NULL;
+    }
+    if (!(r = ine__v1__reply__unpack(NULL, olen, out))) inectl_fail("ine-ca sent a reply that does not decode");
+    free(out);
+    return r;
 }
 
-static int valid_name(const char *s) { return valid_chars(s, 64, "-_."); }
-
-/* REST users are often e-mail addresses, as in Redis Enterprise. */
-static int valid_username(const char *s) { return valid_chars(s, 128, "-_.@+"); }
-
-/* An IPv4/IPv6 literal or an RFC 1123 host name. */
-static int valid_address(const char *s)
+int inectl_reply_fail(const char *what, const Ine__V1__Reply *r)
 {
-    unsigned char buf[16];
-    size_t n = strlen(s), label = 0;
-    if (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1) return 1;
-    if (n == 0 || n > 253 || s[0] == '-' || s[0] == '.' || s[n - 1] == '.' || s[n - 1] == '-') return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (label == 0 || s[i - 1] == '-') return 0;
-            label = 0;
-            continue;
-        }
-        if (!isalnum((unsigned char)s[i]) && s[i] != '-') return 0;
-        if (++label > 63) return 0;
-    }
-    /* All digits and dots would be a malformed IPv4 literal, not a name. */
-    return strspn(s, "0123456789.") != n;
+    const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&ine__v1__error_code__descriptor, r->code);
+    return inectl_fail("%s: %s [%s]", what, r->description && *r->description ? r->description : "refused",
+                       v ? v->name + strlen("ERROR_CODE_") : "?");
 }
 
-static int read_password_line(char *buf, size_t len)
+static char *fresh_request_id(char *buf, size_t len)
 {
-    size_t n;
-    if (!fgets(buf, (int)len, stdin)) return -1;
-    n = strcspn(buf, "\r\n");
-    buf[n] = 0;
-    return n ? 0 : -1;
-}
-
-/* --- cluster create --------------------------------------------------------------------------- */
-
-typedef struct {
-    const char *name;
-    char *nodes[INECTL_MAX_NODES];
-    size_t n_nodes;
-    const char *username;
-    const char *password;
-    int encryption;
-} create_args;
-
-static evlog_event *new_event(const char *actor)
-{
-    evlog_event *ev = calloc(1, sizeof *ev);
-    if (!ev) return NULL;
-    ine__v1__event__init(ev);
-    ev->producer = "inectl";
-    ev->actor = (char *)actor;
-    return ev;
-}
-
-static int parse_create(int argc, char **argv, create_args *a, char *nodes_buf, size_t nodes_len)
-{
-    const char *nodes = NULL, *enc = NULL;
-    memset(a, 0, sizeof *a);
-    for (int i = 0; i < argc; i += 2) {
-        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (!v) return fail("cluster create: '%s' needs a value", k);
-        if (!strcmp(k, "name")) a->name = v;
-        else if (!strcmp(k, "nodes")) nodes = v;
-        else if (!strcmp(k, "username")) a->username = v;
-        else if (!strcmp(k, "password")) a->password = v;
-        else if (!strcmp(k, "data_internode_encryption")) enc = v;
-        else return fail("cluster create: unknown keyword '%s' (see inectl --help)", k);
-    }
-    if (!a->name) return fail("cluster create: missing 'name <name>'");
-    if (!valid_name(a->name))
-        return fail("cluster create: name '%s' is invalid: use 1-64 letters, digits, '-', '_' or '.'", a->name);
-    if (!nodes) return fail("cluster create: missing 'nodes <addr>[,<addr>...]'");
-    if (strlen(nodes) >= nodes_len) return fail("cluster create: the node list is too long");
-    strcpy(nodes_buf, nodes);
-    for (char *save = NULL, *tok = strtok_r(nodes_buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
-        if (!valid_address(tok)) return fail("cluster create: node address '%s' is not an IP address or host name", tok);
-        for (size_t j = 0; j < a->n_nodes; j++)
-            if (!strcmp(a->nodes[j], tok)) return fail("cluster create: node address '%s' is listed twice", tok);
-        if (a->n_nodes == INECTL_MAX_NODES) return fail("cluster create: more than %d nodes", INECTL_MAX_NODES);
-        a->nodes[a->n_nodes++] = tok;
-    }
-    if (a->n_nodes == 0) return fail("cluster create: 'nodes' lists no address");
-    if (!a->username != !a->password) return fail("cluster create: 'username' and 'password' go together");
-    if (a->username && !valid_username(a->username))
-        return fail("cluster create: username '%s' is invalid: use 1-128 letters, digits, '-', '_', '.', '@' or '+'", a->username);
-    if (enc && strcmp(enc, "enabled") && strcmp(enc, "disabled"))
-        return fail("cluster create: data_internode_encryption must be 'enabled' or 'disabled', not '%s'", enc);
-    a->encryption = enc && !strcmp(enc, "enabled");
-    return 0;
-}
-
-static int exists(const char *p)
-{
-    struct stat st;
-    return lstat(p, &st) == 0;
-}
-
-static int cluster_create(const char *dd, int argc, char **argv)
-{
-    create_args a;
-    char nodes_buf[8192], key_path[DATADIR_MAX], log_path[DATADIR_MAX], data_path[DATADIR_MAX];
-    char lock_path[DATADIR_MAX], pwbuf[1024], pwhash[PASSWD_HASH_MAX], uid_hex[33], reqid[64];
-    unsigned char uid[16];
-    evlog_event *evs[1 + INECTL_MAX_NODES] = {0};
-    Ine__V1__ClusterCreated cc = INE__V1__CLUSTER_CREATED__INIT;
-    Ine__V1__NodeAdded na[INECTL_MAX_NODES];
-    char node_names[INECTL_MAX_NODES][32];
-    evlog_t *log = NULL;
-    evlog_append_opts ao = {0};
-    uint64_t first = 0;
-    int rc = 1, key_made = 0, log_made = 0;
-    size_t n_ev = 0;
-
-    if (parse_create(argc, argv, &a, nodes_buf, sizeof nodes_buf)) return 1;
-    if (datadir_path(dd, "seal.key", key_path, sizeof key_path) < 0 ||
-        datadir_path(dd, "log", log_path, sizeof log_path) < 0 ||
-        datadir_path(dd, "log/data.mdb", data_path, sizeof data_path) < 0 ||
-        datadir_path(dd, "log/lock.mdb", lock_path, sizeof lock_path) < 0)
-        return fail("%s", ine_err_msg());
-    /* Everything is checked before anything is written. */
-    if (exists(key_path) || exists(data_path))
-        return fail("%s already holds a cluster (found %s); refusing to overwrite it", dd,
-                    exists(key_path) ? key_path : data_path);
-    if (a.password && !strcmp(a.password, "-")) {
-        if (read_password_line(pwbuf, sizeof pwbuf)) return fail("cluster create: no password on standard input");
-        a.password = pwbuf;
-    }
-    if (a.password && passwd_hash(a.password, pwhash, sizeof pwhash) < 0) {
-        OPENSSL_cleanse(pwbuf, sizeof pwbuf);
-        return fail("cluster create: %s", ine_err_msg());
-    }
-    OPENSSL_cleanse(pwbuf, sizeof pwbuf);
-    if (RAND_bytes(uid, sizeof uid) != 1) return fail("cluster create: no randomness for the cluster uid");
-    for (size_t i = 0; i < sizeof uid; i++) sprintf(uid_hex + 2 * i, "%02x", uid[i]);
-
-    if (datadir_create(dd) < 0) return fail("%s", ine_err_msg());
-    if (seal_key_create(key_path) < 0) {
-        fail("cannot create the seal key: %s", ine_err_msg());
-        goto err;
-    }
-    key_made = 1;
-    if (evlog_open(log_path, NULL, &log) < 0) {
-        fail("cannot create the event log: %s", ine_err_msg());
-        goto err;
-    }
-    log_made = 1;
-
-    cc.cluster_uid = uid_hex;
-    cc.name = (char *)a.name;
-    cc.admin_username = a.username ? (char *)a.username : "";
-    cc.admin_password_hash = a.password ? pwhash : "";
-    cc.default_data_internode_encryption = a.encryption;
-    cc.rotation_period_seconds = INECTL_ROTATION_PERIOD;
-    cc.cert_validity_seconds = INECTL_CERT_VALIDITY;
-    if (!(evs[n_ev] = new_event(a.username ? (char *)a.username : "operator"))) goto oom;
-    evs[n_ev]->body_case = INE__V1__EVENT__BODY_CLUSTER_CREATED;
-    evs[n_ev++]->cluster_created = &cc;
-    for (size_t i = 0; i < a.n_nodes; i++) {
-        ine__v1__node_added__init(&na[i]);
-        snprintf(node_names[i], sizeof node_names[i], "node:%u", (unsigned)(i + 1));
-        na[i].node_uid = (uint32_t)(i + 1);
-        na[i].address = a.nodes[i];
-        na[i].name = node_names[i];
-        if (!(evs[n_ev] = new_event(a.username ? (char *)a.username : "operator"))) goto oom;
-        evs[n_ev]->body_case = INE__V1__EVENT__BODY_NODE_ADDED;
-        evs[n_ev++]->node_added = &na[i];
-    }
-    snprintf(reqid, sizeof reqid, "cluster-create/%s", uid_hex);
-    ao.request_id = reqid;
-    if (evlog_append(log, evs, n_ev, &ao, &first) < 0) {
-        fail("cannot write the first events: %s", ine_err_msg());
-        goto err;
-    }
-    printf("cluster '%s' created\n  uid       %s\n  nodes     %zu", a.name, uid_hex, a.n_nodes);
-    for (size_t i = 0; i < a.n_nodes; i++) printf("%s %u=%s", i ? "," : "", na[i].node_uid, na[i].address);
-    printf("\n  data dir  %s\n  events    %llu..%llu\n", dd, (unsigned long long)first,
-           (unsigned long long)(first + n_ev - 1));
-    if (a.username) printf("  REST user %s (password stored hashed)\n", a.username);
-    rc = 0;
-    goto out;
-
-oom:
-    fail("out of memory");
-err:
-    /* Leave no half-created cluster behind: a later create must be able to start clean. */
-    if (log) evlog_close(log);
-    log = NULL;
-    if (log_made) {
-        unlink(data_path);
-        unlink(lock_path);
-        rmdir(log_path);
-    }
-    if (key_made) unlink(key_path);
-out:
-    OPENSSL_cleanse(pwhash, sizeof pwhash);
-    for (size_t i = 0; i < n_ev; i++) free(evs[i]);
-    evlog_close(log);
-    return rc;
+    unsigned char b[12];
+    if (RAND_bytes(b, sizeof b) != 1) memset(b, 0, sizeof b);
+    snprintf(buf, len, "inectl-");
+    for (size_t i = 0; i < sizeof b; i++) snprintf(buf + 7 + 2 * i, len - 7 - 2 * i, "%02x", b[i]);
+    return buf;
 }
 
 int main(int argc, char **argv)
 {
     static const struct option lo[] = {
-        {"data-dir", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    const char *dd_arg = NULL, *dd;
+        {"data-dir", required_argument, 0, 'd'}, {"json", no_argument, 0, 'j'},
+        {"request-id", required_argument, 0, 'r'}, {"timeout", required_argument, 0, 't'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *dd_arg = NULL, *user = getenv("USER"), *actor = getenv("INE_ACTOR");
+    char reqid[64];
     int c;
 
     logline_init("inectl");
+    inectl_g.timeout_ms = 120000;
+    inectl_g.actor = actor && *actor ? actor : user && *user ? user : "operator";
+    inectl_g.request_id = fresh_request_id(reqid, sizeof reqid);
     while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
         switch (c) {
         case 'd': dd_arg = optarg; break;
+        case 'j': inectl_g.json = 1; break;
+        case 'r':
+            if (!*optarg || strlen(optarg) > 200) return inectl_fail("--request-id takes 1-200 characters"), 2;
+            inectl_g.request_id = optarg;
+            break;
+        case 't': {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || v < 1 || v > 3600) return inectl_fail("--timeout takes 1..3600 seconds, not '%s'", optarg), 2;
+            inectl_g.timeout_ms = (int)v * 1000;
+            break;
+        }
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
         }
@@ -288,13 +148,20 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return 2;
     }
-    dd = datadir_resolve(dd_arg);
+    inectl_g.data_dir = datadir_resolve(dd_arg);
     if (!strcmp(argv[0], "help")) {
         fputs(usage_text, stdout);
         return 0;
     }
     if (argc >= 2 && !strcmp(argv[0], "cluster") && !strcmp(argv[1], "create"))
-        return cluster_create(dd, argc - 2, argv + 2);
-    fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
+        return inectl_cluster_create(inectl_g.data_dir, argc - 2, argv + 2);
+    if (argc >= 3 && !strcmp(argv[0], "cluster") && !strcmp(argv[1], "certificate") && !strcmp(argv[2], "rotate"))
+        return inectl_cert_rotate(argc - 3, argv + 3);
+    if (argc >= 4 && !strcmp(argv[0], "cluster") && !strcmp(argv[1], "certificate") && !strcmp(argv[2], "set") &&
+        !strcmp(argv[3], "internal"))
+        return inectl_cert_set(argc - 4, argv + 4);
+    if (argc >= 2 && !strcmp(argv[0], "status") && !strcmp(argv[1], "certificates"))
+        return inectl_status_certificates(argc - 2, argv + 2);
+    inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;
 }

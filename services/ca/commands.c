@@ -17,6 +17,22 @@
 
 typedef Ine__V1__Reply ca_reply;
 
+typedef struct {
+    const char *rotation_id;
+    uint64_t seq;
+} ca__find_ctx;
+
+static int ca__find_rotated(const evlog_record *rec, void *ud)
+{
+    ca__find_ctx *c = ud;
+    if (rec->ev && rec->ev->body_case == INE__V1__EVENT__BODY_CERTIFICATES_ROTATED &&
+        !strcmp(rec->ev->certificates_rotated->rotation_id, c->rotation_id)) {
+        c->seq = rec->seq;
+        return 1;
+    }
+    return 0;
+}
+
 static void ca__reply_err(ca_reply *r, Ine__V1__ErrorCode code, const char *why)
 {
     free(r->description);
@@ -90,8 +106,11 @@ static void ca__rotate(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
         rc = ca_complete_rotation(ca, rid, &done);
         if (rc < 0) goto fail;
     } else {
-        /* A retry of a rotation already done: answer with what it did. */
-        done = seq;
+        /* A retry of a rotation already done: answer with where it finished. */
+        ca__find_ctx fc = {rid, seq};
+        rc = evlog_iterate(ca->log, seq, 0, 1, ca__find_rotated, &fc);
+        if (rc < 0) goto fail;
+        done = fc.seq;
     }
     r->seq = done;
     free(r->description);

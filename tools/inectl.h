@@ -1,0 +1,35 @@
+/* inectl.h — what the inectl command files share. */
+#ifndef INE_INECTL_H
+#define INE_INECTL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ine/v1/command.pb-c.h"
+
+/* Global options, set by main before a command runs. */
+typedef struct {
+    const char *data_dir;
+    const char *request_id;  /* --request-id, or a fresh random one */
+    const char *actor;       /* $INE_ACTOR, else $USER, else "operator" */
+    int json;                /* --json */
+    int timeout_ms;          /* --timeout */
+} inectl_opts;
+
+extern inectl_opts inectl_g;
+
+/* Print "inectl: <sentence>" on stderr and return 1. */
+int inectl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Send a CaRequest to ine-ca and return its reply (free with ine__v1__reply__free_unpacked).
+ * A transport failure prints the reason and returns NULL. */
+Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req);
+/* Print a refused reply ("inectl: <what>: <description> [<code>]") and return 1. */
+int inectl_reply_fail(const char *what, const Ine__V1__Reply *r);
+
+int inectl_cluster_create(const char *dd, int argc, char **argv);
+int inectl_cert_rotate(int argc, char **argv);
+int inectl_cert_set(int argc, char **argv);
+int inectl_status_certificates(int argc, char **argv);
+
+#endif
