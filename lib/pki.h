@@ -142,6 +142,7 @@ typedef enum {
     PKI_UPLOAD_CERT_EKU = INE__V1__ERROR_CODE__ERROR_CODE_CERT_EKU,
     PKI_UPLOAD_KEY_ENCRYPTED = INE__V1__ERROR_CODE__ERROR_CODE_KEY_ENCRYPTED,
     PKI_UPLOAD_KEY_PARSE = INE__V1__ERROR_CODE__ERROR_CODE_KEY_PARSE,
+    PKI_UPLOAD_KEY_TOO_SMALL = INE__V1__ERROR_CODE__ERROR_CODE_KEY_TOO_SMALL,
 } pki_upload_err;
 
 /* The ine.v1.ErrorCode for an upload result. */
@@ -169,6 +170,7 @@ typedef struct {
  *      Proc-Type: 4,ENCRYPTED block, detected without prompting)               → KEY_ENCRYPTED
  *      otherwise unreadable                                                     → KEY_PARSE
  *   4. the key is RSA (rsaEncryption; EC, Ed25519, Ed448, RSA-PSS are not)     → KEY_NOT_RSA
+ *      of at least 2048 bits (what OpenSSL's default security level accepts)   → KEY_TOO_SMALL
  *   5. the key is the leaf's                                                   → KEY_MISMATCH
  *   6. the leaf and every chain certificate are valid at now: notBefore <= now
  *                                                                   → CERT_NOT_YET_VALID

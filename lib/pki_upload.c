@@ -287,6 +287,12 @@ static int up__key(pki_upload *u, const char *pem, X509 *leaf, EVP_PKEY **out)
                       t ? t : "another type");
         goto out;
     }
+    if (EVP_PKEY_get_bits(k) < PKI_NODE_KEY_BITS) {
+        rc = up__rule(u, PKI_UPLOAD_KEY_TOO_SMALL,
+                      "the RSA key has %d bits; at least %d are required (TLS peers refuse smaller keys)",
+                      EVP_PKEY_get_bits(k), PKI_NODE_KEY_BITS);
+        goto out;
+    }
     EVP_PKEY *pub = X509_get0_pubkey(leaf);
     if (!pub || EVP_PKEY_eq(k, pub) != 1) {
         ERR_clear_error();

@@ -44,12 +44,13 @@ TestSuite(pki, .init = setup, .fini = teardown);
 /* ---- fixtures, made with OpenSSL directly ------------------------------------------------ */
 
 enum { FX_SERVER = 1, FX_CLIENT = 2, FX_ANY = 4, FX_NO_EKU = 8 };
-enum { FX_RSA = 0, FX_EC, FX_ED25519 };
+enum { FX_RSA = 0, FX_EC, FX_ED25519, FX_RSA1024 };
 
 static EVP_PKEY *fx_key(int type)
 {
     EVP_PKEY *k = type == FX_EC ? EVP_EC_gen("P-256")
                 : type == FX_ED25519 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
+                : type == FX_RSA1024 ? EVP_RSA_gen(1024)
                 : EVP_RSA_gen(2048);
     cr_assert_not_null(k);
     return k;
@@ -893,6 +894,17 @@ Test(pki, upload_refuses_keys_that_are_not_rsa)
         free(key);
         fx_chain_free(&c);
     }
+}
+
+Test(pki, upload_refuses_an_rsa_key_under_2048_bits)
+{
+    fx_chain c;
+    fx_chain_make(&c, (fx_spec){.levels = 2, .leaf_key = FX_RSA1024});
+    char *cert = fx_pem(c.leaf, c.root, NULL), *key = fx_key_pem(c.leaf_key);
+    expect_refused(cert, key, c.leaf_key, NOW, PKI_UPLOAD_KEY_TOO_SMALL, "1024 bits");
+    free(cert);
+    free(key);
+    fx_chain_free(&c);
 }
 
 Test(pki, upload_refuses_a_key_that_is_not_the_leafs)
