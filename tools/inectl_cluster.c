@@ -2,8 +2,6 @@
  * the seal key (0600) and the first events (cluster created, one node added per address) in
  * one all-or-nothing append. Everything is checked before anything is written, and a failure
  * part-way removes what this command created. */
-#include <arpa/inet.h>
-#include <ctype.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <stdio.h>
@@ -19,46 +17,11 @@
 #include "inectl.h"
 #include "passwd.h"
 #include "seal.h"
+#include "valid.h"
 
 #define INECTL_MAX_NODES 256
 #define INECTL_ROTATION_PERIOD (30 * INE_SEC_PER_DAY)
 #define INECTL_CERT_VALIDITY (90 * INE_SEC_PER_DAY)
-
-/* --- validation ------------------------------------------------------------------------------ */
-
-static int valid_chars(const char *s, size_t max, const char *extra)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > max) return 0;
-    for (size_t i = 0; i < n; i++)
-        if (!isalnum((unsigned char)s[i]) && !strchr(extra, s[i])) return 0;
-    return 1;
-}
-
-static int valid_name(const char *s) { return valid_chars(s, 64, "-_."); }
-
-/* REST users are often e-mail addresses, as in Redis Enterprise. */
-static int valid_username(const char *s) { return valid_chars(s, 128, "-_.@+"); }
-
-/* An IPv4/IPv6 literal or an RFC 1123 host name. */
-static int valid_address(const char *s)
-{
-    unsigned char buf[16];
-    size_t n = strlen(s), label = 0;
-    if (inet_pton(AF_INET, s, buf) == 1 || inet_pton(AF_INET6, s, buf) == 1) return 1;
-    if (n == 0 || n > 253 || s[0] == '-' || s[0] == '.' || s[n - 1] == '.' || s[n - 1] == '-') return 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '.') {
-            if (label == 0 || s[i - 1] == '-') return 0;
-            label = 0;
-            continue;
-        }
-        if (!isalnum((unsigned char)s[i]) && s[i] != '-') return 0;
-        if (++label > 63) return 0;
-    }
-    /* All digits and dots would be a malformed IPv4 literal, not a name. */
-    return strspn(s, "0123456789.") != n;
-}
 
 static int read_password_line(char *buf, size_t len)
 {
