@@ -5,6 +5,7 @@
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
+#include "sealed.h"
 
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -40,16 +41,6 @@ void ca_items_free(ca_item *items, size_t n)
     }
 }
 
-static ProtobufCBinaryData *ca__sealed_field(evlog_event *ev)
-{
-    switch (ev->body_case) {
-    case INE__V1__EVENT__BODY_CA_CREATED: return &ev->ca_created->sealed_key;
-    case INE__V1__EVENT__BODY_CERTIFICATE_ISSUED: return &ev->certificate_issued->sealed_key;
-    case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: return &ev->customer_certificate_uploaded->sealed_key;
-    default: return NULL;
-    }
-}
-
 typedef struct {
     ca_t *ca;
     ca_item *items;
@@ -64,10 +55,10 @@ static int ca__seal_hook(evlog_event *ev, void *ud)
     ProtobufCBinaryData *f;
     for (size_t i = 0; i < c->n; i++) {
         if (c->items[i].ev != ev || !c->items[i].key_der) continue;
-        if (!(f = ca__sealed_field(ev))) return ine_err(INE_EINVAL, "event type %s carries no key", evlog_type_name(ev));
+        if (!(f = sealed_key_field(ev))) return ine_err(INE_EINVAL, "event type %s carries no key", evlog_type_name(ev));
         free(f->data);
         *f = (ProtobufCBinaryData){0};
-        GUARD(seal_purpose_event(purpose, sizeof purpose, ev->seq, evlog_type_name(ev), "sealed_key"));
+        GUARD(sealed_purpose(purpose, sizeof purpose, ev->seq, evlog_type_name(ev)));
         return seal_seal(c->ca->seal, purpose, c->items[i].key_der, c->items[i].key_der_len, &f->data, &f->len);
     }
     return INE_OK;
@@ -95,32 +86,7 @@ int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64
     return rc;
 }
 
-int ca_load_key(ca_t *ca, uint64_t seq, pki_key **out)
-{
-    evlog_event *ev = NULL;
-    ProtobufCBinaryData *f;
-    char purpose[SEAL_PURPOSE_MAX];
-    uint8_t *der = NULL;
-    size_t len = 0;
-    int rc;
-
-    *out = NULL;
-    GUARD(evlog_read(ca->log, seq, &ev));
-    if (!(f = ca__sealed_field(ev)) || !f->len) {
-        rc = ine_err(INE_ENOTFOUND, "event %llu carries no sealed key", (unsigned long long)seq);
-        goto out;
-    }
-    GUARD_GOTO(seal_purpose_event(purpose, sizeof purpose, seq, evlog_type_name(ev), "sealed_key"), out);
-    if ((rc = seal_open(ca->seal, purpose, f->data, f->len, &der, &len)) < 0) {
-        rc = ine_err(rc, "cannot unseal the key in event %llu: %s", (unsigned long long)seq, ine_err_msg());
-        goto out;
-    }
-    rc = pki_key_from_der(der, len, out);
-out:
-    seal_free_secret(der, len);
-    evlog_event_free(ev);
-    return rc;
-}
+int ca_load_key(ca_t *ca, uint64_t seq, pki_key **out) { return sealed_load_key(ca->log, ca->seal, seq, out); }
 
 int ca_load_ca(ca_t *ca)
 {
