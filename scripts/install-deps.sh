@@ -6,9 +6,9 @@ PACKAGES=(
   # toolchain
   gcc make cmake pkg-config
   # libraries
-  libssl-dev libzmq3-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev
+  libssl-dev libzmq3-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev libevent-dev
   # tests
-  libcriterion-dev openssl faketime libfaketime
+  libcriterion-dev openssl faketime libfaketime curl
 )
 
 missing=()

@@ -35,7 +35,19 @@ static const char *usage_text =
     "      certificate file holds the leaf then its chain up to the root; keys are RSA, PEM,\n"
     "      without a passphrase. Checked completely before anything changes.\n"
     "  status certificates\n"
-    "      The CA and every node's certificate per plane: source, serial, expiry, days left.\n"
+    "      The CA and every node's certificate per plane, as ine-ca reports them.\n"
+    "  status\n"
+    "      Nodes, databases with their encryption state, certificates with days left and\n"
+    "      whether each node serves them yet, active alerts (read from the local log).\n"
+    "  create db name <name> port <port> shard_node <uid> shard_address <host:port>\n"
+    "            [data_internode_encryption enabled|disabled]\n"
+    "      A new database; without data_internode_encryption it takes the cluster default.\n"
+    "  delete db <uid|name>\n"
+    "  tune db <uid|name> data_internode_encryption enabled|disabled\n"
+    "  tune cluster data_internode_encryption enabled|disabled\n"
+    "      The cluster default for databases created from now on (existing ones keep theirs).\n"
+    "  info db <uid|name>\n"
+    "  info cluster\n"
     "\n"
     "options:\n"
     "  --data-dir DIR      node data directory (default: $INE_DATA_DIR, else " DATADIR_DEFAULT ")\n"
@@ -57,39 +69,61 @@ int inectl_fail(const char *fmt, ...)
     return 1;
 }
 
-Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req)
+/* Send packed request bytes to a service and decode its Reply. */
+static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t len)
 {
     char run[DATADIR_MAX];
-    uint8_t *buf, *out = NULL;
-    size_t len, olen = 0;
+    uint8_t *out = NULL;
+    size_t olen = 0;
     Ine__V1__Reply *r = NULL;
     void *z;
     int rc;
 
-    req->request_id = (char *)inectl_g.request_id;
-    req->actor = (char *)inectl_g.actor;
     if (datadir_path(inectl_g.data_dir, "run", run, sizeof run) < 0) {
         inectl_fail("%s", ine_err_msg());
         return NULL;
     }
-    len = ine__v1__ca_request__get_packed_size(req);
-    if (!(buf = malloc(len ? len : 1))) {
-        inectl_fail("out of memory");
-        return NULL;
-    }
-    ine__v1__ca_request__pack(req, buf);
     z = zmq_ctx_new();
-    rc = rpc_call(z, run, "ca", buf, len, inectl_g.timeout_ms, &out, &olen);
-    /* The request may hold a private key: wipe our copy. */
-    OPENSSL_cleanse(buf, len);
-    free(buf);
+    rc = rpc_call(z, run, service, buf, len, inectl_g.timeout_ms, &out, &olen);
     zmq_ctx_term(z);
     if (rc < 0) {
         inectl_fail("%s", ine_err_msg());
         return NULL;
     }
-    if (!(r = ine__v1__reply__unpack(NULL, olen, out))) inectl_fail("ine-ca sent a reply that does not decode");
+    if (!(r = ine__v1__reply__unpack(NULL, olen, out))) inectl_fail("ine-%s sent a reply that does not decode", service);
     free(out);
+    return r;
+}
+
+Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req)
+{
+    uint8_t *buf;
+    size_t len;
+    Ine__V1__Reply *r;
+    req->request_id = (char *)inectl_g.request_id;
+    req->actor = (char *)inectl_g.actor;
+    len = ine__v1__ca_request__get_packed_size(req);
+    if (!(buf = malloc(len ? len : 1))) return inectl_fail("out of memory"), NULL;
+    ine__v1__ca_request__pack(req, buf);
+    r = inectl__call("ca", buf, len);
+    /* The request may hold a private key: wipe our copy. */
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    return r;
+}
+
+Ine__V1__Reply *inectl_policy_call(Ine__V1__PolicyRequest *req)
+{
+    uint8_t *buf;
+    size_t len;
+    Ine__V1__Reply *r;
+    req->request_id = (char *)inectl_g.request_id;
+    req->actor = (char *)inectl_g.actor;
+    len = ine__v1__policy_request__get_packed_size(req);
+    if (!(buf = malloc(len ? len : 1))) return inectl_fail("out of memory"), NULL;
+    ine__v1__policy_request__pack(req, buf);
+    r = inectl__call("policy", buf, len);
+    free(buf);
     return r;
 }
 
@@ -162,6 +196,11 @@ int main(int argc, char **argv)
         return inectl_cert_set(argc - 4, argv + 4);
     if (argc >= 2 && !strcmp(argv[0], "status") && !strcmp(argv[1], "certificates"))
         return inectl_status_certificates(argc - 2, argv + 2);
+    if (!strcmp(argv[0], "status")) return inectl_status(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "tune")) return inectl_tune(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "info")) return inectl_info(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[0], "create") && !strcmp(argv[1], "db")) return inectl_create_db(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[0], "delete") && !strcmp(argv[1], "db")) return inectl_delete_db(argc - 2, argv + 2);
     inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;
 }

@@ -24,6 +24,7 @@ int inectl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Send a CaRequest to ine-ca and return its reply (free with ine__v1__reply__free_unpacked).
  * A transport failure prints the reason and returns NULL. */
 Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req);
+Ine__V1__Reply *inectl_policy_call(Ine__V1__PolicyRequest *req);
 /* Print a refused reply ("inectl: <what>: <description> [<code>]") and return 1. */
 int inectl_reply_fail(const char *what, const Ine__V1__Reply *r);
 
@@ -31,5 +32,11 @@ int inectl_cluster_create(const char *dd, int argc, char **argv);
 int inectl_cert_rotate(int argc, char **argv);
 int inectl_cert_set(int argc, char **argv);
 int inectl_status_certificates(int argc, char **argv);
+/* inectl_db.c: databases, cluster policy, info and status (reads from the local log). */
+int inectl_tune(int argc, char **argv);
+int inectl_create_db(int argc, char **argv);
+int inectl_delete_db(int argc, char **argv);
+int inectl_info(int argc, char **argv);
+int inectl_status(int argc, char **argv);
 
 #endif

@@ -1,0 +1,152 @@
+/* ine-policy — the policy service: nodes, databases, the cluster policy, and the REST API.
+ *
+ * A libevent loop carries the HTTPS REST API; a 50 ms timer follows the log (hints only wake
+ * us sooner), answers ZeroMQ policy requests from inectl, and swaps in a new REST certificate
+ * after a rotation. */
+#include <event2/event.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+#include "policy.h"
+
+static const char *usage_text =
+    "usage: ine-policy [--data-dir DIR] [--rest-addr ADDR] [--rest-port PORT|0] [--rest-node UID]\n"
+    "                  [--rest-cert FILE --rest-key FILE]\n"
+    "\n"
+    "The policy service: databases, nodes and the cluster policy; the REST API over HTTPS.\n"
+    "\n"
+    "  --data-dir DIR     node data directory (default: $INE_DATA_DIR, else " DATADIR_DEFAULT ")\n"
+    "  --rest-addr ADDR   REST listen address (default 0.0.0.0)\n"
+    "  --rest-port PORT   REST port (default 9443; 0 disables REST)\n"
+    "  --rest-node UID    serve HTTPS with this node's control-plane certificate (default 1)\n"
+    "  --rest-cert FILE   serve HTTPS with this certificate chain instead (PEM) ...\n"
+    "  --rest-key FILE    ... and this key (PEM, unencrypted; the file must be mode 0600)\n"
+    "  -h, --help         this text\n";
+
+static int follow_apply(const evlog_event *ev, uint64_t seq, void *ud)
+{
+    policy_t *p = ud;
+    int rc = proj_apply(&p->st, ev);
+    (void)seq;
+    return rc == INE_EUNKNOWN ? INE_OK : rc;
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    policy_t *p = arg;
+    (void)fd;
+    (void)what;
+    if (follow_poll(p->follow, 0) < 0) logline(LOGLINE_ERROR, p->st.applied_seq, "follow: %s", ine_err_msg());
+    if (policy_serve(p) < 0) logline(LOGLINE_ERROR, p->st.applied_seq, "commands: %s", ine_err_msg());
+    policy_rest_tick(p);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    event_base_loopbreak(arg);
+}
+
+static int policy_open(policy_t *p)
+{
+    char path[DATADIR_MAX];
+    GUARD(datadir_path(p->data_dir, "seal.key", path, sizeof path));
+    GUARD(seal_key_load(path, &p->seal));
+    GUARD(datadir_path(p->data_dir, "log", path, sizeof path));
+    GUARD(evlog_open(path, NULL, &p->log));
+    GUARD(datadir_path(p->data_dir, "run", p->run_dir, sizeof p->run_dir));
+    if (!(p->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
+    GUARD(rpc_server_open(p->zctx, p->run_dir, "policy", &p->rpc));
+    GUARD(follow_pub_open(p->zctx, p->run_dir, "ine-policy", &p->pub));
+    proj_init(&p->st);
+    GUARD(follow_new(p->zctx, p->log, p->run_dir, 0, follow_apply, p, &p->follow));
+    GUARD(policy_catch_up(p));
+    if (!p->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster (run inectl cluster create first)", p->data_dir);
+    if (!(p->base = event_base_new())) return ine_err(INE_ENOMEM, "cannot create the event loop");
+    return p->rest_port ? policy_rest_start(p) : INE_OK;
+}
+
+static void policy_close(policy_t *p)
+{
+    policy_rest_stop(p);
+    if (p->base) event_base_free(p->base);
+    follow_free(p->follow);
+    follow_pub_close(p->pub);
+    rpc_server_close(p->rpc);
+    if (p->zctx) zmq_ctx_term(p->zctx);
+    evlog_close(p->log);
+    seal_key_free(p->seal);
+    proj_free(&p->st);
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"data-dir", required_argument, 0, 'd'}, {"rest-addr", required_argument, 0, 'a'},
+        {"rest-port", required_argument, 0, 'p'}, {"rest-node", required_argument, 0, 'n'},
+        {"rest-cert", required_argument, 0, 'c'}, {"rest-key", required_argument, 0, 'k'},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    policy_t p = {.rest_addr = "0.0.0.0", .rest_port = 9443, .rest_node = 1};
+    const char *dd_arg = NULL;
+    struct event *tick = NULL, *sigint = NULL, *sigterm = NULL;
+    struct timeval tv = {0, 50 * 1000};
+    char *end;
+    long v;
+    int c, rc = 0;
+
+    logline_init("ine-policy");
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'd': dd_arg = optarg; break;
+        case 'a': p.rest_addr = optarg; break;
+        case 'p':
+            v = strtol(optarg, &end, 10);
+            if (*end || !*optarg || v < 0 || v > 65535) return fprintf(stderr, "ine-policy: --rest-port takes 0..65535, not '%s'\n", optarg), 2;
+            p.rest_port = (int)v;
+            break;
+        case 'n':
+            v = strtol(optarg, &end, 10);
+            if (*end || v < 1) return fprintf(stderr, "ine-policy: --rest-node takes a node uid, not '%s'\n", optarg), 2;
+            p.rest_node = (uint32_t)v;
+            break;
+        case 'c': p.rest_cert_file = optarg; break;
+        case 'k': p.rest_key_file = optarg; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind < argc) return fprintf(stderr, "ine-policy: unexpected argument '%s' (see --help)\n", argv[optind]), 2;
+    if (!p.rest_cert_file != !p.rest_key_file) return fprintf(stderr, "ine-policy: --rest-cert and --rest-key go together\n"), 2;
+    snprintf(p.data_dir, sizeof p.data_dir, "%s", datadir_resolve(dd_arg));
+    signal(SIGPIPE, SIG_IGN);
+    if (policy_open(&p) < 0) {
+        fprintf(stderr, "ine-policy: cannot start: %s\n", ine_err_msg());
+        policy_close(&p);
+        return 1;
+    }
+    tick = event_new(p.base, -1, EV_PERSIST, on_tick, &p);
+    sigint = evsignal_new(p.base, SIGINT, on_signal, p.base);
+    sigterm = evsignal_new(p.base, SIGTERM, on_signal, p.base);
+    if (!tick || !sigint || !sigterm || event_add(tick, &tv) || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
+        fprintf(stderr, "ine-policy: cannot set up the event loop\n");
+        rc = 1;
+        goto out;
+    }
+    logline(LOGLINE_INFO, p.st.applied_seq, "started on %s (REST %s:%d)", p.data_dir, p.rest_addr, p.rest_port);
+    if (event_base_dispatch(p.base) < 0) rc = 1;
+    logline(LOGLINE_INFO, p.st.applied_seq, "stopping");
+out:
+    if (tick) event_free(tick);
+    if (sigint) event_free(sigint);
+    if (sigterm) event_free(sigterm);
+    policy_close(&p);
+    return rc;
+}

@@ -1,0 +1,65 @@
+/* policy.h — the policy service's internals, shared by its files:
+ *   main.c   arguments, start-up, the libevent loop (log follow + ZeroMQ commands on a timer)
+ *   ops.c    the policy operations: validate against the projection, append, reply
+ *   rest.c   the HTTPS REST API (libevent evhttp over OpenSSL bufferevents)
+ * The service owns nodes, databases and the cluster policy. Every change is validated against
+ * the caught-up projection and written as one append whose request id makes retries safe. */
+#ifndef INE_POLICY_H
+#define INE_POLICY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datadir.h"
+#include "evlog.h"
+#include "follow.h"
+#include "proj.h"
+#include "rpc.h"
+#include "seal.h"
+
+#include "ine/v1/command.pb-c.h"
+
+struct event_base;
+struct policy_rest;
+
+typedef struct {
+    char data_dir[DATADIR_MAX];
+    char run_dir[DATADIR_MAX];
+    evlog_t *log;
+    seal_key *seal;
+    void *zctx;
+    follow_t *follow;
+    follow_pub *pub;
+    rpc_server *rpc;
+    proj_state st;
+    struct event_base *base;
+    struct policy_rest *rest;
+    /* REST options */
+    const char *rest_addr;
+    int rest_port;            /* 0: REST disabled */
+    uint32_t rest_node;       /* whose control-plane certificate serves HTTPS */
+    const char *rest_cert_file, *rest_key_file; /* operator-provided instead */
+} policy_t;
+
+/* The outcome of one policy operation, as a Reply carries it. */
+typedef struct {
+    Ine__V1__ErrorCode code;
+    char description[512];
+    uint64_t seq;             /* last seq written (or the original one, for a retried request) */
+    uint32_t uid;             /* the database or node the operation created or touched */
+} policy_result;
+
+/* --- ops.c --- */
+int policy_catch_up(policy_t *p);
+/* Validate and apply one request; res says what happened (never fails without saying why). */
+void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *res);
+/* Answer every waiting ZeroMQ request. */
+int policy_serve(policy_t *p);
+
+/* --- rest.c --- */
+int policy_rest_start(policy_t *p);
+/* Called on the timer: (re)load the serving certificate when it changed. */
+void policy_rest_tick(policy_t *p);
+void policy_rest_stop(policy_t *p);
+
+#endif

@@ -1,0 +1,428 @@
+/* rest_routes.c — the REST endpoints, in Redis Enterprise's shapes:
+ *   GET/POST /v1/bdbs, GET/PUT/DELETE /v1/bdbs/{uid}   (data_internode_encryption)
+ *   GET/PUT  /v1/cluster/policy                        (the default for new databases)
+ *   GET      /v1/cluster, /v1/nodes, /v1/cluster/alerts
+ *   GET/PUT  /v1/cluster/certificates                  (never a key in a reply)
+ *   POST     /v1/cluster/certificates/rotate
+ * Writes go through policy_execute (validation, then one append); certificate writes are
+ * forwarded to ine-ca. A refused request changes nothing. */
+#include "rest.h"
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define REST_CA_TIMEOUT_MS 120000
+
+static const char *rest__cert_name(int plane)
+{
+    return plane == INE__V1__PLANE__PLANE_CONTROL ? "ccs_internode_encryption" : "data_internode_encryption";
+}
+
+static json_t *rest__bdb_json(const proj_db *d)
+{
+    return json_pack("{s:I, s:s, s:I, s:I, s:s, s:b, s:s}", "uid", (json_int_t)d->uid, "name", d->name, "port",
+                     (json_int_t)d->port, "shard_node", (json_int_t)d->shard_node_uid, "shard_address", d->shard_address,
+                     "data_internode_encryption", d->data_internode_encryption, "status", "active");
+}
+
+static json_t *rest__time(int64_t unix_s)
+{
+    char ts[40];
+    return json_string(ine_clock_fmt(unix_s * INE_USEC_PER_SEC, ts, sizeof ts));
+}
+
+/* Run one policy request and answer with `then` (or the error). */
+static int rest__exec(rest_ctx *c, Ine__V1__PolicyRequest *req, policy_result *r)
+{
+    req->request_id = (char *)(c->request_id ? c->request_id : "");
+    req->actor = (char *)c->user;
+    policy_execute(c->p, req, r);
+    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) {
+        rest_error_code(c, r->code, r->description);
+        return -1;
+    }
+    return 0;
+}
+
+static void rest__bdbs_get(rest_ctx *c)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < c->p->st.n_dbs; i++)
+        if (!c->p->st.dbs[i].deleted) json_array_append_new(a, rest__bdb_json(&c->p->st.dbs[i]));
+    rest_reply(c, 200, a);
+}
+
+static void rest__bdbs_post(rest_ctx *c)
+{
+    static const char *const allowed[] = {"uid", "name", "port", "shard_node", "shard_address", "data_internode_encryption", NULL};
+    Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+    Ine__V1__CreateDatabase cd = INE__V1__CREATE_DATABASE__INIT;
+    policy_result r;
+    const char *name = NULL, *addr = NULL;
+    int enc, has_enc;
+    json_t *o = rest_body_object(c, allowed, 0);
+    if (!o) return;
+    if (rest_get_uint(c, o, "uid", UINT32_MAX, &cd.db_uid) < 0 || rest_get_string(c, o, "name", &name) < 0 ||
+        rest_get_uint(c, o, "port", 65535, &cd.port) < 0 || rest_get_uint(c, o, "shard_node", UINT32_MAX, &cd.shard_node_uid) < 0 ||
+        rest_get_string(c, o, "shard_address", &addr) < 0 || (has_enc = rest_get_bool(c, o, "data_internode_encryption", &enc)) < 0)
+        goto out;
+    if (!name || !cd.port || !cd.shard_node_uid || !addr) {
+        rest_error(c, 400, "missing_field", "a database needs name, port, shard_node and shard_address");
+        goto out;
+    }
+    cd.name = (char *)name;
+    cd.shard_address = (char *)addr;
+    if (has_enc) {
+        cd.encryption_opt_case = INE__V1__CREATE_DATABASE__ENCRYPTION_OPT_DATA_INTERNODE_ENCRYPTION;
+        cd.data_internode_encryption = enc;
+    }
+    req.op_case = INE__V1__POLICY_REQUEST__OP_CREATE_DATABASE;
+    req.create_database = &cd;
+    if (rest__exec(c, &req, &r) == 0) rest_reply(c, 200, rest__bdb_json(proj_db_find(&c->p->st, r.uid)));
+out:
+    json_decref(o);
+}
+
+static void rest__bdb_put(rest_ctx *c, uint32_t uid)
+{
+    static const char *const allowed[] = {"name", "port", "shard_node", "shard_address", "data_internode_encryption", NULL};
+    Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+    Ine__V1__UpdateDatabase ud = INE__V1__UPDATE_DATABASE__INIT;
+    Ine__V1__SetDatabaseEncryption se = INE__V1__SET_DATABASE_ENCRYPTION__INIT;
+    policy_result r;
+    const char *name = NULL, *addr = NULL;
+    int enc = 0, has[5];
+    json_t *o = rest_body_object(c, allowed, 0);
+    if (!o) return;
+    if ((has[0] = rest_get_string(c, o, "name", &name)) < 0 || (has[1] = rest_get_uint(c, o, "port", 65535, &ud.port)) < 0 ||
+        (has[2] = rest_get_uint(c, o, "shard_node", UINT32_MAX, &ud.shard_node_uid)) < 0 ||
+        (has[3] = rest_get_string(c, o, "shard_address", &addr)) < 0 ||
+        (has[4] = rest_get_bool(c, o, "data_internode_encryption", &enc)) < 0)
+        goto out;
+    if (!has[0] && !has[1] && !has[2] && !has[3] && !has[4]) {
+        rest_error(c, 400, "missing_field", "the body changes nothing");
+        goto out;
+    }
+    if (has[0] || has[1] || has[2] || has[3]) {
+        ud.db_uid = uid;
+        if (has[0]) ud.name_opt_case = INE__V1__UPDATE_DATABASE__NAME_OPT_NAME, ud.name = (char *)name;
+        if (has[1]) ud.port_opt_case = INE__V1__UPDATE_DATABASE__PORT_OPT_PORT;
+        if (has[2]) ud.shard_node_opt_case = INE__V1__UPDATE_DATABASE__SHARD_NODE_OPT_SHARD_NODE_UID;
+        if (has[3]) ud.shard_address_opt_case = INE__V1__UPDATE_DATABASE__SHARD_ADDRESS_OPT_SHARD_ADDRESS, ud.shard_address = (char *)addr;
+        req.op_case = INE__V1__POLICY_REQUEST__OP_UPDATE_DATABASE;
+        req.update_database = &ud;
+        if (rest__exec(c, &req, &r) < 0) goto out;
+    }
+    if (has[4]) {
+        char rid[300];
+        se.db_uid = uid;
+        se.enabled = enc;
+        req.op_case = INE__V1__POLICY_REQUEST__OP_SET_DATABASE_ENCRYPTION;
+        req.set_database_encryption = &se;
+        /* A second operation of the same request needs its own idempotency key. */
+        if (c->request_id) snprintf(rid, sizeof rid, "%s/encryption", c->request_id), c->request_id = rid;
+        if (rest__exec(c, &req, &r) < 0) goto out;
+    }
+    rest_reply(c, 200, rest__bdb_json(proj_db_find(&c->p->st, uid)));
+out:
+    json_decref(o);
+}
+
+static void rest__bdb_one(rest_ctx *c, enum evhttp_cmd_type m, const char *id)
+{
+    char *end;
+    unsigned long uid = strtoul(id, &end, 10);
+    const proj_db *d;
+    if (!*id || *end || uid == 0 || uid > UINT32_MAX) return rest_error(c, 404, "not_found", "no database '%s'", id);
+    d = proj_db_find(&c->p->st, (uint32_t)uid);
+    if (!d || d->deleted) return rest_error(c, 404, "not_found", "no database %lu", uid);
+    if (m == EVHTTP_REQ_GET) return rest_reply(c, 200, rest__bdb_json(d));
+    if (m == EVHTTP_REQ_PUT) return rest__bdb_put(c, (uint32_t)uid);
+    if (m == EVHTTP_REQ_DELETE) {
+        Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+        Ine__V1__DeleteDatabase dd = INE__V1__DELETE_DATABASE__INIT;
+        policy_result r;
+        dd.db_uid = (uint32_t)uid;
+        req.op_case = INE__V1__POLICY_REQUEST__OP_DELETE_DATABASE;
+        req.delete_database = &dd;
+        if (rest__exec(c, &req, &r) == 0) rest_reply(c, 200, json_object());
+        return;
+    }
+    rest_error(c, 405, "method_not_allowed", "use GET, PUT or DELETE on /v1/bdbs/{uid}");
+}
+
+static void rest__policy(rest_ctx *c, enum evhttp_cmd_type m)
+{
+    static const char *const allowed[] = {"data_internode_encryption", NULL};
+    if (m == EVHTTP_REQ_GET)
+        return rest_reply(c, 200, json_pack("{s:b}", "data_internode_encryption", c->p->st.cluster.default_data_internode_encryption));
+    if (m == EVHTTP_REQ_PUT) {
+        Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+        Ine__V1__SetClusterDefaultEncryption sd = INE__V1__SET_CLUSTER_DEFAULT_ENCRYPTION__INIT;
+        policy_result r;
+        int on, has;
+        json_t *o = rest_body_object(c, allowed, 0);
+        if (!o) return;
+        if ((has = rest_get_bool(c, o, "data_internode_encryption", &on)) <= 0) {
+            if (has == 0) rest_error(c, 400, "missing_field", "the body changes nothing");
+            json_decref(o);
+            return;
+        }
+        json_decref(o);
+        sd.enabled = on;
+        req.op_case = INE__V1__POLICY_REQUEST__OP_SET_CLUSTER_DEFAULT_ENCRYPTION;
+        req.set_cluster_default_encryption = &sd;
+        if (rest__exec(c, &req, &r) == 0)
+            rest_reply(c, 200, json_pack("{s:b}", "data_internode_encryption", c->p->st.cluster.default_data_internode_encryption));
+        return;
+    }
+    rest_error(c, 405, "method_not_allowed", "use GET or PUT on /v1/cluster/policy");
+}
+
+static void rest__nodes(rest_ctx *c)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < c->p->st.n_nodes; i++) {
+        const proj_node *n = &c->p->st.nodes[i];
+        if (!n->removed)
+            json_array_append_new(a, json_pack("{s:I, s:s, s:s, s:s}", "uid", (json_int_t)n->uid, "addr", n->address, "name",
+                                               n->name, "status", "active"));
+    }
+    rest_reply(c, 200, a);
+}
+
+static void rest__cluster(rest_ctx *c)
+{
+    const proj_state *st = &c->p->st;
+    size_t nodes = 0, dbs = 0;
+    for (size_t i = 0; i < st->n_nodes; i++) nodes += !st->nodes[i].removed;
+    for (size_t i = 0; i < st->n_dbs; i++) dbs += !st->dbs[i].deleted;
+    rest_reply(c, 200,
+               json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I}", "name", st->cluster.name, "uid", st->cluster.uid, "created",
+                         rest__time(st->cluster.created_us / INE_USEC_PER_SEC), "nodes", (json_int_t)nodes, "bdbs",
+                         (json_int_t)dbs, "data_internode_encryption", st->cluster.default_data_internode_encryption,
+                         "log_seq", (json_int_t)st->applied_seq));
+}
+
+static void rest__alerts(rest_ctx *c)
+{
+    json_t *o = json_object();
+    for (size_t i = 0; i < c->p->st.n_alerts; i++) {
+        const proj_alert *a = &c->p->st.alerts[i];
+        json_object_set_new(o, a->alert_id,
+                            json_pack("{s:s, s:b, s:s, s:I, s:s, s:s, s:o, s:s}", "name", a->name, "state", 1, "severity",
+                                      proj_severity_name(a->severity), "node", (json_int_t)a->node_uid, "description",
+                                      a->description, "threshold", a->threshold, "change_time",
+                                      rest__time(a->raised_us / INE_USEC_PER_SEC), "change_value", a->change_value));
+    }
+    rest_reply(c, 200, o);
+}
+
+static json_t *rest__cert(const proj_certinfo *ci)
+{
+    return json_pack("{s:s, s:s, s:s, s:s, s:o, s:o, s:I, s:s}", "serial", ci->serial_hex, "fingerprint_sha256",
+                     ci->fingerprint, "subject", ci->subject, "issuer", ci->issuer, "not_before", rest__time(ci->not_before),
+                     "not_after", rest__time(ci->not_after), "days_left",
+                     (json_int_t)((ci->not_after - ine_clock_now()) / INE_SEC_PER_DAY), "certificate",
+                     ci->cert_pem ? ci->cert_pem : "");
+}
+
+static void rest__certs_get(rest_ctx *c)
+{
+    const proj_state *st = &c->p->st;
+    json_t *a = json_array();
+    for (size_t i = 0; i < st->n_certs; i++) {
+        const proj_cert *pc = &st->certs[i];
+        const proj_node *n = proj_node_find(st, pc->node_uid);
+        json_t *j;
+        if (!n || n->removed) continue;
+        j = rest__cert(&pc->cert);
+        json_object_set_new(j, "name", json_string(rest__cert_name(pc->plane)));
+        json_object_set_new(j, "node", json_integer(pc->node_uid));
+        json_object_set_new(j, "source", json_string(proj_source_name(pc->source)));
+        json_object_set_new(j, "reason", json_string(proj_reason_name(pc->reason)));
+        json_array_append_new(a, j);
+    }
+    rest_reply(c, 200, json_pack("{s:o, s:o}", "ca", st->ca.present ? rest__cert(&st->ca.cert) : json_null(), "certificates", a));
+}
+
+/* Forward a CA request; NULL (error already sent) when it could not be asked. */
+static Ine__V1__Reply *rest__ca_call(rest_ctx *c, Ine__V1__CaRequest *req)
+{
+    char rid[64];
+    uint8_t *buf, *out = NULL;
+    size_t len, olen = 0;
+    Ine__V1__Reply *r;
+    int rc;
+    if (!c->request_id) {
+        unsigned char b[12];
+        RAND_bytes(b, sizeof b);
+        snprintf(rid, sizeof rid, "rest-");
+        for (size_t i = 0; i < sizeof b; i++) snprintf(rid + 5 + 2 * i, sizeof rid - 5 - 2 * i, "%02x", b[i]);
+    }
+    req->request_id = (char *)(c->request_id ? c->request_id : rid);
+    req->actor = (char *)c->user;
+    len = ine__v1__ca_request__get_packed_size(req);
+    if (!(buf = malloc(len ? len : 1))) return rest_error(c, 500, "internal", "out of memory"), NULL;
+    ine__v1__ca_request__pack(req, buf);
+    rc = rpc_call(c->p->zctx, c->p->run_dir, "ca", buf, len, REST_CA_TIMEOUT_MS, &out, &olen);
+    OPENSSL_cleanse(buf, len);
+    free(buf);
+    if (rc < 0) return rest_error(c, 503, "ca_unavailable", "%s", ine_err_msg()), NULL;
+    r = ine__v1__reply__unpack(NULL, olen, out);
+    free(out);
+    if (!r) rest_error(c, 500, "internal", "ine-ca sent a reply that does not decode");
+    return r;
+}
+
+static int rest__plane_of(const char *name)
+{
+    if (!strcmp(name, "ccs_internode_encryption")) return INE__V1__PLANE__PLANE_CONTROL;
+    if (!strcmp(name, "data_internode_encryption")) return INE__V1__PLANE__PLANE_DATA;
+    return 0;
+}
+
+static void rest__certs_put(rest_ctx *c)
+{
+    static const char *const allowed[] = {"certificates", NULL};
+    static const char *const item_keys[] = {"name", "certificate", "key"};
+    Ine__V1__UploadCertificate uc[2] = {INE__V1__UPLOAD_CERTIFICATE__INIT, INE__V1__UPLOAD_CERTIFICATE__INIT};
+    Ine__V1__UploadCertificate *ucs[2] = {&uc[0], &uc[1]};
+    Ine__V1__Plane planes[2][2];
+    Ine__V1__Upload up = INE__V1__UPLOAD__INIT;
+    Ine__V1__CaRequest req = INE__V1__CA_REQUEST__INIT;
+    Ine__V1__Reply *r = NULL;
+    json_t *o = rest_body_object(c, allowed, 0), *arr, *it;
+    size_t i;
+    if (!o) return;
+    arr = json_object_get(o, "certificates");
+    if (!json_is_array(arr) || json_array_size(arr) < 1 || json_array_size(arr) > 2) {
+        rest_error(c, 400, "wrong_type", "'certificates' must be an array of one or two {name, certificate, key} objects");
+        goto out;
+    }
+    json_array_foreach(arr, i, it) {
+        const char *name = NULL, *cert = NULL, *key = NULL, *k;
+        json_t *v;
+        int plane;
+        if (!json_is_object(it)) {
+            rest_error(c, 400, "wrong_type", "certificates[%zu] must be an object", i);
+            goto out;
+        }
+        json_object_foreach(it, k, v) {
+            int ok = 0;
+            for (size_t j = 0; j < 3; j++) ok |= !strcmp(k, item_keys[j]);
+            if (!ok) {
+                rest_error(c, 400, "unknown_field", "unknown field 'certificates[%zu].%s'", i, k);
+                goto out;
+            }
+        }
+        if (rest_get_string(c, it, "name", &name) < 0 || rest_get_string(c, it, "certificate", &cert) < 0 ||
+            rest_get_string(c, it, "key", &key) < 0)
+            goto out;
+        if (!name || !cert || !key) {
+            rest_error(c, 400, "missing_field", "certificates[%zu] needs name, certificate and key", i);
+            goto out;
+        }
+        if (!(plane = rest__plane_of(name))) {
+            rest_error(c, 400, "bad_request", "unknown certificate name '%s': use ccs_internode_encryption or data_internode_encryption", name);
+            goto out;
+        }
+        for (size_t j = 0; j < up.n_certificates; j++) {
+            if (uc[j].planes[0] == (Ine__V1__Plane)plane) {
+                rest_error(c, 400, "bad_request", "certificate '%s' is named twice", name);
+                goto out;
+            }
+            /* The same certificate and key for both planes: one certificate serving both. */
+            if (!strcmp(uc[j].cert_pem, cert) && uc[j].key_pem.len == strlen(key) && !memcmp(uc[j].key_pem.data, key, strlen(key))) {
+                uc[j].planes[uc[j].n_planes++] = plane;
+                goto next;
+            }
+        }
+        uc[up.n_certificates].cert_pem = (char *)cert;
+        uc[up.n_certificates].key_pem.data = (uint8_t *)key;
+        uc[up.n_certificates].key_pem.len = strlen(key);
+        uc[up.n_certificates].planes = planes[up.n_certificates];
+        uc[up.n_certificates].planes[uc[up.n_certificates].n_planes++] = plane;
+        up.n_certificates++;
+    next:;
+    }
+    up.certificates = ucs;
+    req.op_case = INE__V1__CA_REQUEST__OP_UPLOAD;
+    req.upload = &up;
+    if (!(r = rest__ca_call(c, &req))) goto out;
+    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) rest_error_code(c, r->code, r->description);
+    else rest_reply(c, 200, json_pack("{s:I}", "seq", (json_int_t)r->seq));
+out:
+    /* The key strings live in the parsed document too: wipe them before it goes. */
+    arr = o ? json_object_get(o, "certificates") : NULL;
+    json_array_foreach(arr, i, it) {
+        json_t *k = json_object_get(it, "key");
+        if (json_is_string(k)) OPENSSL_cleanse((char *)json_string_value(k), json_string_length(k));
+    }
+    if (r) ine__v1__reply__free_unpacked(r, NULL);
+    json_decref(o);
+}
+
+static void rest__rotate(rest_ctx *c)
+{
+    static const char *const allowed[] = {"name", NULL};
+    Ine__V1__CaRequest req = INE__V1__CA_REQUEST__INIT;
+    Ine__V1__Rotate rot = INE__V1__ROTATE__INIT;
+    Ine__V1__Plane plane;
+    Ine__V1__Reply *r;
+    const char *name = NULL;
+    json_t *o = rest_body_object(c, allowed, 1);
+    if (!o) return;
+    if (rest_get_string(c, o, "name", &name) < 0) goto out;
+    if (name && strcmp(name, "all")) {
+        if (!(plane = (Ine__V1__Plane)rest__plane_of(name))) {
+            rest_error(c, 400, "bad_request", "unknown certificate name '%s': use ccs_internode_encryption or data_internode_encryption", name);
+            goto out;
+        }
+        rot.n_planes = 1;
+        rot.planes = &plane;
+    }
+    req.op_case = INE__V1__CA_REQUEST__OP_ROTATE;
+    req.rotate = &rot;
+    if (!(r = rest__ca_call(c, &req))) goto out;
+    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) rest_error_code(c, r->code, r->description);
+    else rest_reply(c, 200, json_pack("{s:s, s:I}", "rotation_id", r->description, "seq", (json_int_t)r->seq));
+    ine__v1__reply__free_unpacked(r, NULL);
+out:
+    json_decref(o);
+}
+
+void rest_route(rest_ctx *c, const char *path)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(c->req);
+    const char *sub;
+    if (!strcmp(path, "/v1/bdbs")) {
+        if (m == EVHTTP_REQ_GET) return rest__bdbs_get(c);
+        if (m == EVHTTP_REQ_POST) return rest__bdbs_post(c);
+        return rest_error(c, 405, "method_not_allowed", "use GET or POST on /v1/bdbs");
+    }
+    if (!strncmp(path, "/v1/bdbs/", 9) && !strchr(sub = path + 9, '/')) return rest__bdb_one(c, m, sub);
+    if (!strcmp(path, "/v1/cluster/policy")) return rest__policy(c, m);
+    if (!strcmp(path, "/v1/cluster/certificates")) {
+        if (m == EVHTTP_REQ_GET) return rest__certs_get(c);
+        if (m == EVHTTP_REQ_PUT) return rest__certs_put(c);
+        return rest_error(c, 405, "method_not_allowed", "use GET or PUT on /v1/cluster/certificates");
+    }
+    if (!strcmp(path, "/v1/cluster/certificates/rotate")) {
+        if (m == EVHTTP_REQ_POST) return rest__rotate(c);
+        return rest_error(c, 405, "method_not_allowed", "use POST on /v1/cluster/certificates/rotate");
+    }
+    if (m != EVHTTP_REQ_GET && (!strcmp(path, "/v1/nodes") || !strcmp(path, "/v1/cluster") || !strcmp(path, "/v1/cluster/alerts")))
+        return rest_error(c, 405, "method_not_allowed", "use GET on %s", path);
+    if (!strcmp(path, "/v1/nodes")) return rest__nodes(c);
+    if (!strcmp(path, "/v1/cluster")) return rest__cluster(c);
+    if (!strcmp(path, "/v1/cluster/alerts")) return rest__alerts(c);
+    rest_error(c, 404, "not_found", "no endpoint %s", path);
+}
