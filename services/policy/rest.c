@@ -8,6 +8,7 @@
 #include "logline.h"
 #include "passwd.h"
 #include "sealed.h"
+#include "tlsconf.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -233,42 +234,6 @@ static void rest__handle(struct evhttp_request *req, void *arg)
 
 /* --- TLS ----------------------------------------------------------------------------------- */
 
-static SSL_CTX *rest__ctx_new(X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key)
-{
-    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
-    int rc = INE_OK;
-    if (!ctx) return ine_err_ossl(INE_ECRYPTO, "SSL_CTX_new"), NULL;
-    GUARD_OSSL(SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION), err);
-    GUARD_OSSL(SSL_CTX_set_cipher_list(ctx, "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-RSA-AES128-GCM-SHA256"), err);
-    GUARD_OSSL(SSL_CTX_set_ciphersuites(ctx, "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384"), err);
-    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    GUARD_OSSL(SSL_CTX_use_certificate(ctx, cert) == 1, err);
-    for (int i = 0; chain && i < sk_X509_num(chain); i++) GUARD_OSSL(SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)), err);
-    GUARD_OSSL(SSL_CTX_use_PrivateKey(ctx, key) == 1, err);
-    GUARD_OSSL(SSL_CTX_check_private_key(ctx) == 1, err);
-    return ctx;
-err:
-    (void)rc;
-    SSL_CTX_free(ctx);
-    return NULL;
-}
-
-/* Certificates of a PEM text: the first is the leaf, the rest its chain. */
-static int rest__pem_certs(const char *pem, X509 **leaf, STACK_OF(X509) **chain)
-{
-    BIO *b = BIO_new_mem_buf(pem, -1);
-    X509 *x;
-    *leaf = NULL;
-    *chain = sk_X509_new_null();
-    while (b && *chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL))) {
-        if (!*leaf) *leaf = x;
-        else sk_X509_push(*chain, x);
-    }
-    ERR_clear_error();
-    BIO_free(b);
-    return *leaf ? INE_OK : ine_err(INE_EINVAL, "no certificate in the PEM text");
-}
-
 /* The serving context from the node's control-plane certificate in the log, or the files. */
 static SSL_CTX *rest__load_ctx(policy_t *p, uint64_t *seq_out)
 {
@@ -294,7 +259,7 @@ static SSL_CTX *rest__load_ctx(policy_t *p, uint64_t *seq_out)
         pem = calloc(1, REST_MAX_BODY + 1);
         n = pem ? fread(pem, 1, REST_MAX_BODY, f) : 0;
         fclose(f);
-        if (!n || rest__pem_certs(pem, &leaf, &chain) < 0) goto out;
+        if (!n || tlsconf_pem_certs(pem, &leaf, &chain) < 0) goto out;
         if ((f = fopen(p->rest_key_file, "r"))) {
             key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
             fclose(f);
@@ -314,12 +279,12 @@ static SSL_CTX *rest__load_ctx(policy_t *p, uint64_t *seq_out)
             pem = NULL;
             goto out;
         }
-        if (rest__pem_certs(pem, &leaf, &chain) < 0 || sealed_load_key(p->log, p->seal, c->issued_seq, &pk) < 0) goto out;
+        if (tlsconf_pem_certs(pem, &leaf, &chain) < 0 || sealed_load_key(p->log, p->seal, c->issued_seq, &pk) < 0) goto out;
         key = pki_evp(pk);
         EVP_PKEY_up_ref(key);
         *seq_out = c->issued_seq;
     }
-    ctx = rest__ctx_new(leaf, chain, key);
+    ctx = tlsconf_ctx_new(TLSCONF_SERVER, leaf, chain, key, NULL);
 out:
     free(pem);
     X509_free(leaf);

@@ -1,0 +1,380 @@
+/* conn.c — connections: non-blocking I/O over TLS or plain TCP, event interest, deadlines,
+ * and the relay. A relay moves bytes read from one connection into its bounded buffer and
+ * writes them to the other; a full buffer pauses reading (backpressure), an empty one goes
+ * back to a small pool so an idle connection holds no buffer at all. */
+#include "transport.h"
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+static void tp__on_io(evutil_socket_t fd, short what, void *arg)
+{
+    tp_conn *c = arg;
+    (void)fd;
+    tp_conn_event(c, (what & EV_READ) != 0, (what & EV_WRITE) != 0);
+}
+
+static void tp__on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    tp_conn *c = arg;
+    (void)fd;
+    (void)what;
+    tp_conn_refuse(c, c->state == TP_S_ACCEPT_HS || c->state == TP_S_CLIENT_HS ? "handshake timed out"
+                      : c->state == TP_S_CONNECTING                             ? "connect timed out"
+                                                                                : "no stream header in time");
+}
+
+tp_conn *tp_conn_new(tp_t *tp, int fd, SSL *ssl, tp_state st, tp_kind kind)
+{
+    tp_conn *c = calloc(1, sizeof *c);
+    if (!c) return NULL;
+    c->tp = tp;
+    c->fd = fd;
+    c->ssl = ssl;
+    c->state = st;
+    c->kind = kind;
+    c->rev = event_new(tp->base, fd, EV_READ | EV_PERSIST, tp__on_io, c);
+    c->wev = event_new(tp->base, fd, EV_WRITE | EV_PERSIST, tp__on_io, c);
+    c->timer = evtimer_new(tp->base, tp__on_deadline, c);
+    if (!c->rev || !c->wev || !c->timer) {
+        if (c->rev) event_free(c->rev);
+        if (c->wev) event_free(c->wev);
+        if (c->timer) event_free(c->timer);
+        free(c);
+        return NULL;
+    }
+    if (ssl) SSL_set_app_data(ssl, c);
+    c->next = tp->conns;
+    if (tp->conns) tp->conns->prev = c;
+    tp->conns = c;
+    tp->n_conns++;
+    snprintf(c->desc, sizeof c->desc, "fd %d", fd);
+    return c;
+}
+
+void tp_describe(tp_conn *c, const struct sockaddr *sa)
+{
+    char host[INET6_ADDRSTRLEN] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
+        port = ntohs(s4->sin_port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
+        port = ntohs(s6->sin6_port);
+    }
+    snprintf(c->desc, sizeof c->desc, "%s:%d", host, port);
+}
+
+static uint8_t *tp__buf_get(tp_t *tp)
+{
+    return tp->n_pool ? tp->pool[--tp->n_pool] : malloc(TP_BUF_SIZE);
+}
+
+static void tp__buf_put(tp_t *tp, tp_buf *b)
+{
+    if (!b->data) return;
+    if (tp->n_pool < (int)(sizeof tp->pool / sizeof tp->pool[0])) tp->pool[tp->n_pool++] = b->data;
+    else free(b->data);
+    b->data = NULL;
+    b->start = b->end = 0;
+}
+
+void tp_conn_want(tp_conn *c, int rd, int wr)
+{
+    if (rd) event_add(c->rev, NULL);
+    else event_del(c->rev);
+    if (wr) event_add(c->wev, NULL);
+    else event_del(c->wev);
+}
+
+void tp_conn_deadline(tp_conn *c, int ms)
+{
+    if (ms <= 0) {
+        evtimer_del(c->timer);
+        return;
+    }
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(c->timer, &tv);
+}
+
+static void tp__free(tp_conn *c)
+{
+    tp_t *tp = c->tp;
+    event_free(c->rev);
+    event_free(c->wev);
+    event_free(c->timer);
+    if (c->ssl) {
+        /* One non-blocking close_notify; a peer that never reads it loses nothing. */
+        if (SSL_is_init_finished(c->ssl)) SSL_shutdown(c->ssl);
+        SSL_free(c->ssl);
+        ERR_clear_error();
+    }
+    if (c->fd >= 0) close(c->fd);
+    tp__buf_put(tp, &c->in);
+    tp__buf_put(tp, &c->out);
+    if (c->prev) c->prev->next = c->next;
+    else tp->conns = c->next;
+    if (c->next) c->next->prev = c->prev;
+    tp->n_conns--;
+    for (size_t i = 0; i < tp->n_peers; i++)
+        if (tp->peers[i].conn == c) tp->peers[i].conn = NULL;
+    free(c);
+}
+
+void tp_conn_close(tp_conn *c, const char *why)
+{
+    tp_conn *peer = c->peer;
+    if (why) logline(LOGLINE_DEBUG, 0, "%s: closed: %s", c->desc, why);
+    if (peer) {
+        peer->peer = NULL;
+        c->peer = NULL;
+        tp__free(peer);
+    }
+    tp__free(c);
+}
+
+void tp_conn_refuse(tp_conn *c, const char *reason)
+{
+    c->tp->refused++;
+    logline(LOGLINE_WARN, 0, "refused %s on %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
+    tp_conn_close(c, NULL);
+}
+
+/* --- raw I/O: > 0 bytes, 0 would block, -1 end of stream or error ------------------------------ */
+
+static ssize_t tp__read(tp_conn *c, uint8_t *buf, size_t len)
+{
+    if (!c->ssl) {
+        ssize_t n = recv(c->fd, buf, len, 0);
+        if (n > 0) return n;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
+        return -1;
+    }
+    size_t got = 0;
+    c->want_write_for_read = 0;
+    if (SSL_read_ex(c->ssl, buf, len, &got) == 1) return (ssize_t)got;
+    switch (SSL_get_error(c->ssl, 0)) {
+    case SSL_ERROR_WANT_READ: return 0;
+    case SSL_ERROR_WANT_WRITE: c->want_write_for_read = 1; return 0;
+    default: ERR_clear_error(); return -1;
+    }
+}
+
+static ssize_t tp__write(tp_conn *c, const uint8_t *buf, size_t len)
+{
+    if (!c->ssl) {
+        ssize_t n = send(c->fd, buf, len, MSG_NOSIGNAL);
+        if (n >= 0) return n;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        return -1;
+    }
+    size_t put = 0;
+    c->want_read_for_write = 0;
+    if (SSL_write_ex(c->ssl, buf, len, &put) == 1) return (ssize_t)put;
+    switch (SSL_get_error(c->ssl, 0)) {
+    case SSL_ERROR_WANT_WRITE: return 0;
+    case SSL_ERROR_WANT_READ: c->want_read_for_write = 1; return 0;
+    default: ERR_clear_error(); return -1;
+    }
+}
+
+/* --- frames (headers, accepts, heartbeats) ---------------------------------------------------- */
+
+int tp_send_frame(tp_conn *c, const ProtobufCMessage *m)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    if (n > TP_FRAME_MAX) return ine_err(INE_EINVAL, "frame of %zu bytes is too large", n);
+    if (!c->out.data && !(c->out.data = tp__buf_get(c->tp))) return ine_err(INE_ENOMEM, "out of memory");
+    if (TP_BUF_SIZE - c->out.end < n + 2) return ine_err(INE_EAGAIN, "output queue full");
+    c->out.data[c->out.end] = (uint8_t)(n >> 8);
+    c->out.data[c->out.end + 1] = (uint8_t)n;
+    protobuf_c_message_pack(m, c->out.data + c->out.end + 2);
+    c->out.end += n + 2;
+    return INE_OK;
+}
+
+int tp_read_frame_bytes(tp_conn *c)
+{
+    while (c->frame_len < sizeof c->frame) {
+        ssize_t n = tp__read(c, c->frame + c->frame_len, sizeof c->frame - c->frame_len);
+        if (n == 0) return 0;
+        if (n < 0) return -1;
+        c->frame_len += (size_t)n;
+        if (c->state != TP_S_CONTROL) break; /* a header: do not read into relayed bytes */
+    }
+    return 0;
+}
+
+int tp_frame_ready(tp_conn *c, const uint8_t **msg)
+{
+    size_t n;
+    if (c->frame_len < 2) return 0;
+    n = ((size_t)c->frame[0] << 8) | c->frame[1];
+    if (n > TP_FRAME_MAX) return -1;
+    if (c->frame_len < n + 2) return 0;
+    *msg = c->frame + 2;
+    return (int)n ? (int)n : -1;
+}
+
+void tp_frame_consume(tp_conn *c)
+{
+    size_t n = (((size_t)c->frame[0] << 8) | c->frame[1]) + 2;
+    memmove(c->frame, c->frame + n, c->frame_len - n);
+    c->frame_len -= n;
+}
+
+int tp_flush(tp_conn *c)
+{
+    tp_buf *b = &c->out;
+    while (b->data && b->end > b->start) {
+        ssize_t n = tp__write(c, b->data + b->start, b->end - b->start);
+        if (n < 0) {
+            tp_conn_close(c, "write failed");
+            return -1;
+        }
+        if (n == 0) break;
+        b->start += (size_t)n;
+    }
+    if (b->data && b->start == b->end) tp__buf_put(c->tp, b);
+    return 0;
+}
+
+/* --- relay ------------------------------------------------------------------------------------ */
+
+static int tp__pending_out(const tp_conn *c)
+{
+    return (c->out.data && c->out.end > c->out.start) || (c->peer && c->peer->in.data && c->peer->in.end > c->peer->in.start);
+}
+
+/* Recompute what c waits for. */
+static void tp__interest(tp_conn *c)
+{
+    int rd = (!c->read_blocked && !c->rd_eof) || c->want_read_for_write;
+    int wr = tp__pending_out(c) || c->want_write_for_read;
+    tp_conn_want(c, rd, wr);
+}
+
+static int tp__push(tp_conn *b);
+
+/* Read from a into its buffer, then hand it to a's peer. -1 if the pair was closed. */
+static int tp__pump(tp_conn *a)
+{
+    tp_buf *in = &a->in;
+    for (;;) {
+        ssize_t n;
+        if (!in->data && !(in->data = tp__buf_get(a->tp))) {
+            tp_conn_close(a, "out of memory");
+            return -1;
+        }
+        if (in->end == TP_BUF_SIZE) {
+            if (in->start == 0) {
+                a->read_blocked = 1; /* backpressure: resume when the peer drained it */
+                break;
+            }
+            memmove(in->data, in->data + in->start, in->end - in->start);
+            in->end -= in->start;
+            in->start = 0;
+        }
+        n = tp__read(a, in->data + in->end, TP_BUF_SIZE - in->end);
+        if (n == 0) break;
+        if (n < 0) {
+            a->rd_eof = 1;
+            break;
+        }
+        in->end += (size_t)n;
+    }
+    if (in->start == in->end) tp__buf_put(a->tp, in);
+    if (!a->peer) {
+        tp_conn_close(a, "peer gone");
+        return -1;
+    }
+    if (tp__push(a->peer) < 0) return -1;
+    if (a->rd_eof && !(a->in.data && a->in.end > a->in.start)) {
+        tp_conn_close(a, "end of stream");
+        return -1;
+    }
+    tp__interest(a);
+    return 0;
+}
+
+/* Write b's pending bytes (its own frames, then what its peer read). -1 if closed. */
+static int tp__push(tp_conn *b)
+{
+    tp_conn *a = b->peer;
+    tp_buf *src;
+    if (b->out.data && tp_flush(b) < 0) return -1;
+    if (!a) return 0;
+    src = &a->in;
+    while (src->data && src->end > src->start) {
+        ssize_t n = tp__write(b, src->data + src->start, src->end - src->start);
+        if (n < 0) {
+            tp_conn_close(b, "write failed");
+            return -1;
+        }
+        if (n == 0) break;
+        src->start += (size_t)n;
+    }
+    if (src->data && src->start == src->end) {
+        tp__buf_put(b->tp, src);
+        if (a->rd_eof) {
+            tp_conn_close(a, "end of stream");
+            return -1;
+        }
+        if (a->read_blocked) {
+            a->read_blocked = 0;
+            /* TLS may hold decrypted bytes no socket event will announce: read now. */
+            if (tp__pump(a) < 0) return -1;
+        }
+    }
+    tp__interest(b);
+    return 0;
+}
+
+void tp_relay_event(tp_conn *c, int readable, int writable);
+void tp_relay_event(tp_conn *c, int readable, int writable)
+{
+    if ((writable || (readable && c->want_read_for_write)) && tp__push(c) < 0) return;
+    if ((readable || (writable && c->want_write_for_read)) && tp__pump(c) < 0) return;
+}
+
+/* Bytes that came in behind a header or an accept belong to the relay. */
+static int tp__frame_leftover(tp_conn *c)
+{
+    if (!c->frame_len) return 0;
+    if (!c->in.data && !(c->in.data = tp__buf_get(c->tp))) return -1;
+    memcpy(c->in.data + c->in.end, c->frame, c->frame_len);
+    c->in.end += c->frame_len;
+    c->frame_len = 0;
+    return 0;
+}
+
+void tp_relay_start(tp_conn *a, tp_conn *b)
+{
+    if (tp__frame_leftover(a) < 0 || tp__frame_leftover(b) < 0) {
+        tp_conn_close(a, "out of memory");
+        tp_conn_close(b, "out of memory");
+        return;
+    }
+    a->peer = b;
+    b->peer = a;
+    a->state = b->state = TP_S_RELAY;
+    tp_conn_deadline(a, 0);
+    tp_conn_deadline(b, 0);
+    /* Bytes that arrived with a header, or TLS records already decrypted, go first. */
+    if (tp__push(a) < 0) return;
+    if (b->peer && tp__push(b) < 0) return;
+    if (a->peer && tp__pump(a) < 0) return;
+    if (b->peer && b->peer == a) tp__pump(b);
+}

@@ -1,0 +1,344 @@
+/* state.c — the transport's view of the log. Following it, the worker (re)builds its TLS
+ * contexts when its certificates or the trust bundle change (new handshakes use them at once,
+ * open connections keep theirs), records CertificateActivated when it starts serving a new
+ * certificate, opens and closes database endpoints, tracks its peers for heartbeats, and on a
+ * database's data_internode_encryption change closes that database's remote connections. */
+#include "transport.h"
+#include "clock.h"
+#include "err.h"
+#include "logline.h"
+#include "sealed.h"
+#include "tlsconf.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+const proj_node *tp_self(tp_t *tp)
+{
+    const proj_node *n = proj_node_find(&tp->st, tp->node_uid);
+    return n && !n->removed ? n : NULL;
+}
+
+static void tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
+{
+    int closed = 0;
+    for (int again = 1; again;) {
+        again = 0;
+        for (tp_conn *c = tp->conns; c; c = c->next) {
+            if (c->db_uid != db_uid || !c->remote) continue;
+            tp_conn_close(c, why); /* may free c and its peer: restart the walk */
+            closed++;
+            again = 1;
+            break;
+        }
+    }
+    if (closed) logline(LOGLINE_INFO, 0, "db %u: closed %d remote connection(s): %s", db_uid, closed, why);
+}
+
+static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUploaded *u)
+{
+    for (size_t i = 0; i < u->n_planes; i++) {
+        int p = u->planes[i];
+        char **n;
+        if ((p != 1 && p != 2) || !u->cert) continue;
+        if (!(n = realloc(tp->customer_fps[p], (tp->n_customer_fps[p] + 1) * sizeof *n))) continue;
+        tp->customer_fps[p] = n;
+        if ((n[tp->n_customer_fps[p]] = strdup(u->cert->fingerprint_sha256))) tp->n_customer_fps[p]++;
+    }
+}
+
+static int tp__follow(const evlog_event *ev, uint64_t seq, void *ud)
+{
+    tp_t *tp = ud;
+    int rc = proj_apply(&tp->st, ev);
+    if (rc < 0 && rc != INE_EUNKNOWN) return rc;
+    switch (ev->body_case) {
+    case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED:
+        tp__close_db(tp, ev->data_internode_encryption_changed->db_uid,
+                     ev->data_internode_encryption_changed->enabled ? "data_internode_encryption enabled"
+                                                                    : "data_internode_encryption disabled");
+        break;
+    case INE__V1__EVENT__BODY_DATABASE_DELETED: tp__close_db(tp, ev->database_deleted->db_uid, "database deleted"); break;
+    case INE__V1__EVENT__BODY_DATABASE_UPDATED: tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed"); break;
+    case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: tp__note_customer(tp, ev->customer_certificate_uploaded); break;
+    default: break;
+    }
+    (void)seq;
+    return INE_OK;
+}
+
+/* The fingerprints of the bundle, as a key that changes whenever the trust does. */
+static void tp__trust_key(const proj_state *st, char *out, size_t len)
+{
+    size_t off = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < st->n_bundle && off < len; i++)
+        off += (size_t)snprintf(out + off, len - off, "%s%c;", st->bundle[i].fingerprint, st->bundle[i].pem ? '+' : '-');
+}
+
+static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust)
+{
+    X509 *leaf = NULL;
+    STACK_OF(X509) *chain = NULL;
+    pki_key *key = NULL;
+    SSL_CTX *srv = NULL, *cli = NULL;
+    char *pem = NULL;
+    int rc = INE_OK;
+    if (asprintf(&pem, "%s%s", c->cert.cert_pem ? c->cert.cert_pem : "", c->cert.chain_pem ? c->cert.chain_pem : "") < 0)
+        return ine_err(INE_ENOMEM, "out of memory");
+    GUARD_GOTO(tlsconf_pem_certs(pem, &leaf, &chain), out);
+    GUARD_GOTO(sealed_load_key(tp->log, tp->seal, c->issued_seq, &key), out);
+    srv = tlsconf_ctx_new(TLSCONF_SERVER, leaf, chain, pki_evp(key), trust);
+    cli = tlsconf_ctx_new(TLSCONF_CLIENT, leaf, chain, pki_evp(key), trust);
+    if (!srv || !cli) {
+        rc = ine_err(INE_ECRYPTO, "cannot build the %s-plane TLS context: %s", proj_plane_name(plane), ine_err_msg());
+        goto out;
+    }
+    SSL_CTX_set_tlsext_servername_callback(srv, tp_servername_cb);
+    SSL_CTX_set_tlsext_servername_arg(srv, tp);
+    /* Resumption makes reconnects cheap; tickets are per process, never shared. */
+    SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
+    SSL_CTX_free(tp->srv[plane]);
+    SSL_CTX_free(tp->cli[plane]);
+    tp->srv[plane] = srv;
+    tp->cli[plane] = cli;
+    srv = cli = NULL;
+    tp->ctx_cert_seq[plane] = c->issued_seq;
+    snprintf(tp->serving_fp[plane], sizeof tp->serving_fp[plane], "%s", c->cert.fingerprint);
+    snprintf(tp->serving_serial[plane], sizeof tp->serving_serial[plane], "%s", c->cert.serial_hex);
+out:
+    SSL_CTX_free(srv);
+    SSL_CTX_free(cli);
+    free(pem);
+    X509_free(leaf);
+    sk_X509_pop_free(chain, X509_free);
+    pki_key_free(key);
+    return rc;
+}
+
+/* Record that this node now serves the certificate (once per fingerprint, across restarts). */
+static void tp__activate(tp_t *tp, int plane)
+{
+    const proj_activation *a = proj_activation_find(&tp->st, tp->node_uid, plane);
+    Ine__V1__CertificateActivated b = INE__V1__CERTIFICATE_ACTIVATED__INIT;
+    evlog_event ev = INE__V1__EVENT__INIT;
+    char reqid[128];
+    uint64_t seq = 0, last;
+    int rc;
+    if (a && a->fingerprint && !strcmp(a->fingerprint, tp->serving_fp[plane])) return;
+    b.node_uid = tp->node_uid;
+    b.plane = plane;
+    b.fingerprint_sha256 = tp->serving_fp[plane];
+    b.serial_hex = tp->serving_serial[plane];
+    ev.producer = "ine-transport";
+    ev.actor = "ine-transport";
+    ev.body_case = INE__V1__EVENT__BODY_CERTIFICATE_ACTIVATED;
+    ev.certificate_activated = &b;
+    snprintf(reqid, sizeof reqid, "activate/%u/%d/%s", tp->node_uid, plane, tp->serving_fp[plane]);
+    rc = evlog_append_one(tp->log, &ev, reqid, &seq);
+    if (rc < 0) {
+        logline(LOGLINE_ERROR, 0, "cannot record the activation: %s", ine_err_msg());
+        return;
+    }
+    if (rc == 0) {
+        logline(LOGLINE_INFO, seq, "now serving %s-plane certificate %s", proj_plane_name(plane), tp->serving_serial[plane]);
+        if (evlog_last_seq(tp->log, &last) == 0) follow_pub_hint(tp->pub, last);
+    }
+}
+
+static void tp__contexts(tp_t *tp)
+{
+    char key[sizeof tp->trust_key];
+    X509_STORE *trust = NULL;
+    int trust_changed;
+    tp__trust_key(&tp->st, key, sizeof key);
+    trust_changed = strcmp(key, tp->trust_key) != 0;
+    for (int p = 1; p <= 2; p++) {
+        const proj_cert *c = proj_cert_find(&tp->st, tp->node_uid, p);
+        if (!c || (!trust_changed && c->issued_seq == tp->ctx_cert_seq[p])) continue;
+        if (!trust && !(trust = tlsconf_trust_from_bundle(&tp->st))) return;
+        if (tp__build_plane(tp, p, c, trust) < 0) {
+            logline(LOGLINE_ERROR, c->issued_seq, "%s", ine_err_msg());
+            continue;
+        }
+        tp__activate(tp, p);
+    }
+    if (trust) {
+        X509_STORE_free(trust);
+        if (trust_changed) logline(LOGLINE_INFO, tp->st.trust_changed_seq, "trust bundle now holds %zu root(s)", tp->st.n_bundle);
+        snprintf(tp->trust_key, sizeof tp->trust_key, "%s", key);
+    }
+}
+
+static void tp__on_listener(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    (void)l;
+    (void)len;
+    tp_on_accept(arg, fd, sa);
+}
+
+static void tp__on_endpoint(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+    tp_endpoint *ep = arg;
+    (void)l;
+    (void)len;
+    tp_endpoint_accept(ep->tp, ep->db_uid, fd, sa);
+}
+
+static struct evconnlistener *tp__listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res = NULL;
+    struct evconnlistener *l;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0) return NULL;
+    l = evconnlistener_new_bind(tp->base, cb, arg, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+                                res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    return l;
+}
+
+static void tp__endpoint_bind(tp_t *tp, tp_endpoint *ep, const proj_node *self, const proj_db *d)
+{
+    if (ep->l || ine_clock_mono_ms() < ep->retry_ms) return;
+    if (!(ep->l = tp__listen(tp, self->address, (int)ep->port, tp__on_endpoint, ep))) {
+        ep->retry_ms = ine_clock_mono_ms() + 5000;
+        logline(LOGLINE_ERROR, d->updated_seq, "db %u: cannot listen on %s:%u (retrying every 5 s)", d->uid, self->address, ep->port);
+        return;
+    }
+    logline(LOGLINE_INFO, d->updated_seq, "db %u (%s): endpoint on %s:%u, shard on node %u, encryption %s", d->uid, d->name,
+            self->address, ep->port, d->shard_node_uid, d->data_internode_encryption ? "on" : "off");
+}
+
+/* One endpoint per live database, on this node's address and the database's port. */
+static void tp__endpoints(tp_t *tp)
+{
+    const proj_node *self = tp_self(tp);
+    for (size_t i = 0; i < tp->n_eps;) {
+        tp_endpoint *ep = tp->eps[i];
+        const proj_db *d = proj_db_find(&tp->st, ep->db_uid);
+        if (self && d && !d->deleted && d->port == ep->port) {
+            i++;
+            continue;
+        }
+        if (ep->l) {
+            evconnlistener_free(ep->l);
+            logline(LOGLINE_INFO, 0, "db %u: endpoint on port %u closed", ep->db_uid, ep->port);
+        }
+        free(ep);
+        tp->eps[i] = tp->eps[--tp->n_eps];
+    }
+    if (!self) return;
+    for (size_t i = 0; i < tp->st.n_dbs; i++) {
+        const proj_db *d = &tp->st.dbs[i];
+        tp_endpoint *ep = NULL, **n;
+        if (d->deleted) continue;
+        for (size_t k = 0; k < tp->n_eps && !ep; k++)
+            if (tp->eps[k]->db_uid == d->uid) ep = tp->eps[k];
+        if (!ep) {
+            if (!(ep = calloc(1, sizeof *ep)) || !(n = realloc(tp->eps, (tp->n_eps + 1) * sizeof *n))) {
+                free(ep);
+                return;
+            }
+            tp->eps = n;
+            ep->tp = tp;
+            ep->db_uid = d->uid;
+            ep->port = d->port;
+            tp->eps[tp->n_eps++] = ep;
+        }
+        tp__endpoint_bind(tp, ep, self, d);
+    }
+}
+
+static void tp__peers(tp_t *tp)
+{
+    for (size_t i = 0; i < tp->st.n_nodes; i++) {
+        const proj_node *n = &tp->st.nodes[i];
+        size_t k;
+        tp_peer *np;
+        if (n->removed || n->uid == tp->node_uid) continue;
+        for (k = 0; k < tp->n_peers && tp->peers[k].node_uid != n->uid; k++) {}
+        if (k < tp->n_peers) continue;
+        if (!(np = realloc(tp->peers, (tp->n_peers + 1) * sizeof *np))) return;
+        tp->peers = np;
+        memset(&tp->peers[tp->n_peers], 0, sizeof *np);
+        tp->peers[tp->n_peers++].node_uid = n->uid;
+    }
+    for (size_t i = 0; i < tp->n_peers;) {
+        const proj_node *n = proj_node_find(&tp->st, tp->peers[i].node_uid);
+        if (n && !n->removed) {
+            i++;
+            continue;
+        }
+        if (tp->peers[i].conn) tp_conn_close(tp->peers[i].conn, "node removed");
+        tp->peers[i] = tp->peers[--tp->n_peers];
+    }
+}
+
+void tp_state_tick(tp_t *tp)
+{
+    const proj_node *self;
+    if (follow_poll(tp->follow, 0) < 0) logline(LOGLINE_ERROR, tp->st.applied_seq, "follow: %s", ine_err_msg());
+    tp__contexts(tp);
+    self = tp_self(tp);
+    if (!tp->listener && self && tp->srv[INE__V1__PLANE__PLANE_CONTROL]) {
+        if ((tp->listener = tp__listen(tp, self->address, tp->port, tp__on_listener, tp)))
+            logline(LOGLINE_INFO, tp->st.applied_seq, "node %u listening on %s:%d", tp->node_uid, self->address, tp->port);
+    }
+    tp__endpoints(tp);
+    tp__peers(tp);
+}
+
+int tp_state_open(tp_t *tp)
+{
+    char p[DATADIR_MAX];
+    GUARD(datadir_path(tp->data_dir, "seal.key", p, sizeof p));
+    GUARD(seal_key_load(p, &tp->seal));
+    GUARD(datadir_path(tp->data_dir, "log", p, sizeof p));
+    GUARD(evlog_open(p, NULL, &tp->log));
+    GUARD(datadir_path(tp->data_dir, "run", tp->run_dir, sizeof tp->run_dir));
+    if (!(tp->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
+    {
+        char producer[32];
+        snprintf(producer, sizeof producer, "ine-transport-%u", tp->node_uid);
+        GUARD(follow_pub_open(tp->zctx, tp->run_dir, producer, &tp->pub));
+    }
+    proj_init(&tp->st);
+    GUARD(follow_new(tp->zctx, tp->log, tp->run_dir, 0, tp__follow, tp, &tp->follow));
+    {
+        int rc = follow_catch_up(tp->follow);
+        if (rc < 0) return rc;
+    }
+    if (!tp->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster", tp->data_dir);
+    if (!tp_self(tp)) return ine_err(INE_ENOTFOUND, "node %u is not a node of this cluster", tp->node_uid);
+    return INE_OK;
+}
+
+void tp_state_close(tp_t *tp)
+{
+    while (tp->conns) tp_conn_close(tp->conns, NULL);
+    for (size_t i = 0; i < tp->n_eps; i++) {
+        if (tp->eps[i]->l) evconnlistener_free(tp->eps[i]->l);
+        free(tp->eps[i]);
+    }
+    free(tp->eps);
+    free(tp->peers);
+    if (tp->listener) evconnlistener_free(tp->listener);
+    for (int p = 1; p <= 2; p++) {
+        SSL_CTX_free(tp->srv[p]);
+        SSL_CTX_free(tp->cli[p]);
+        for (size_t i = 0; i < tp->n_customer_fps[p]; i++) free(tp->customer_fps[p][i]);
+        free(tp->customer_fps[p]);
+    }
+    for (int i = 0; i < tp->n_pool; i++) free(tp->pool[i]);
+    follow_free(tp->follow);
+    follow_pub_close(tp->pub);
+    if (tp->zctx) zmq_ctx_term(tp->zctx);
+    evlog_close(tp->log);
+    seal_key_free(tp->seal);
+    proj_free(&tp->st);
+}

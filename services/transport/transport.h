@@ -1,0 +1,167 @@
+/* transport.h — the transport worker's internals, shared by its files:
+ *   main.c     arguments, start-up, the libevent loop
+ *   conn.c     connections: non-blocking TLS or plain I/O, handshakes with a deadline, the
+ *              relay between two connections (bounded buffers, released when idle)
+ *   streams.c  port 3342: accepting streams (handshake, identity, header) and opening them
+ *              to other nodes; database endpoints; control-plane heartbeats
+ *   state.c    the log: TLS contexts from the node's certificates and the trust bundle
+ *              (hot reload), endpoint listeners per database, toggles, activations
+ * One process per node, one thread, event-driven. */
+#ifndef INE_TRANSPORT_H
+#define INE_TRANSPORT_H
+
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <netinet/in.h>
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "datadir.h"
+#include "evlog.h"
+#include "follow.h"
+#include "proj.h"
+#include "seal.h"
+
+#include "ine/v1/transport.pb-c.h"
+
+#define TP_BUF_SIZE (64 * 1024)          /* relay buffer per direction, allocated while busy */
+#define TP_FRAME_MAX 4096                 /* largest header / heartbeat frame */
+#define TP_DEFAULT_PORT 3342
+#define TP_DEFAULT_MAX_CONNS 20000
+#define TP_DEFAULT_HANDSHAKE_MS 10000
+#define TP_HEARTBEAT_MS 2000
+
+typedef struct tp tp_t;
+typedef struct tp_conn tp_conn;
+
+typedef enum {
+    TP_S_ACCEPT_HS,   /* 3342 server: TLS handshake */
+    TP_S_ACCEPT_HDR,  /* 3342 server: waiting for the StreamHeader */
+    TP_S_CONNECTING,  /* outgoing TCP connect in progress */
+    TP_S_CLIENT_HS,   /* outgoing TLS handshake */
+    TP_S_CLIENT_ACK,  /* outgoing: header sent, waiting for StreamAccept */
+    TP_S_RELAY,       /* bytes flow to/from the peer connection */
+    TP_S_CONTROL,     /* control-plane stream: heartbeat frames */
+    TP_S_WAIT_PEER,   /* endpoint client: waiting for its upstream to be ready */
+} tp_state;
+
+typedef enum { TP_K_ENDPOINT, TP_K_UPSTREAM, TP_K_STREAM_IN, TP_K_SHARD, TP_K_CONTROL_OUT, TP_K_CONTROL_IN } tp_kind;
+
+typedef struct {
+    uint8_t *data;    /* NULL while empty: idle connections hold no buffer */
+    size_t start, end;
+} tp_buf;
+
+struct tp_conn {
+    tp_t *tp;
+    tp_conn *prev, *next;         /* all connections, for toggles and shutdown */
+    int fd;
+    SSL *ssl;                     /* NULL: plaintext */
+    struct event *rev, *wev, *timer;
+    tp_state state;
+    tp_kind kind;
+    int plane;                    /* 1 control, 2 data */
+    uint32_t db_uid;              /* data plane: the database; 0 for control */
+    uint32_t peer_node;           /* the node at the other end (TLS), 0 if none */
+    int remote;                   /* crosses nodes (subject to toggles) */
+    tp_conn *peer;                /* the other end of a relay */
+    tp_buf in;                    /* bytes read from this connection, to be written to peer */
+    tp_buf out;                   /* frames this connection sends itself (headers, heartbeats) */
+    uint8_t frame[TP_FRAME_MAX + 2];
+    size_t frame_len;
+    int rd_eof;                   /* this side sent EOF: close after flushing to peer */
+    int read_blocked;             /* reading paused: our buffer is full */
+    int want_write_for_read;      /* SSL_read asked for writability */
+    int want_read_for_write;      /* SSL_write asked for readability */
+    char desc[96];                /* "127.0.0.2:51234" for log lines */
+};
+
+typedef struct {
+    tp_t *tp;
+    uint32_t db_uid;
+    uint32_t port;
+    struct evconnlistener *l;     /* NULL while the port could not be bound */
+    int64_t retry_ms;             /* when to try binding again */
+} tp_endpoint;
+
+typedef struct {
+    uint32_t node_uid;
+    tp_conn *conn;                /* the control-plane stream we opened to it */
+    int64_t next_try_ms;
+    int64_t last_heartbeat_ms;
+    char served[3][65];           /* what it said it serves, per plane 1..2 (fingerprints) */
+} tp_peer;
+
+struct tp {
+    char data_dir[DATADIR_MAX];
+    char run_dir[DATADIR_MAX];
+    uint32_t node_uid;
+    int port;
+    int max_conns, n_conns;
+    int handshake_ms;
+    evlog_t *log;
+    seal_key *seal;
+    void *zctx;
+    follow_t *follow;
+    follow_pub *pub;
+    proj_state st;
+    struct event_base *base;
+    struct evconnlistener *listener;   /* :3342 */
+    tp_conn *conns;
+    /* TLS contexts per plane (index 1, 2); swapped on change, open connections keep theirs. */
+    SSL_CTX *srv[3], *cli[3];
+    uint64_t ctx_cert_seq[3];
+    char trust_key[4096];         /* the bundle's fingerprints the contexts were built with */
+    char serving_fp[3][65], serving_serial[3][64];
+    /* Customer certificates ever uploaded per plane (fingerprints): their holders are
+     * identified by fingerprint, having no SPIFFE identity. */
+    char **customer_fps[3];
+    size_t n_customer_fps[3];
+    tp_endpoint **eps;            /* one listener per database, on this node's address */
+    size_t n_eps;
+    tp_peer *peers;
+    size_t n_peers;
+    uint64_t refused, accepted;   /* counters for logs and tests */
+    uint8_t *pool[64];            /* free relay buffers, so busy connections do not malloc */
+    int n_pool;
+};
+
+/* --- conn.c --- */
+tp_conn *tp_conn_new(tp_t *tp, int fd, SSL *ssl, tp_state st, tp_kind kind);
+void tp_conn_close(tp_conn *c, const char *why);     /* closes its relay peer too */
+void tp_conn_refuse(tp_conn *c, const char *reason); /* log "refused ... reason", count, close */
+void tp_conn_want(tp_conn *c, int read, int write);
+void tp_conn_deadline(tp_conn *c, int ms);            /* 0 clears */
+/* Start relaying between a and b (both connected and past their headers). */
+void tp_relay_start(tp_conn *a, tp_conn *b);
+/* Frames: queue one message (2-byte length + bytes) into c's output (the peer-less buffer). */
+int tp_send_frame(tp_conn *c, const ProtobufCMessage *m);
+/* Parse one whole frame out of c->frame if present; returns the message length, 0 if more is
+ * needed, negative if the frame is too large. */
+int tp_frame_ready(tp_conn *c, const uint8_t **msg);
+void tp_frame_consume(tp_conn *c);
+/* Read what is available into c->frame (TLS or plain); 0 ok, -1 EOF/error (closed). */
+int tp_read_frame_bytes(tp_conn *c);
+/* Flush c's pending output (frames); 0 done or waiting, -1 closed. */
+int tp_flush(tp_conn *c);
+/* Describe an address for logs. */
+void tp_describe(tp_conn *c, const struct sockaddr *sa);
+
+/* --- streams.c --- */
+void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa);
+void tp_conn_event(tp_conn *c, int readable, int writable);  /* state-machine dispatch */
+void tp_endpoint_accept(tp_t *tp, uint32_t db_uid, int fd, const struct sockaddr *sa);
+void tp_heartbeat_tick(tp_t *tp);
+/* SNI picks the plane ("control.ine"/"data.ine") and with it the server certificate. */
+int tp_servername_cb(SSL *ssl, int *al, void *arg);
+/* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
+int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
+
+/* --- state.c --- */
+int tp_state_open(tp_t *tp);
+void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
+void tp_state_close(tp_t *tp);
+const proj_node *tp_self(tp_t *tp);
+
+#endif
