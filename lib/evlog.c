@@ -540,7 +540,7 @@ int evlog_verify(evlog_t *log, evlog_verify_report *rep)
 {
     evlog__verify_ctx c = {.rep = rep, .expect = 1};
     uint8_t head_hash[EVLOG_HASH_LEN];
-    uint64_t last_key, head_now;
+    uint64_t last_key = 0, head_now = 0;
     MDB_txn *txn;
     int rc;
 

@@ -613,7 +613,7 @@ int pki_issue_node(const pki_issue_params *p, const pki_cert *ca, const pki_key 
         ERR_clear_error();
         return ine_err(INE_EINVAL, "the CA key does not match the CA certificate");
     }
-    int64_t ca_not_after;
+    int64_t ca_not_after = 0;
     GUARD(pki__time_unix(X509_get0_notAfter(ca->x), &ca_not_after));
     if (ca_not_after <= p->now)
         return ine_err(INE_EINVAL, "the cluster CA has expired; renew it before issuing certificates");

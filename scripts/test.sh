@@ -17,6 +17,11 @@ run_suite() {
   (cd "$dir" && ctest --output-on-failure --timeout 900)
 }
 
+# Optimised builds see warnings (maybe-uninitialized, truncation) that -O0 does not: build one too.
+echo "=== build-rel: configure and build (Release, -Werror)"
+cmake -S . -B build-rel -DINE_WERROR=ON -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
+cmake --build build-rel -j"$jobs"
+
 run_suite build -DCMAKE_BUILD_TYPE=Debug -DINE_SANITIZE=OFF
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DINE_SANITIZE=ON

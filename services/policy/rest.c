@@ -179,7 +179,12 @@ static int rest__authorized(struct policy_rest *r, struct evhttp_request *req, c
     dec[n] = 0;
     if (!(colon = memchr(dec, ':', (size_t)n))) goto out;
     *colon = 0;
-    snprintf(user, ulen, "%s", (char *)dec);
+    {
+        size_t ul = strlen((char *)dec);
+        if (ul >= ulen) ul = ulen - 1; /* only for log lines: truncation is fine */
+        memcpy(user, dec, ul);
+        user[ul] = 0;
+    }
     if (strcmp((char *)dec, r->user)) goto out;
     *colon = 0; /* HMAC over "user\0password" */
     HMAC(EVP_sha256(), r->mac_key, sizeof r->mac_key, dec, (size_t)n, mac, &maclen);

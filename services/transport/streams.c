@@ -370,7 +370,7 @@ static void tp__accept_header(tp_conn *c)
     const proj_db *d;
     const proj_node *self = tp_self(tp);
     char host[256], why[160];
-    int n, port;
+    int n, port = 0;
     tp_conn *shard;
 
     if (tp_read_frame_bytes(c) < 0) return tp_conn_refuse(c, "closed before sending a stream header");
