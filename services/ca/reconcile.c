@@ -139,7 +139,9 @@ static int ca__commit(ca_t *ca, ca_item *items, size_t n, const char *rotation_i
         ine__v1__certificates_rotated__init(cr);
         cr->rotation_id = strdup(rotation_id);
         cr->reason = reason;
-        cr->certificates = (uint32_t)(n);
+        /* The certificates only: a fallback's batch also carries its CustomerExpiryFallback. */
+        for (size_t i = 0; i < n; i++)
+            cr->certificates += items[i].ev->body_case == INE__V1__EVENT__BODY_CERTIFICATE_ISSUED;
         cr->planes = calloc(2, sizeof *cr->planes);
         for (int p = PROJ_PLANE_MIN; cr->planes && p <= PROJ_PLANE_MAX; p++)
             if (planes & PROJ_PLANE_BIT(p)) cr->planes[cr->n_planes++] = p;
