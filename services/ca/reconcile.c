@@ -139,7 +139,9 @@ static int ca__commit(ca_t *ca, ca_item *items, size_t n, const char *rotation_i
         ine__v1__certificates_rotated__init(cr);
         cr->rotation_id = strdup(rotation_id);
         cr->reason = reason;
-        cr->certificates = (uint32_t)(n);
+        /* The certificates only: a fallback's batch also carries its CustomerExpiryFallback. */
+        for (size_t i = 0; i < n; i++)
+            cr->certificates += items[i].ev->body_case == INE__V1__EVENT__BODY_CERTIFICATE_ISSUED;
         cr->planes = calloc(2, sizeof *cr->planes);
         for (int p = PROJ_PLANE_MIN; cr->planes && p <= PROJ_PLANE_MAX; p++)
             if (planes & PROJ_PLANE_BIT(p)) cr->planes[cr->n_planes++] = p;
@@ -291,6 +293,7 @@ static int ca__fallback(ca_t *ca)
         ca_target *t = NULL;
         size_t n = 0;
         const proj_cert *cust = NULL;
+        uint64_t newest = 0;
         for (size_t i = 0; i < ca->st.n_certs; i++) {
             const proj_cert *c = &ca->st.certs[i];
             if (c->plane != p || c->source != INE__V1__CERT_SOURCE__CERT_SOURCE_CUSTOMER) continue;
@@ -299,6 +302,7 @@ static int ca__fallback(ca_t *ca)
             if (!t && !(t = calloc(ca->st.n_certs + 1, sizeof *t))) return ine_err(INE_ENOMEM, "out of memory");
             t[n++] = (ca_target){proj_node_find(&ca->st, c->node_uid), p};
             cust = c;
+            if (c->issued_seq > newest) newest = c->issued_seq;
         }
         if (n) {
             char rid[160], dig[33], key[256];
@@ -306,7 +310,10 @@ static int ca__fallback(ca_t *ca)
             Ine__V1__CustomerExpiryFallback *f = calloc(1, sizeof *f);
             uint64_t done = 0;
             int rc;
-            snprintf(key, sizeof key, "fallback/%d/%s", p, cust->cert.fingerprint);
+            /* The upload's seq too: the same certificate uploaded again after a fallback is a
+             * new upload and falls back again, instead of colliding with the first fallback's
+             * request id (which made every tick regenerate keys only to discard them). */
+            snprintf(key, sizeof key, "fallback/%d/%s/%llu", p, cust->cert.fingerprint, (unsigned long long)newest);
             ca_digest_id(key, dig);
             snprintf(rid, sizeof rid, "fallback-%s", dig);
             if (!f) {
