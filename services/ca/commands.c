@@ -193,7 +193,7 @@ static void ca__upload(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
     snprintf(reqid, sizeof reqid, "upload/%s", req->request_id ? req->request_id : "");
     rc = ca_append(ca, items, n, req->request_id && *req->request_id ? reqid : NULL, &seq);
     if (rc < 0) goto fail;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; rc == 0 && i < n; i++)
         logline(LOGLINE_INFO, seq + i, "customer certificate %s uploaded by %s (valid until %s)", chk[i].info.serial_hex,
                 req->actor, ine_clock_fmt(chk[i].info.not_after * INE_USEC_PER_SEC, why, sizeof why));
     r->seq = seq + n - 1;

@@ -134,10 +134,10 @@ int main(int argc, char **argv)
             rc = 1;
             break;
         }
-        if (follow_poll(ca.follow, 0) < 0 || ca_serve(&ca) < 0) {
-            logline(LOGLINE_ERROR, ca.st.applied_seq, "%s", ine_err_msg());
-            if (stop) break;
-        }
+        /* A follow failure must not starve commands: each command catches up itself and
+         * answers with the error if the log cannot be read. */
+        if (follow_poll(ca.follow, 0) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "follow: %s", ine_err_msg());
+        if (ca_serve(&ca) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "commands: %s", ine_err_msg());
         /* Reconcile when the log moved (someone else's event may ask for work), and on the
          * schedule timer. A failure waits for the next tick instead of spinning. */
         if (now >= next_check || ca.st.applied_seq != reconciled_at) {
