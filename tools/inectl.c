@@ -9,6 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <errno.h>
 #include <zmq.h>
 
 #include "datadir.h"
@@ -69,6 +73,21 @@ int inectl_fail(const char *fmt, ...)
     return 1;
 }
 
+/* 0 when the service's socket file is left by an instance that is gone (killed, crashed):
+ * ZeroMQ would queue the request there and wait out the whole timeout. A plain connect()
+ * answers at once; anything but "refused" (listening, busy, no file) is left to rpc_call. */
+static int inectl__listening(const char *run, const char *service)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd, refused;
+    int n = snprintf(a.sun_path, sizeof a.sun_path, "%s/%s.sock", run, service);
+    if (n < 0 || (size_t)n >= sizeof a.sun_path) return 1;
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) return 1;
+    refused = connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return !refused;
+}
+
 /* Send packed request bytes to a service and decode its Reply. */
 static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t len)
 {
@@ -81,6 +100,10 @@ static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t le
 
     if (datadir_path(inectl_g.data_dir, "run", run, sizeof run) < 0) {
         inectl_fail("%s", ine_err_msg());
+        return NULL;
+    }
+    if (!inectl__listening(run, service)) {
+        inectl_fail("ine-%s is not running (its socket in %s is left from an instance that stopped)", service, run);
         return NULL;
     }
     z = zmq_ctx_new();
