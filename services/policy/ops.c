@@ -269,6 +269,9 @@ void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_resul
         return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "cannot read the log: %s", ine_err_msg());
     if (!p->st.cluster.present)
         return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "no cluster in this data directory (inectl cluster create)");
+    if (req->request_id && strlen(POLICY_REQID_PREFIX) + strlen(req->request_id) > EVLOG_MAX_REQUEST_ID)
+        return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "the request id is longer than %zu bytes",
+                         EVLOG_MAX_REQUEST_ID - strlen(POLICY_REQID_PREFIX));
     if (req->request_id && *req->request_id) {
         /* A retry answers with the original outcome, before validation: the first attempt
          * changed the state, so validating again would refuse it or act on something else. */

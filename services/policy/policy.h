@@ -24,8 +24,12 @@ struct event_base;
 struct policy_rest;
 struct policy_reqids;
 
-/* Request ids of policy events are stored as "policy/<client request id>". */
+/* Request ids of policy events are stored as "policy/<request id>", within the log's limit
+ * (EVLOG_MAX_REQUEST_ID). A client's id has at most POLICY_MAX_REQUEST_ID bytes (inectl's
+ * --request-id rule, and REST's), which leaves room for the prefix and for the ids derived
+ * from it (REST's "<id>/encryption", the CA's "rotate/<id>"). */
 #define POLICY_REQID_PREFIX "policy/"
+#define POLICY_MAX_REQUEST_ID 200
 
 typedef struct {
     char data_dir[DATADIR_MAX];
