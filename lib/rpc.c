@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -112,6 +114,19 @@ int rpc_server_send(rpc_server *s, const uint8_t *buf, size_t len)
     return INE_OK;
 }
 
+/* 1 when nothing listens on the ipc socket file (left by an instance that was killed). */
+static int rpc__refused(const char *sock_path)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    int fd, refused;
+    if (strlen(sock_path) >= sizeof a.sun_path) return 0;
+    strcpy(a.sun_path, sock_path);
+    if ((fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0)) < 0) return 0;
+    refused = connect(fd, (struct sockaddr *)&a, sizeof a) != 0 && errno == ECONNREFUSED;
+    close(fd);
+    return refused;
+}
+
 int rpc_call(void *zctx, const char *run_dir, const char *name, const uint8_t *req, size_t len, int timeout_ms,
              uint8_t **reply, size_t *reply_len)
 {
@@ -125,6 +140,9 @@ int rpc_call(void *zctx, const char *run_dir, const char *name, const uint8_t *r
     /* ZeroMQ would connect to a missing ipc path and wait silently: say it plainly instead. */
     if (stat(sock_path, &st) != 0)
         return ine_err(INE_EAGAIN, "ine-%s is not running (no %s)", name, sock_path);
+    /* A socket left by a killed instance: ZeroMQ would queue the request and wait out the timeout. */
+    if (rpc__refused(sock_path))
+        return ine_err(INE_EAGAIN, "ine-%s is not running (%s is left from an instance that stopped)", name, sock_path);
     if (!(sock = zmq_socket(zctx, ZMQ_REQ))) return ine__err_zmq("zmq_socket");
     GUARD_ZMQ(zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger), out);
     GUARD_ZMQ(zmq_setsockopt(sock, ZMQ_SNDTIMEO, &timeout_ms, sizeof timeout_ms), out);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <errno.h>
 #include <zmq.h>
 
 #include "datadir.h"
@@ -69,6 +71,9 @@ int inectl_fail(const char *fmt, ...)
     return 1;
 }
 
+/* 0 when the service's socket file is left by an instance that is gone (killed, crashed):
+ * ZeroMQ would queue the request there and wait out the whole timeout. A plain connect()
+ * answers at once; anything but "refused" (listening, busy, no file) is left to rpc_call. */
 /* Send packed request bytes to a service and decode its Reply. */
 static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t len)
 {

@@ -33,8 +33,10 @@ static const char *usage_text =
 static int follow_apply(const evlog_event *ev, uint64_t seq, void *ud)
 {
     policy_t *p = ud;
-    int rc = proj_apply(&p->st, ev);
-    (void)seq;
+    int rc;
+    /* First, so a failure retries both (noting twice is harmless; applying twice is refused). */
+    GUARD(policy_reqids_note(p, ev, seq));
+    rc = proj_apply(&p->st, ev);
     return rc == INE_EUNKNOWN ? INE_OK : rc;
 }
 
@@ -85,6 +87,7 @@ static void policy_close(policy_t *p)
     evlog_close(p->log);
     seal_key_free(p->seal);
     proj_free(&p->st);
+    policy_reqids_free(p);
 }
 
 int main(int argc, char **argv)

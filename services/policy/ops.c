@@ -50,7 +50,7 @@ static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body
     uint64_t seq = 0, last;
     int rc;
     if (!ev) return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
-    snprintf(reqid, sizeof reqid, "policy/%s", req->request_id ? req->request_id : "");
+    snprintf(reqid, sizeof reqid, POLICY_REQID_PREFIX "%s", req->request_id ? req->request_id : "");
     rc = evlog_append_one(p->log, ev, req->request_id && *req->request_id ? reqid : NULL, &seq);
     free(ev);
     if (rc < 0) {
@@ -58,6 +58,12 @@ static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body
                          "%s", ine_err_msg());
     }
     r->seq = seq;
+    if (rc == 1) {
+        /* Recorded before but not yet in our index: the original event says what it was about. */
+        evlog_event *orig = NULL;
+        if (evlog_read(p->log, seq, &orig) == INE_OK) r->uid = policy_event_uid(orig);
+        evlog_event_free(orig);
+    }
     if (rc == 0) {
         if (evlog_last_seq(p->log, &last) == 0) follow_pub_hint(p->pub, last);
         if (r->uid) logline(LOGLINE_INFO, seq, "%s: uid %u, by %s", what, r->uid, req->actor && *req->actor ? req->actor : "?");
@@ -263,6 +269,21 @@ void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_resul
         return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "cannot read the log: %s", ine_err_msg());
     if (!p->st.cluster.present)
         return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "no cluster in this data directory (inectl cluster create)");
+    if (req->request_id && strlen(POLICY_REQID_PREFIX) + strlen(req->request_id) > EVLOG_MAX_REQUEST_ID)
+        return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "the request id is longer than %zu bytes",
+                         EVLOG_MAX_REQUEST_ID - strlen(POLICY_REQID_PREFIX));
+    if (req->request_id && *req->request_id) {
+        /* A retry answers with the original outcome, before validation: the first attempt
+         * changed the state, so validating again would refuse it or act on something else. */
+        char reqid[320];
+        const policy_reqid *done;
+        snprintf(reqid, sizeof reqid, POLICY_REQID_PREFIX "%s", req->request_id);
+        if ((done = policy_reqids_find(p, reqid))) {
+            r->seq = done->seq;
+            r->uid = done->uid;
+            return;
+        }
+    }
     switch (req->op_case) {
     case INE__V1__POLICY_REQUEST__OP_CREATE_DATABASE: return ops__create_db(p, req, r);
     case INE__V1__POLICY_REQUEST__OP_UPDATE_DATABASE: return ops__update_db(p, req, r);

@@ -2,6 +2,7 @@
  *   main.c   arguments, start-up, the libevent loop (log follow + ZeroMQ commands on a timer)
  *   ops.c    the policy operations: validate against the projection, append, reply
  *   rest.c   the HTTPS REST API (libevent evhttp over OpenSSL bufferevents)
+ *   reqids.c the request ids already recorded, so a retry answers with its first outcome
  * The service owns nodes, databases and the cluster policy. Every change is validated against
  * the caught-up projection and written as one append whose request id makes retries safe. */
 #ifndef INE_POLICY_H
@@ -21,6 +22,14 @@
 
 struct event_base;
 struct policy_rest;
+struct policy_reqids;
+
+/* Request ids of policy events are stored as "policy/<request id>", within the log's limit
+ * (EVLOG_MAX_REQUEST_ID). A client's id has at most POLICY_MAX_REQUEST_ID bytes (inectl's
+ * --request-id rule, and REST's), which leaves room for the prefix and for the ids derived
+ * from it (REST's "<id>/encryption", the CA's "rotate/<id>"). */
+#define POLICY_REQID_PREFIX "policy/"
+#define POLICY_MAX_REQUEST_ID 200
 
 typedef struct {
     char data_dir[DATADIR_MAX];
@@ -32,6 +41,7 @@ typedef struct {
     follow_pub *pub;
     rpc_server *rpc;
     proj_state st;
+    struct policy_reqids *reqids;
     struct event_base *base;
     struct policy_rest *rest;
     /* REST options */
@@ -55,6 +65,19 @@ int policy_catch_up(policy_t *p);
 void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *res);
 /* Answer every waiting ZeroMQ request. */
 int policy_serve(policy_t *p);
+
+/* --- reqids.c --- */
+typedef struct {
+    char *request_id;         /* as stored: POLICY_REQID_PREFIX + the client's id */
+    uint64_t seq;             /* the event the request wrote */
+    uint32_t uid;             /* the database or node it was about (0: cluster-wide) */
+} policy_reqid;
+
+/* Remember the outcome of an event ine-policy wrote with a request id (others are ignored). */
+int policy_reqids_note(policy_t *p, const evlog_event *ev, uint64_t seq);
+const policy_reqid *policy_reqids_find(const policy_t *p, const char *stored_id);
+void policy_reqids_free(policy_t *p);
+uint32_t policy_event_uid(const evlog_event *ev);
 
 /* --- rest.c --- */
 int policy_rest_start(policy_t *p);

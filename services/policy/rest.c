@@ -202,6 +202,16 @@ out:
 
 /* --- requests -------------------------------------------------------------------------------- */
 
+/* It becomes part of the log's request ids (policy and CA), which have a length limit. */
+static int rest__request_id_ok(const char *id)
+{
+    size_t n = strlen(id);
+    if (n < 1 || n > POLICY_MAX_REQUEST_ID) return 0;
+    for (; *id; id++)
+        if (*id < 0x20 || *id > 0x7e) return 0;
+    return 1;
+}
+
 static void rest__handle(struct evhttp_request *req, void *arg)
 {
     policy_t *p = arg;
@@ -222,6 +232,10 @@ static void rest__handle(struct evhttp_request *req, void *arg)
     c.body_len = evbuffer_get_length(in);
     if (c.body_len > REST_MAX_BODY) {
         rest_error(&c, 413, "too_large", "the body has %zu bytes; at most %u are accepted", c.body_len, REST_MAX_BODY);
+        return;
+    }
+    if (c.request_id && !rest__request_id_ok(c.request_id)) {
+        rest_error(&c, 400, "bad_request", "X-Request-Id takes 1-%d printable ASCII characters", POLICY_MAX_REQUEST_ID);
         return;
     }
     if (!(c.body = malloc(c.body_len + 1))) {

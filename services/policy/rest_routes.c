@@ -29,7 +29,16 @@ static json_t *rest__bdb_json(const proj_db *d)
 {
     return json_pack("{s:I, s:s, s:I, s:I, s:s, s:b, s:s}", "uid", (json_int_t)d->uid, "name", d->name, "port",
                      (json_int_t)d->port, "shard_node", (json_int_t)d->shard_node_uid, "shard_address", d->shard_address,
-                     "data_internode_encryption", d->data_internode_encryption, "status", "active");
+                     "data_internode_encryption", d->data_internode_encryption, "status", d->deleted ? "deleted" : "active");
+}
+
+/* Reply with a database the request created or changed. A retried request answers with the
+ * database it first acted on, which may since have been deleted (then shown as such). */
+static void rest__bdb_reply(rest_ctx *c, uint32_t uid)
+{
+    const proj_db *d = proj_db_find(&c->p->st, uid);
+    if (!d) return rest_error(c, 500, "internal", "database %u is not in the state after the request", uid);
+    rest_reply(c, 200, rest__bdb_json(d));
 }
 
 static json_t *rest__time(int64_t unix_s)
@@ -85,7 +94,7 @@ static void rest__bdbs_post(rest_ctx *c)
     }
     req.op_case = INE__V1__POLICY_REQUEST__OP_CREATE_DATABASE;
     req.create_database = &cd;
-    if (rest__exec(c, &req, &r) == 0) rest_reply(c, 200, rest__bdb_json(proj_db_find(&c->p->st, r.uid)));
+    if (rest__exec(c, &req, &r) == 0) rest__bdb_reply(c, r.uid);
 out:
     json_decref(o);
 }
@@ -130,7 +139,7 @@ static void rest__bdb_put(rest_ctx *c, uint32_t uid)
         if (c->request_id) snprintf(rid, sizeof rid, "%s/encryption", c->request_id), c->request_id = rid;
         if (rest__exec(c, &req, &r) < 0) goto out;
     }
-    rest_reply(c, 200, rest__bdb_json(proj_db_find(&c->p->st, uid)));
+    rest__bdb_reply(c, uid);
 out:
     json_decref(o);
 }

@@ -86,6 +86,11 @@ Test(rpc, second_instance_is_refused)
     cr_assert(strstr(ine_err_msg(), "already running"), "%s", ine_err_msg());
     kill(pid, SIGKILL);
     waitpid(pid, NULL, 0);
+    /* Its socket file is left behind: a call says so at once instead of waiting it out. */
+    uint8_t *r;
+    size_t rl;
+    cr_assert_eq(rpc_call(z, run, "echo", (const uint8_t *)"x", 1, 60000, &r, &rl), INE_EAGAIN);
+    cr_assert(strstr(ine_err_msg(), "left from an instance that stopped"), "%s", ine_err_msg());
     /* The dead instance's socket file is stale; the lock is free again. */
     cr_assert_eq(rpc_server_open(z, run, "echo", &s), INE_OK, "%s", ine_err_msg());
     rpc_server_close(s);
