@@ -57,7 +57,7 @@ typedef struct {
     alerting_hook *hook;
     uint64_t hook_cursor;             /* alert events at or below it are not posted */
     uint64_t evaluations;
-    uint64_t evaluated_seq;
+    uint64_t evaluated_seq;           /* the log seq the last evaluation judged */
     int64_t next_eval_ms;
 } alerting_t;
 

@@ -233,6 +233,8 @@ int alerting_evaluate(alerting_t *a)
     int rc = INE_OK;
 
     GUARD(alerting_catch_up(a));
+    a->evaluations++;
+    a->evaluated_seq = a->st.applied_seq;
     if (!a->st.cluster.present) return INE_OK;
     GUARD(alerts_evaluate(&a->st, ine_clock_now(), &want, &n));
 
@@ -269,6 +271,5 @@ out:
     for (size_t i = 0; i < n_clear; i++) free(clear[i]);
     free(clear);
     free(want);
-    a->evaluations++;
     return rc;
 }

@@ -67,8 +67,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (follow_poll(a->follow, 0) < 0) logline(LOGLINE_ERROR, a->st.applied_seq, "follow: %s", ine_err_msg());
     /* A failed evaluation waits for the next change or the next check, instead of spinning. */
     if (a->st.applied_seq != a->evaluated_seq || now >= a->next_eval_ms) {
-        if (alerting_evaluate(a) < 0) logline(LOGLINE_ERROR, a->st.applied_seq, "evaluate: %s", ine_err_msg());
-        a->evaluated_seq = a->st.applied_seq;
+        if (alerting_evaluate(a) < 0) {
+            logline(LOGLINE_ERROR, a->st.applied_seq, "evaluate: %s", ine_err_msg());
+            a->evaluated_seq = a->st.applied_seq;
+        }
         if (now >= a->next_eval_ms) a->next_eval_ms = now + a->check_interval_ms;
     }
 }
@@ -138,7 +140,6 @@ static int alerting_open(alerting_t *a)
     /* The first evaluation comes before the metrics endpoint answers: a scrape that succeeds
      * always reflects at least one. */
     if (alerting_evaluate(a) < 0) logline(LOGLINE_ERROR, a->st.applied_seq, "evaluate: %s", ine_err_msg());
-    a->evaluated_seq = a->st.applied_seq;
     a->next_eval_ms = ine_clock_mono_ms() + a->check_interval_ms;
     return a->metrics_port ? alerting_metrics_start(a) : INE_OK;
 }

@@ -107,6 +107,8 @@ static void metrics__service(struct evbuffer *b, alerting_t *a)
     evbuffer_add_printf(b, "ine_log_last_seq %llu\n", (unsigned long long)last);
     metrics__head(b, "ine_alerting_applied_seq", "gauge", "The last event the alerting service has applied.");
     evbuffer_add_printf(b, "ine_alerting_applied_seq %llu\n", (unsigned long long)a->st.applied_seq);
+    metrics__head(b, "ine_alerting_evaluated_seq", "gauge", "The log sequence number the last alert evaluation judged.");
+    evbuffer_add_printf(b, "ine_alerting_evaluated_seq %llu\n", (unsigned long long)a->evaluated_seq);
     metrics__head(b, "ine_alerting_evaluations_total", "counter", "Alert evaluations run since the service started.");
     evbuffer_add_printf(b, "ine_alerting_evaluations_total %llu\n", (unsigned long long)a->evaluations);
     if (a->hook) {

@@ -111,6 +111,8 @@ static int hook__post(alerting_hook *h, CURL *c, const hook_item *it, char *why,
     CURLcode cc;
     snprintf(seqh, sizeof seqh, "X-Ine-Seq: %llu", (unsigned long long)it->seq);
     hdr = curl_slist_append(hdr, seqh);
+    /* No "Expect: 100-continue" pause before larger bodies. */
+    hdr = curl_slist_append(hdr, "Expect:");
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, h->url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, it->body);
