@@ -111,7 +111,12 @@ static void receiver_start(int port)
     rcv.fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     cr_assert_geq(rcv.fd, 0);
     setsockopt(rcv.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    cr_assert_eq(bind(rcv.fd, (struct sockaddr *)&a, sizeof a), 0, "bind 127.0.0.1:%d: %s", port, strerror(errno));
+    /* A retry towards a closed port in the ephemeral range can, rarely, connect to itself and
+     * hold the port for a moment: try the bind again for a while. */
+    for (int i = 0; bind(rcv.fd, (struct sockaddr *)&a, sizeof a) != 0; i++) {
+        cr_assert(errno == EADDRINUSE && i < 100, "bind 127.0.0.1:%d: %s", port, strerror(errno));
+        usleep(100 * 1000);
+    }
     cr_assert_eq(listen(rcv.fd, 16), 0);
     cr_assert_eq(pthread_create(&rcv.th, NULL, receiver_main, NULL), 0);
     rcv.running = 1;
@@ -230,12 +235,36 @@ done:
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+static char *read_log(const char *name)
+{
+    char *p = tu_path(dir, name), *s = tu_read_file(p, NULL);
+    free(p);
+    return s ? s : strdup("");
+}
+
+/* The end of every service log, for failure messages (the temp dir goes with the test). */
+static char *tails(void)
+{
+    static const char *names[] = {"alerting.log", "ca.log", "policy.log", NULL};
+    char *out = strdup(""), *t;
+    for (int i = 0; names[i]; i++) {
+        char *text = read_log(names[i]);
+        size_t n = strlen(text);
+        if (n && asprintf(&t, "%s\n--- %s (end) ---\n%s", out, names[i], text + (n > 2000 ? n - 2000 : 0)) >= 0) {
+            free(out);
+            out = t;
+        }
+        free(text);
+    }
+    return out;
+}
+
 static int stop(pid_t pid) { return reap(pid, 1); }
 
 static void stop_ok(pid_t pid, const char *what)
 {
     int rc = stop(pid);
-    cr_assert_eq(rc, 0, "%s exited with %d (see its log in %s)", what, rc, dir);
+    cr_assert_eq(rc, 0, "%s exited with %d%s", what, rc, tails());
 }
 
 static int free_port(void)
@@ -504,13 +533,13 @@ static int c_certs(const void *ud)
 
 static void wait_certs(size_t n)
 {
-    cr_assert(wait_for(c_certs, &n), "ine-ca did not issue %zu certificates (see %s/ca.log)", n, dir);
+    cr_assert(wait_for(c_certs, &n), "ine-ca did not issue %zu certificates%s", n, tails());
 }
 
 static void wait_active(const char *prefix, size_t n)
 {
     t_want w = {prefix, n};
-    cr_assert(wait_for(c_active, &w), "expected %zu active alerts %s*, have %zu (see %s/alerting.log)", n, prefix, active(prefix), dir);
+    cr_assert(wait_for(c_active, &w), "expected %zu active alerts %s*, have %zu%s", n, prefix, active(prefix), tails());
 }
 
 /* ---- scraping ---------------------------------------------------------------------------- */
@@ -557,14 +586,7 @@ static int c_evaluated(const void *ud)
 static void wait_evaluated(int port)
 {
     t_eval_at e = {port, last_seq()};
-    cr_assert(wait_for(c_evaluated, &e), "ine-alerting did not evaluate seq %llu (see %s/alerting.log)", (unsigned long long)e.seq, dir);
-}
-
-static char *read_log(const char *name)
-{
-    char *p = tu_path(dir, name), *s = tu_read_file(p, NULL);
-    free(p);
-    return s ? s : strdup("");
+    cr_assert(wait_for(c_evaluated, &e), "ine-alerting did not evaluate seq %llu%s", (unsigned long long)e.seq, tails());
 }
 
 /* ---- tests ------------------------------------------------------------------------------- */
@@ -715,13 +737,13 @@ static json_t *rest(int port, const char *method, const char *path, const char *
     int rc;
     snprintf(url, sizeof url, "https://127.0.0.1:%d%s", port, path);
     out = run_out(argv, NULL, &rc);
-    cr_assert_eq(rc, 0, "curl %s %s", method, path);
+    cr_assert_eq(rc, 0, "curl %s %s%s", method, path, tails());
     nl = strrchr(out, '\n');
     cr_assert_not_null(nl);
     *status = strtol(nl + 1, NULL, 10);
     *nl = 0;
     j = json_loads(out, 0, NULL);
-    cr_assert_not_null(j, "not JSON: %s", out);
+    cr_assert_not_null(j, "not JSON: %s%s", out, tails());
     free(out);
     return j;
 }
