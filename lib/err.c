@@ -38,7 +38,10 @@ const char *ine_err_msg(void) { return err__msg; }
 
 int ine_verr(int rc, const char *fmt, va_list ap)
 {
-    vsnprintf(err__msg, sizeof err__msg, fmt, ap);
+    /* Callers may wrap the previous sentence ("...: %s", ine_err_msg()): format apart first. */
+    char tmp[sizeof err__msg];
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
+    memcpy(err__msg, tmp, sizeof err__msg);
     return rc;
 }
 

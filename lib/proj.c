@@ -122,6 +122,8 @@ static void proj__alert_free(proj_alert *a)
     free(a->alert_id); free(a->name); free(a->description); free(a->threshold); free(a->change_value);
 }
 
+static void proj__setting_free(proj_alert_setting *s) { free(s->name); free(s->threshold); }
+
 void proj_init(proj_state *st) { memset(st, 0, sizeof *st); }
 
 void proj_free(proj_state *st)
@@ -137,10 +139,11 @@ void proj_free(proj_state *st)
     for (size_t i = 0; i < st->n_acts; i++) proj__act_free(&st->acts[i]);
     for (size_t i = 0; i < st->n_rotations; i++) proj__rot_free(&st->rotations[i]);
     for (size_t i = 0; i < st->n_alerts; i++) proj__alert_free(&st->alerts[i]);
+    for (size_t i = 0; i < st->n_alert_settings; i++) proj__setting_free(&st->alert_settings[i]);
     for (size_t i = 0; i < st->n_bundle; i++) proj__root_free(&st->bundle[i]);
     for (size_t i = 0; i < st->n_roots_known; i++) proj__root_free(&st->roots_known[i]);
     free(st->nodes); free(st->dbs); free(st->certs); free(st->acts); free(st->rotations);
-    free(st->alerts); free(st->bundle); free(st->roots_known);
+    free(st->alerts); free(st->alert_settings); free(st->bundle); free(st->roots_known);
     proj_init(st);
 }
 
@@ -208,6 +211,28 @@ const proj_alert *proj_alert_find(const proj_state *st, const char *alert_id)
     if (!alert_id) return NULL;
     i = proj__alert_pos(st, alert_id, &found);
     return found ? &st->alerts[i] : NULL;
+}
+
+/* Settings are sorted by name; returns the insertion position. */
+static size_t proj__setting_pos(const proj_state *st, const char *name, int *found)
+{
+    size_t lo = 0, hi = st->n_alert_settings;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (strcmp(st->alert_settings[mid].name, name) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    *found = lo < st->n_alert_settings && strcmp(st->alert_settings[lo].name, name) == 0;
+    return lo;
+}
+
+const proj_alert_setting *proj_alert_setting_find(const proj_state *st, const char *name)
+{
+    int found;
+    size_t i;
+    if (!name) return NULL;
+    i = proj__setting_pos(st, name, &found);
+    return found ? &st->alert_settings[i] : NULL;
 }
 
 const proj_root *proj_bundle_find(const proj_state *st, const char *fingerprint)
@@ -632,6 +657,35 @@ static int proj__alert_cleared(proj_state *st, const Ine__V1__AlertCleared *b)
     return INE_OK;
 }
 
+static int proj__alert_settings(proj_state *st, const Ine__V1__AlertSettingsChanged *b, uint64_t seq)
+{
+    for (size_t k = 0; k < b->n_settings; k++) {
+        const Ine__V1__AlertSetting *in = b->settings[k];
+        proj_alert_setting *s;
+        int found;
+        size_t i;
+        if (!in || !in->name || !*in->name) continue;
+        i = proj__setting_pos(st, in->name, &found);
+        if (!found) {
+            proj_alert_setting n = {.name = strdup(in->name), .threshold = strdup("")};
+            if (!n.name || !n.threshold || PROJ__GROW(st, alert_settings) < 0) {
+                proj__setting_free(&n);
+                return ine_err(INE_ENOMEM, "out of memory recording an alert setting");
+            }
+            PROJ__OPEN(st, alert_settings, i);
+            st->alert_settings[i] = n;
+        }
+        s = &st->alert_settings[i];
+        if (in->enabled_opt_case == INE__V1__ALERT_SETTING__ENABLED_OPT_ENABLED) {
+            s->has_enabled = 1;
+            s->enabled = !!in->enabled;
+        }
+        if (in->threshold_opt_case == INE__V1__ALERT_SETTING__THRESHOLD_OPT_THRESHOLD) GUARD(proj__set(&s->threshold, in->threshold));
+        s->seq = seq;
+    }
+    return INE_OK;
+}
+
 /* ---- databases --------------------------------------------------------------------------- */
 
 static int proj__db_created(proj_state *st, const Ine__V1__DatabaseCreated *b, uint64_t seq)
@@ -707,6 +761,7 @@ int proj_apply(proj_state *st, const Ine__V1__Event *ev)
     case INE__V1__EVENT__BODY_CERTIFICATES_ROTATED: rc = proj__rotated(st, ev->certificates_rotated); break;
     case INE__V1__EVENT__BODY_ALERT_RAISED: rc = proj__alert_raised(st, ev->alert_raised, seq, t); break;
     case INE__V1__EVENT__BODY_ALERT_CLEARED: rc = proj__alert_cleared(st, ev->alert_cleared); break;
+    case INE__V1__EVENT__BODY_ALERT_SETTINGS_CHANGED: rc = proj__alert_settings(st, ev->alert_settings_changed, seq); break;
     case INE__V1__EVENT__BODY_DATABASE_CREATED: rc = proj__db_created(st, ev->database_created, seq); break;
     case INE__V1__EVENT__BODY_DATABASE_UPDATED: rc = proj__db_updated(st, ev->database_updated, seq); break;
     case INE__V1__EVENT__BODY_DATABASE_DELETED:

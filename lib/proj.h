@@ -146,6 +146,17 @@ typedef struct {
     uint64_t updated_seq;
 } proj_alert;
 
+/* An alert setting as operators changed it (AlertSettingsChanged). Alerts never changed have
+ * no entry and take lib/alerts.h's defaults; the fold does not judge names or thresholds
+ * (the log is the truth), lib/alerts.h does when it reads them. */
+typedef struct {
+    char *name;
+    int has_enabled;         /* 0: enabling was never changed */
+    int enabled;
+    char *threshold;         /* "" when never changed */
+    uint64_t seq;            /* the last event that changed it */
+} proj_alert_setting;
+
 /* The last CustomerExpiryFallback written for a plane (present == 0: none yet). */
 typedef struct {
     int present;
@@ -182,6 +193,7 @@ typedef struct {
     proj_activation *acts;       size_t n_acts, cap_acts;              /* sorted by node, plane */
     proj_rotation *rotations;    size_t n_rotations, cap_rotations;    /* pending, in request order */
     proj_alert *alerts;          size_t n_alerts, cap_alerts;          /* active, sorted by id */
+    proj_alert_setting *alert_settings; size_t n_alert_settings, cap_alert_settings; /* sorted by name */
     proj_root *bundle;           size_t n_bundle, cap_bundle;          /* the trust bundle */
     proj_root *roots_known;      size_t n_roots_known, cap_roots_known; /* every root seen: PEM source */
     uint64_t trust_changed_seq;
@@ -224,6 +236,7 @@ const proj_cert *proj_cert_find(const proj_state *st, uint32_t node_uid, int pla
 const proj_activation *proj_activation_find(const proj_state *st, uint32_t node_uid, int plane);
 const proj_rotation *proj_rotation_find(const proj_state *st, const char *rotation_id);
 const proj_alert *proj_alert_find(const proj_state *st, const char *alert_id);
+const proj_alert_setting *proj_alert_setting_find(const proj_state *st, const char *name);
 const proj_root *proj_bundle_find(const proj_state *st, const char *fingerprint);
 
 /* 1 when every live node serves, on every plane with a current certificate, exactly that
@@ -244,7 +257,8 @@ const char *proj_root_state_name(proj_root_state s);
  * It never holds key material or the password hash: sealed blobs appear only as their length
  * ("sealed_key_bytes"). Certificate PEMs are left out to keep it readable (serial,
  * fingerprint, subject, issuer and validity identify them); roots carry fingerprint, kind
- * and subject. NULL on allocation failure. */
+ * and subject. "alert_settings" appears only once an operator changed one, so documents of
+ * logs without such a change stay as they were. NULL on allocation failure. */
 json_t *proj_to_json(const proj_state *st);
 
 #endif

@@ -295,6 +295,22 @@ static json_t *proj__alerts_json(proj__jctx *c, const proj_state *st)
     return a;
 }
 
+static json_t *proj__settings_json(proj__jctx *c, const proj_state *st)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < st->n_alert_settings; i++) {
+        const proj_alert_setting *s = &st->alert_settings[i];
+        json_t *o = proj__obj(c);
+        if (!o) break;
+        proj__str(c, o, "name", s->name);
+        proj__set(c, o, "enabled", s->has_enabled ? json_boolean(s->enabled) : json_null());
+        proj__set(c, o, "threshold", *s->threshold ? json_string(s->threshold) : json_null());
+        proj__seq(c, o, "seq", s->seq);
+        proj__append(c, a, o);
+    }
+    return a;
+}
+
 static json_t *proj__fallbacks_json(proj__jctx *c, const proj_state *st)
 {
     json_t *a = json_array();
@@ -358,6 +374,7 @@ json_t *proj_to_json(const proj_state *st)
     proj__set(&c, o, "pending_rotations", proj__rotations_json(&c, st));
     proj__set(&c, o, "customer_fallbacks", proj__fallbacks_json(&c, st));
     proj__set(&c, o, "alerts", proj__alerts_json(&c, st));
+    if (st->n_alert_settings) proj__set(&c, o, "alert_settings", proj__settings_json(&c, st));
     if (!c.failed) return o;
     json_decref(o);
 oom:

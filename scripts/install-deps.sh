@@ -7,8 +7,11 @@ PACKAGES=(
   gcc make cmake pkg-config
   # libraries
   libssl-dev libzmq3-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev libevent-dev
+  libcurl4-openssl-dev
   # tests
   libcriterion-dev openssl faketime libfaketime curl
+  # promtool (checks the metrics format); the package also ships a server that tests never start
+  prometheus
 )
 
 missing=()

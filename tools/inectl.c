@@ -48,6 +48,17 @@ static const char *usage_text =
     "  tune db <uid|name> data_internode_encryption enabled|disabled\n"
     "  tune cluster data_internode_encryption enabled|disabled\n"
     "      The cluster default for databases created from now on (existing ones keep theirs).\n"
+    "  tune cluster alert <name> [enabled true|false] [threshold <n>]\n"
+    "      Enable or disable one cluster alert, or set its threshold, at run time (ine-policy\n"
+    "      records it; ine-alerting applies it at once). Alerts and threshold units:\n"
+    "        node_internal_certs_about_to_expire  days left (default 45)\n"
+    "        cluster_certs_about_to_expire        days left of the cluster CA (default 45)\n"
+    "        node_cert_rotation_overdue           hours past the rotation period (default 1)\n"
+    "        node_cert_not_activated              minutes after issuance (default 10)\n"
+    "        customer_cert_expiry_fallback        no threshold (a notice)\n"
+    "      e.g. inectl tune cluster alert cluster_certs_about_to_expire enabled true threshold 45\n"
+    "  status alerts\n"
+    "      Every alert's setting and the alerts in force (read from the local log).\n"
     "  info db <uid|name>\n"
     "  info cluster\n"
     "\n"
@@ -201,7 +212,10 @@ int main(int argc, char **argv)
         return inectl_cert_set(argc - 4, argv + 4);
     if (argc >= 2 && !strcmp(argv[0], "status") && !strcmp(argv[1], "certificates"))
         return inectl_status_certificates(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[0], "status") && !strcmp(argv[1], "alerts")) return inectl_status_alerts(argc - 2, argv + 2);
     if (!strcmp(argv[0], "status")) return inectl_status(argc - 1, argv + 1);
+    if (argc >= 3 && !strcmp(argv[0], "tune") && !strcmp(argv[1], "cluster") && !strcmp(argv[2], "alert"))
+        return inectl_tune_alert(argc - 3, argv + 3);
     if (!strcmp(argv[0], "tune")) return inectl_tune(argc - 1, argv + 1);
     if (!strcmp(argv[0], "info")) return inectl_info(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[0], "create") && !strcmp(argv[1], "db")) return inectl_create_db(argc - 2, argv + 2);

@@ -38,5 +38,8 @@ int inectl_create_db(int argc, char **argv);
 int inectl_delete_db(int argc, char **argv);
 int inectl_info(int argc, char **argv);
 int inectl_status(int argc, char **argv);
+/* inectl_alert.c: cluster alert settings and the alerts in force. */
+int inectl_tune_alert(int argc, char **argv);
+int inectl_status_alerts(int argc, char **argv);
 
 #endif

@@ -1,8 +1,10 @@
 /* ops.c — the policy operations: create/update/delete a database, set a database's
- * data_internode_encryption, set the cluster default for new databases, add/remove a node.
+ * data_internode_encryption, set the cluster default for new databases, add/remove a node,
+ * change cluster alert settings.
  * Each is validated against the caught-up projection (every rule before anything is written)
  * and recorded as one append; a request id makes a retry answer with the original outcome. */
 #include "policy.h"
+#include "alerts.h"
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
@@ -262,6 +264,58 @@ static void ops__remove_node(policy_t *p, const Ine__V1__PolicyRequest *req, pol
     ops__append(p, req, INE__V1__EVENT__BODY_NODE_REMOVED, &b, r, "node removed");
 }
 
+/* Every setting is checked before anything is written; settings that change nothing are left
+ * out, and a request that changes nothing writes nothing. */
+static void ops__set_alerts(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *r)
+{
+    const Ine__V1__SetAlertSettings *in = req->set_alert_settings;
+    Ine__V1__AlertSettingsChanged b = INE__V1__ALERT_SETTINGS_CHANGED__INIT;
+    Ine__V1__AlertSetting out[ALERTS_COUNT], *outp[ALERTS_COUNT];
+    char canon[ALERTS_COUNT][ALERTS_THRESHOLD_LEN], what[512];
+    size_t n = 0, len;
+    if (!in->n_settings) return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "no alert setting given");
+    snprintf(what, sizeof what, "alert settings changed:");
+    for (size_t i = 0; i < in->n_settings; i++) {
+        const Ine__V1__AlertSetting *s = in->settings[i];
+        int has_en = s->enabled_opt_case == INE__V1__ALERT_SETTING__ENABLED_OPT_ENABLED;
+        int has_th = s->threshold_opt_case == INE__V1__ALERT_SETTING__THRESHOLD_OPT_THRESHOLD;
+        char c[ALERTS_THRESHOLD_LEN] = "";
+        const alerts_def *d;
+        alerts_setting cur;
+        if (alerts_change_check(s->name, has_en, has_th, s->threshold, c) < 0)
+            return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "%s", ine_err_msg());
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(in->settings[j]->name, s->name))
+                return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "alert %s is named twice", s->name);
+        d = alerts_def_find(s->name);
+        alerts_setting_get(&p->st, d, &cur);
+        if (!(has_en && !!s->enabled != cur.enabled) && !(has_th && strcmp(c, cur.threshold_str))) continue;
+        ine__v1__alert_setting__init(&out[n]);
+        out[n].name = (char *)d->name;
+        if (has_en) out[n].enabled_opt_case = INE__V1__ALERT_SETTING__ENABLED_OPT_ENABLED, out[n].enabled = s->enabled;
+        if (has_th) {
+            memcpy(canon[n], c, sizeof c);
+            out[n].threshold_opt_case = INE__V1__ALERT_SETTING__THRESHOLD_OPT_THRESHOLD;
+            out[n].threshold = canon[n];
+        }
+        len = strlen(what);
+        snprintf(what + len, sizeof what - len, "%s %s", n ? ";" : "", d->name);
+        len = strlen(what);
+        if (has_en) snprintf(what + len, sizeof what - len, " %s", s->enabled ? "enabled" : "disabled"), len = strlen(what);
+        if (has_th) snprintf(what + len, sizeof what - len, "%s threshold %s %s", has_en ? "," : "", c, alerts_unit_name(d->unit));
+        outp[n] = &out[n];
+        n++;
+    }
+    if (!n) {
+        /* Already so: nothing to record. */
+        r->seq = p->st.applied_seq;
+        return;
+    }
+    b.n_settings = n;
+    b.settings = outp;
+    ops__append(p, req, INE__V1__EVENT__BODY_ALERT_SETTINGS_CHANGED, &b, r, what);
+}
+
 void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *r)
 {
     memset(r, 0, sizeof *r);
@@ -292,6 +346,7 @@ void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_resul
     case INE__V1__POLICY_REQUEST__OP_SET_CLUSTER_DEFAULT_ENCRYPTION: return ops__set_default(p, req, r);
     case INE__V1__POLICY_REQUEST__OP_ADD_NODE: return ops__add_node(p, req, r);
     case INE__V1__POLICY_REQUEST__OP_REMOVE_NODE: return ops__remove_node(p, req, r);
+    case INE__V1__POLICY_REQUEST__OP_SET_ALERT_SETTINGS: return ops__set_alerts(p, req, r);
     default: return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST, "unknown policy operation");
     }
 }

@@ -1,12 +1,15 @@
 /* rest_routes.c — the REST endpoints, in Redis Enterprise's shapes:
  *   GET/POST /v1/bdbs, GET/PUT/DELETE /v1/bdbs/{uid}   (data_internode_encryption)
  *   GET/PUT  /v1/cluster/policy                        (the default for new databases)
- *   GET      /v1/cluster, /v1/nodes, /v1/cluster/alerts
+ *   GET      /v1/nodes
+ *   GET/PUT  /v1/cluster                               (PUT: alert_settings)
+ *   GET      /v1/cluster/alerts, /v1/nodes/alerts, /v1/nodes/{uid}/alerts
  *   GET/PUT  /v1/cluster/certificates                  (never a key in a reply)
  *   POST     /v1/cluster/certificates/rotate
  * Writes go through policy_execute (validation, then one append); certificate writes are
  * forwarded to ine-ca. A refused request changes nothing. */
 #include "rest.h"
+#include "alerts.h"
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
@@ -207,29 +210,191 @@ static void rest__nodes(rest_ctx *c)
     rest_reply(c, 200, a);
 }
 
-static void rest__cluster(rest_ctx *c)
+/* Every alert's effective setting: {"<name>": {"enabled": true, "threshold": "45"}, ...}. */
+static json_t *rest__alert_settings(const proj_state *st)
 {
-    const proj_state *st = &c->p->st;
+    json_t *o = json_object();
+    for (int k = 0; k < ALERTS_COUNT; k++) {
+        const alerts_def *d = alerts_def_at((alerts_kind)k);
+        alerts_setting s;
+        json_t *e;
+        alerts_setting_get(st, d, &s);
+        e = json_pack("{s:b}", "enabled", s.enabled);
+        if (d->unit != ALERTS_UNIT_NONE) {
+            json_object_set_new(e, "threshold", json_string(s.threshold_str));
+            json_object_set_new(e, "threshold_unit", json_string(alerts_unit_name(d->unit)));
+        }
+        json_object_set_new(o, d->name, e);
+    }
+    return o;
+}
+
+static json_t *rest__cluster_json(const proj_state *st)
+{
     size_t nodes = 0, dbs = 0;
     for (size_t i = 0; i < st->n_nodes; i++) nodes += !st->nodes[i].removed;
     for (size_t i = 0; i < st->n_dbs; i++) dbs += !st->dbs[i].deleted;
-    rest_reply(c, 200,
-               json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I}", "name", st->cluster.name, "uid", st->cluster.uid, "created",
-                         rest__time(st->cluster.created_us / INE_USEC_PER_SEC), "nodes", (json_int_t)nodes, "bdbs",
-                         (json_int_t)dbs, "data_internode_encryption", st->cluster.default_data_internode_encryption,
-                         "log_seq", (json_int_t)st->applied_seq));
+    return json_pack("{s:s, s:s, s:o, s:I, s:I, s:b, s:I, s:o}", "name", st->cluster.name, "uid", st->cluster.uid, "created",
+                     rest__time(st->cluster.created_us / INE_USEC_PER_SEC), "nodes", (json_int_t)nodes, "bdbs", (json_int_t)dbs,
+                     "data_internode_encryption", st->cluster.default_data_internode_encryption, "log_seq",
+                     (json_int_t)st->applied_seq, "alert_settings", rest__alert_settings(st));
 }
 
-static void rest__alerts(rest_ctx *c)
+/* PUT /v1/cluster {"alert_settings": {"<name>": {"enabled": bool, "threshold": "N"}, ...}}:
+ * every setting checked (by ine-policy, the same rules as inectl) before anything changes. */
+static void rest__cluster_put(rest_ctx *c)
+{
+    static const char *const allowed[] = {"alert_settings", NULL};
+    Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+    Ine__V1__SetAlertSettings sa = INE__V1__SET_ALERT_SETTINGS__INIT;
+    Ine__V1__AlertSetting *items = NULL, **ptrs = NULL;
+    char (*th)[ALERTS_THRESHOLD_LEN] = NULL;
+    policy_result r;
+    json_t *o = rest_body_object(c, allowed, 0), *as, *v;
+    const char *name;
+    size_t n = 0;
+    if (!o) return;
+    as = json_object_get(o, "alert_settings");
+    if (!as) {
+        rest_error(c, 400, "missing_field", "the body changes nothing (PUT /v1/cluster takes alert_settings)");
+        goto out;
+    }
+    if (!json_is_object(as) || json_object_size(as) == 0) {
+        rest_error(c, 400, "wrong_type", "'alert_settings' must be an object of {\"<alert>\": {\"enabled\": ..., \"threshold\": ...}}");
+        goto out;
+    }
+    items = calloc(json_object_size(as), sizeof *items);
+    ptrs = calloc(json_object_size(as), sizeof *ptrs);
+    th = calloc(json_object_size(as), sizeof *th);
+    if (!items || !ptrs || !th) {
+        rest_error(c, 500, "internal", "out of memory");
+        goto out;
+    }
+    json_object_foreach(as, name, v) {
+        Ine__V1__AlertSetting *it = &items[n];
+        json_t *t;
+        const char *k;
+        json_t *kv;
+        int on, has;
+        ine__v1__alert_setting__init(it);
+        it->name = (char *)name;
+        if (!json_is_object(v)) {
+            rest_error(c, 400, "wrong_type", "alert_settings.%s must be an object with enabled and/or threshold", name);
+            goto out;
+        }
+        json_object_foreach(v, k, kv) {
+            if (strcmp(k, "enabled") && strcmp(k, "threshold")) {
+                rest_error(c, 400, "unknown_field", "unknown field 'alert_settings.%s.%s'", name, k);
+                goto out;
+            }
+        }
+        if ((has = rest_get_bool(c, v, "enabled", &on)) < 0) goto out;
+        if (has) it->enabled_opt_case = INE__V1__ALERT_SETTING__ENABLED_OPT_ENABLED, it->enabled = on;
+        if ((t = json_object_get(v, "threshold"))) {
+            /* Redis Enterprise sends thresholds as strings; a JSON number is taken too. */
+            if (json_is_string(t)) snprintf(th[n], sizeof th[n], "%s", json_string_value(t));
+            else if (json_is_integer(t)) snprintf(th[n], sizeof th[n], "%" JSON_INTEGER_FORMAT, json_integer_value(t));
+            else {
+                rest_error(c, 400, "wrong_type", "alert_settings.%s.threshold must be a string such as \"45\"", name);
+                goto out;
+            }
+            it->threshold_opt_case = INE__V1__ALERT_SETTING__THRESHOLD_OPT_THRESHOLD;
+            it->threshold = th[n];
+        }
+        ptrs[n++] = it;
+    }
+    sa.n_settings = n;
+    sa.settings = ptrs;
+    req.op_case = INE__V1__POLICY_REQUEST__OP_SET_ALERT_SETTINGS;
+    req.set_alert_settings = &sa;
+    if (rest__exec(c, &req, &r) == 0) rest_reply(c, 200, rest__cluster_json(&c->p->st));
+out:
+    free(items);
+    free(ptrs);
+    free(th);
+    json_decref(o);
+}
+
+static const char *rest__severity(int s)
+{
+    switch (s) {
+    case INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_INFO: return "INFO";
+    case INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_WARNING: return "WARNING";
+    case INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_ERROR: return "ERROR";
+    default: return "UNSPECIFIED";
+    }
+}
+
+/* One alert in Redis Enterprise's shape, for `name` on `node` (0: cluster-wide). An alert with
+ * one instance per plane is active when any instance is; the latest raise gives change_time
+ * and change_value. */
+static json_t *rest__alert_entry(const proj_state *st, const char *name, uint32_t node)
+{
+    const alerts_def *d = alerts_def_find(name);
+    const proj_alert *latest = NULL;
+    alerts_setting s = {.enabled = 1};
+    json_t *e, *planes = json_array();
+    if (d) alerts_setting_get(st, d, &s);
+    for (size_t i = 0; i < st->n_alerts; i++) {
+        const proj_alert *a = &st->alerts[i];
+        if (strcmp(a->name, name) || a->node_uid != node) continue;
+        if (!latest || a->raised_us > latest->raised_us) latest = a;
+        if (a->plane) json_array_append_new(planes, json_string(proj_plane_name(a->plane)));
+    }
+    e = json_pack("{s:s, s:b, s:b, s:s}", "name", name, "enabled", s.enabled, "state", latest != NULL, "severity",
+                  rest__severity(d ? d->severity : latest ? latest->severity : 0));
+    /* An alert that takes no threshold shows none. */
+    if (d ? d->unit != ALERTS_UNIT_NONE : latest && *latest->threshold)
+        json_object_set_new(e, "threshold", json_string(d ? s.threshold_str : latest->threshold));
+    if (latest) {
+        json_object_set_new(e, "change_time", rest__time(latest->raised_us / INE_USEC_PER_SEC));
+        json_object_set_new(e, "change_value", json_pack("{s:b, s:s, s:s}", "state", 1, "threshold", latest->threshold, "value",
+                                                         latest->change_value));
+        json_object_set_new(e, "description", json_string(latest->description));
+    } else {
+        json_object_set_new(e, "change_time", json_null());
+        json_object_set_new(e, "change_value", json_null());
+    }
+    if (json_array_size(planes)) json_object_set_new(e, "planes", planes);
+    else json_decref(planes);
+    return e;
+}
+
+/* {"<name>": alert, ...}: every alert of the level, plus any active one of a name this version
+ * does not define (another producer's). */
+static json_t *rest__alerts_of(const proj_state *st, uint32_t node)
 {
     json_t *o = json_object();
-    for (size_t i = 0; i < c->p->st.n_alerts; i++) {
-        const proj_alert *a = &c->p->st.alerts[i];
-        json_object_set_new(o, a->alert_id,
-                            json_pack("{s:s, s:b, s:s, s:I, s:s, s:s, s:o, s:s}", "name", a->name, "state", 1, "severity",
-                                      proj_severity_name(a->severity), "node", (json_int_t)a->node_uid, "description",
-                                      a->description, "threshold", a->threshold, "change_time",
-                                      rest__time(a->raised_us / INE_USEC_PER_SEC), "change_value", a->change_value));
+    for (int k = 0; k < ALERTS_COUNT; k++) {
+        const alerts_def *d = alerts_def_at((alerts_kind)k);
+        if (!!d->per_node == !!node) json_object_set_new(o, d->name, rest__alert_entry(st, d->name, node));
+    }
+    for (size_t i = 0; i < st->n_alerts; i++)
+        if (st->alerts[i].node_uid == node && !json_object_get(o, st->alerts[i].name))
+            json_object_set_new(o, st->alerts[i].name, rest__alert_entry(st, st->alerts[i].name, node));
+    return o;
+}
+
+static void rest__alerts(rest_ctx *c) { rest_reply(c, 200, rest__alerts_of(&c->p->st, 0)); }
+
+/* GET /v1/nodes/alerts: {"<uid>": {"<name>": alert, ...}, ...} for every live node. */
+static void rest__nodes_alerts(rest_ctx *c, const char *uid_s)
+{
+    const proj_state *st = &c->p->st;
+    json_t *o;
+    if (uid_s) {
+        char *end;
+        unsigned long uid = strtoul(uid_s, &end, 10);
+        const proj_node *n = *uid_s && !*end && uid <= UINT32_MAX ? proj_node_find(st, (uint32_t)uid) : NULL;
+        if (!n || n->removed) return rest_error(c, 404, "not_found", "no node '%s'", uid_s);
+        return rest_reply(c, 200, rest__alerts_of(st, n->uid));
+    }
+    o = json_object();
+    for (size_t i = 0; i < st->n_nodes; i++) {
+        char k[16];
+        if (st->nodes[i].removed) continue;
+        snprintf(k, sizeof k, "%u", st->nodes[i].uid);
+        json_object_set_new(o, k, rest__alerts_of(st, st->nodes[i].uid));
     }
     rest_reply(c, 200, o);
 }
@@ -428,10 +593,21 @@ void rest_route(rest_ctx *c, const char *path)
         if (m == EVHTTP_REQ_POST) return rest__rotate(c);
         return rest_error(c, 405, "method_not_allowed", "use POST on /v1/cluster/certificates/rotate");
     }
-    if (m != EVHTTP_REQ_GET && (!strcmp(path, "/v1/nodes") || !strcmp(path, "/v1/cluster") || !strcmp(path, "/v1/cluster/alerts")))
+    if (!strcmp(path, "/v1/cluster")) {
+        if (m == EVHTTP_REQ_GET) return rest_reply(c, 200, rest__cluster_json(&c->p->st));
+        if (m == EVHTTP_REQ_PUT) return rest__cluster_put(c);
+        return rest_error(c, 405, "method_not_allowed", "use GET or PUT on /v1/cluster");
+    }
+    if (!strncmp(path, "/v1/nodes/", 10) && (sub = strchr(path + 10, '/')) && !strcmp(sub, "/alerts")) {
+        char uid[16];
+        if (m != EVHTTP_REQ_GET) return rest_error(c, 405, "method_not_allowed", "use GET on %s", path);
+        snprintf(uid, sizeof uid, "%.*s", (int)(sub - (path + 10)), path + 10);
+        return rest__nodes_alerts(c, uid);
+    }
+    if (m != EVHTTP_REQ_GET && (!strcmp(path, "/v1/nodes") || !strcmp(path, "/v1/cluster/alerts") || !strcmp(path, "/v1/nodes/alerts")))
         return rest_error(c, 405, "method_not_allowed", "use GET on %s", path);
     if (!strcmp(path, "/v1/nodes")) return rest__nodes(c);
-    if (!strcmp(path, "/v1/cluster")) return rest__cluster(c);
     if (!strcmp(path, "/v1/cluster/alerts")) return rest__alerts(c);
+    if (!strcmp(path, "/v1/nodes/alerts")) return rest__nodes_alerts(c, NULL);
     rest_error(c, 404, "not_found", "no endpoint %s", path);
 }
