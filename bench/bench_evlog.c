@@ -433,14 +433,49 @@ static int bench__evs_new(size_t n, evlog_event *(*mk)(uint32_t), evlog_event **
 /* The disk of a VM drifts by 2x within seconds, so append phases are cut into rounds and each
  * evlog slice is followed by raw slices of the same length: the ratio compares like with like. */
 #define BENCH__ROUNDS 6
+#define BENCH__GROW_STEP (32u << 20)
+#define BENCH__GROW_LOW (8u << 20)
+
+typedef struct {
+    const char *name;                /* the log's directory under the temp dir */
+    evlog_event *(*mk)(uint32_t);
+    size_t per;                      /* events per transaction */
+    int paired;                      /* run raw 1a and 1d slices between evlog slices */
+    int preextend;                   /* prototype: keep written zeros ahead of LMDB's last page */
+} bench__append_spec;
 
 typedef struct {
     long txns, events;
     double secs, p50_ms, p99_ms;
     double raw_fdatasync, raw_lmdb; /* paired raw rates; 0 when not paired */
+    size_t rec_len;                 /* serialized size of the last record */
+    double disk_per_ev;
     double *lat;
     size_t nlat, cap;
 } bench__append_res;
+
+/* Prototype of a change to lib/evlog.c: LMDB appends pages at the end of data.mdb, so a commit
+ * that adds one changes the file size and fdatasync must write the inode as well. Keeping
+ * BENCH__GROW_STEP of written zeros ahead of the last used page makes such commits pure data
+ * writes; the zeros' cost lands inside the timed loop, as it would in evlog_append. */
+typedef struct {
+    int fd;
+    off_t end;
+    uint8_t *zeros;
+} bench__grow;
+
+static int bench__grow_check(evlog_t *log, bench__grow *g)
+{
+    uint64_t used;
+    GUARD(evlog_disk_bytes(log, &used));
+    while ((uint64_t)g->end < used + BENCH__GROW_LOW) {
+        for (off_t o = 0; o < (off_t)BENCH__GROW_STEP; o += 1 << 20)
+            if (pwrite(g->fd, g->zeros, 1 << 20, g->end + o) != 1 << 20)
+                return ine_err(INE_EIO, "cannot extend data.mdb: %s", strerror(errno));
+        g->end += BENCH__GROW_STEP;
+    }
+    return INE_OK;
+}
 
 static int bench__cmp_dbl(const void *a, const void *b)
 {
@@ -449,9 +484,9 @@ static int bench__cmp_dbl(const void *a, const void *b)
 }
 
 /* Append `per` events per transaction for `secs` (or, when max_events > 0, that many events),
- * timing each commit; adds to the running totals in r. Returns the slice's length. */
-static int bench__append_slice(evlog_t *log, evlog_event **evs, size_t per, double secs, long max_events,
-                               bench__append_res *r, double *slice_s)
+ * timing each commit; adds to the running totals in r and returns the slice's length. */
+static int bench__append_slice(evlog_t *log, evlog_event **evs, size_t per, bench__grow *g, double secs,
+                               long max_events, bench__append_res *r, double *slice_s)
 {
     double t0 = bench__now(), t1;
     long done = 0;
@@ -460,6 +495,7 @@ static int bench__append_slice(evlog_t *log, evlog_event **evs, size_t per, doub
         double t;
         for (size_t i = 0; i < per; i++) evs[i]->time_us = 0;
         t = bench__now();
+        if (g) GUARD(bench__grow_check(log, g));
         GUARD(evlog_append(log, evs, per, NULL, &seq));
         t1 = bench__now();
         if (r->nlat == r->cap) {
@@ -481,43 +517,56 @@ static int bench__append_slice(evlog_t *log, evlog_event **evs, size_t per, doub
 }
 
 /* Serialized size of the last record, and disk bytes per event, of a log. */
-static int bench__log_sizes(evlog_t *log, uint64_t events, size_t *last_len, double *disk_per_ev)
+static int bench__log_sizes(evlog_t *log, bench__append_res *r)
 {
     uint64_t seq, disk;
     uint8_t *raw;
     GUARD(evlog_last_seq(log, &seq));
-    GUARD(evlog_read_raw(log, seq, &raw, last_len));
+    GUARD(evlog_read_raw(log, seq, &raw, &r->rec_len));
     free(raw);
     GUARD(evlog_disk_bytes(log, &disk));
-    *disk_per_ev = events ? (double)disk / (double)events : 0;
+    r->disk_per_ev = r->events ? (double)disk / (double)r->events : 0;
     return INE_OK;
 }
 
-/* One durable-append phase on a fresh log: `per` events per transaction of kind `mk`; with
- * `paired`, raw 1a and 1d slices run between the evlog slices. */
-static int bench__append_phase(const char *tmp, const char *name, evlog_event *(*mk)(uint32_t), size_t per,
-                               int paired, const bench__cfg *c, bench__append_res *r, size_t *rec_len,
-                               double *disk_per_ev)
+/* One durable-append phase on a fresh log. */
+static int bench__append_phase(const char *tmp, const bench__append_spec *s, const bench__cfg *c,
+                               bench__append_res *r)
 {
-    char *dir = bench__strf("%s/%s", tmp, name);
+    char *dir = bench__strf("%s/%s", tmp, s->name), *data = NULL;
     evlog_event **evs = NULL;
     evlog_t *log = NULL;
     bench__raw ra = {.fd = -1, .mfd = -1}, rl = {.fd = -1, .mfd = -1};
+    bench__grow g = {.fd = -1};
     long slice_events = c->events > 0 ? (c->events + BENCH__ROUNDS - 1) / BENCH__ROUNDS : 0;
     int rc = INE_OK;
 
     memset(r, 0, sizeof *r);
     if (!dir) return ine_err(INE_ENOMEM, "out of memory");
-    GUARD_GOTO(bench__evs_new(per, mk, &evs), out);
+    GUARD_GOTO(bench__evs_new(s->per, s->mk, &evs), out);
     GUARD_GOTO(evlog_open(dir, NULL, &log), out);
-    if (paired) {
+    if (s->paired) {
         GUARD_GOTO(bench__raw_open(tmp, BENCH__SYNC_FDATASYNC, &ra), out);
         GUARD_GOTO(bench__raw_open(tmp, BENCH__SYNC_LMDB, &rl), out);
     }
+    if (s->preextend) {
+        struct stat st;
+        if (!(data = bench__strf("%s/data.mdb", dir)) || !(g.zeros = calloc(1, 1 << 20))) {
+            rc = ine_err(INE_ENOMEM, "out of memory");
+            goto out;
+        }
+        if ((g.fd = open(data, O_WRONLY | O_CLOEXEC)) < 0 || fstat(g.fd, &st) != 0) {
+            rc = ine_err(INE_EIO, "cannot open %s: %s", data, strerror(errno));
+            goto out;
+        }
+        g.end = st.st_size;
+    }
     for (int i = 0; i < BENCH__ROUNDS; i++) {
         double slice_s = 0;
-        GUARD_GOTO(bench__append_slice(log, evs, per, c->append_s / BENCH__ROUNDS, slice_events, r, &slice_s), out);
-        if (paired) {
+        GUARD_GOTO(bench__append_slice(log, evs, s->per, s->preextend ? &g : NULL, c->append_s / BENCH__ROUNDS,
+                                       slice_events, r, &slice_s),
+                   out);
+        if (s->paired) {
             GUARD_GOTO(bench__raw_slice(&ra, slice_s), out);
             GUARD_GOTO(bench__raw_slice(&rl, slice_s), out);
         }
@@ -527,14 +576,17 @@ static int bench__append_phase(const char *tmp, const char *name, evlog_event *(
     qsort(r->lat, r->nlat, sizeof *r->lat, bench__cmp_dbl);
     r->p50_ms = r->lat[r->nlat / 2] * 1e3;
     r->p99_ms = r->lat[r->nlat * 99 / 100] * 1e3;
-    GUARD_GOTO(bench__log_sizes(log, (uint64_t)r->events, rec_len, disk_per_ev), out);
+    GUARD_GOTO(bench__log_sizes(log, r), out);
 out:
+    if (g.fd >= 0) close(g.fd);
+    free(g.zeros);
+    free(data);
     bench__raw_close(&ra);
     bench__raw_close(&rl);
     free(r->lat);
     r->lat = NULL;
     evlog_close(log);
-    bench__evs_free(evs, per);
+    bench__evs_free(evs, s->per);
     free(dir);
     return rc;
 }
@@ -723,37 +775,48 @@ static int bench__proto_phase(evlog_t *log, long total, bench__proto_res *p)
         goto out;
     }
     GUARD_GOTO(evlog_iterate(log, 1, 0, 0, bench__collect_cb, &r), out);
-    for (int pass = 0; pass < 2; pass++) {
-        t0 = bench__now();
-        for (size_t i = 0; i < r.n; i++) {
-            evlog_event *ev = ine__v1__event__unpack(pass ? &al : NULL, r.offs[i + 1] - r.offs[i], r.buf + r.offs[i]);
-            if (!ev) {
-                rc = ine_err(INE_ECORRUPT, "record %zu does not decode", i + 1);
-                goto out;
-            }
-            sum[pass] += ev->seq;
-            if (pass)
-                bench__arena_reset(&a);
-            else
-                ine__v1__event__free_unpacked(ev, NULL);
-        }
-        *(pass ? &p->dec_arena_ns : &p->dec_malloc_ns) = (bench__now() - t0) / n * 1e9;
-    }
-    if (sum[0] != sum[1]) {
-        rc = ine_err(INE_ECORRUPT, "arena decode disagrees with the default decode");
-        goto out;
-    }
-    t0 = bench__now();
-    for (size_t i = 0; i < r.n; i++) evlog_hash(r.buf + r.offs[i], r.offs[i + 1] - r.offs[i], h);
-    p->sha_oneshot_ns = (bench__now() - t0) / n * 1e9;
     GUARD_OSSL(md = EVP_MD_fetch(NULL, "SHA256", NULL), out);
     GUARD_OSSL(ctx = EVP_MD_CTX_new(), out);
-    t0 = bench__now();
-    for (size_t i = 0; i < r.n; i++)
-        GUARD_OSSL(EVP_DigestInit_ex(ctx, md, NULL) && EVP_DigestUpdate(ctx, r.buf + r.offs[i], r.offs[i + 1] - r.offs[i]) &&
-                       EVP_DigestFinal_ex(ctx, h, &hl),
-                   out);
-    p->sha_ctx_ns = (bench__now() - t0) / n * 1e9;
+    p->dec_malloc_ns = p->dec_arena_ns = p->sha_oneshot_ns = p->sha_ctx_ns = 1e30;
+    /* Alternate the variants and keep each one's best of three: a VM's neighbours only ever
+     * make a pass slower. */
+    for (int rep = 0; rep < 3; rep++) {
+        for (int pass = 0; pass < 2; pass++) {
+            double *best = pass ? &p->dec_arena_ns : &p->dec_malloc_ns;
+            sum[pass] = 0;
+            t0 = bench__now();
+            for (size_t i = 0; i < r.n; i++) {
+                evlog_event *ev = ine__v1__event__unpack(pass ? &al : NULL, r.offs[i + 1] - r.offs[i], r.buf + r.offs[i]);
+                if (!ev) {
+                    rc = ine_err(INE_ECORRUPT, "record %zu does not decode", i + 1);
+                    goto out;
+                }
+                sum[pass] += ev->seq;
+                if (pass)
+                    bench__arena_reset(&a);
+                else
+                    ine__v1__event__free_unpacked(ev, NULL);
+            }
+            t0 = (bench__now() - t0) / n * 1e9;
+            if (t0 < *best) *best = t0;
+        }
+        if (sum[0] != sum[1]) {
+            rc = ine_err(INE_ECORRUPT, "arena decode disagrees with the default decode");
+            goto out;
+        }
+        t0 = bench__now();
+        for (size_t i = 0; i < r.n; i++) evlog_hash(r.buf + r.offs[i], r.offs[i + 1] - r.offs[i], h);
+        t0 = (bench__now() - t0) / n * 1e9;
+        if (t0 < p->sha_oneshot_ns) p->sha_oneshot_ns = t0;
+        t0 = bench__now();
+        for (size_t i = 0; i < r.n; i++)
+            GUARD_OSSL(EVP_DigestInit_ex(ctx, md, NULL) &&
+                           EVP_DigestUpdate(ctx, r.buf + r.offs[i], r.offs[i + 1] - r.offs[i]) &&
+                           EVP_DigestFinal_ex(ctx, h, &hl),
+                       out);
+        t0 = (bench__now() - t0) / n * 1e9;
+        if (t0 < p->sha_ctx_ns) p->sha_ctx_ns = t0;
+    }
 out:
     EVP_MD_CTX_free(ctx);
     EVP_MD_free(md);
@@ -856,8 +919,6 @@ static int bench__run(const bench__cfg *c, const char *tmp)
     double raw[BENCH__SYNC_MODES];
     bench__append_res ar = {0};
     bench__replay_res rr = {0};
-    size_t rec_len = 0;
-    double disk_per_ev = 0;
     char what[64];
 
     fprintf(stderr, "[1/4] raw synchronous writes (%.1f s per mode, interleaved)\n", c->raw_s);
@@ -868,30 +929,38 @@ static int bench__run(const bench__cfg *c, const char *tmp)
     }
 
     fprintf(stderr, "[2/4] durable single-event appends (paired with raw slices)\n");
-    for (int k = 0; k < 2; k++) {
+    for (int k = 0; k < 3; k++) {
+        static const bench__append_spec specs[] = {
+            {"log-one-cert", bench__ev_cert, 1, 1, 0},
+            {"log-one-small", bench__ev_db, 1, 1, 0},
+            {"log-one-cert-pre", bench__ev_cert, 1, 1, 1},
+        };
+        static const char *kinds[] = {"CertificateIssued", "small DatabaseCreated", "CertificateIssued, pre-extended*"};
+        char id[3] = {'2', (char)('a' + 4 * k), 0};
         double rate, ratio;
-        GUARD(bench__append_phase(tmp, k ? "log-one-small" : "log-one-cert", k ? bench__ev_db : bench__ev_cert, 1, 1,
-                                  c, &ar, &rec_len, &disk_per_ev));
+        GUARD(bench__append_phase(tmp, &specs[k], c, &ar));
         rate = (double)ar.events / ar.secs;
         ratio = rate / ar.raw_fdatasync;
-        snprintf(what, sizeof what, "append 1/txn %s", k ? "small DatabaseCreated" : "CertificateIssued");
-        bench__row_add(k ? "2e" : "2a", what, "ev/s", NULL, 0, "%.0f", rate);
+        snprintf(what, sizeof what, "append 1/txn %s", kinds[k]);
+        bench__row_add(id, what, "ev/s", NULL, 0, "%.0f", rate);
         snprintf(what, sizeof what, "  commit latency p50 / p99 (%ld txns)", ar.txns);
         bench__row_add("", what, "ms", NULL, 0, "%.3f / %.3f", ar.p50_ms, ar.p99_ms);
         bench__row_add("", "  paired raw fdatasync (1a) / LMDB shape (1d)", "rec/s", NULL, 0, "%.0f / %.0f",
                        ar.raw_fdatasync, ar.raw_lmdb);
-        bench__row_add(k ? "2f" : "2b", "  ratio to paired raw fdatasync (1a)", "x", ">= 0.50", ratio >= 0.5, "%.3f",
-                       ratio);
-        bench__row_add(k ? "2g" : "2c", "  ratio to paired LMDB-shaped commit (1d)", "x", NULL, 0, "%.3f",
-                       rate / ar.raw_lmdb);
-        bench__row_add(k ? "2h" : "2d", "  record size / disk bytes per event", "B", NULL, 0, "%zu / %.0f", rec_len,
-                       disk_per_ev);
+        id[1]++;
+        bench__row_add(id, "  ratio to paired raw fdatasync (1a)", "x", ">= 0.50", ratio >= 0.5, "%.3f", ratio);
+        id[1]++;
+        bench__row_add(id, "  ratio to paired LMDB-shaped commit (1d)", "x", NULL, 0, "%.3f", rate / ar.raw_lmdb);
+        id[1]++;
+        bench__row_add(id, "  record size / disk bytes per event", "B", NULL, 0, "%zu / %.0f", ar.rec_len,
+                       ar.disk_per_ev);
     }
 
     fprintf(stderr, "[3/4] batches of %d events per transaction\n", BENCH__BATCH);
     for (int k = 0; k < 2; k++) {
-        GUARD(bench__append_phase(tmp, k ? "log-batch-small" : "log-batch-cert", k ? bench__ev_db : bench__ev_cert,
-                                  BENCH__BATCH, 0, c, &ar, &rec_len, &disk_per_ev));
+        bench__append_spec spec = {k ? "log-batch-small" : "log-batch-cert", k ? bench__ev_db : bench__ev_cert,
+                                   BENCH__BATCH, 0, 0};
+        GUARD(bench__append_phase(tmp, &spec, c, &ar));
         snprintf(what, sizeof what, "append %d/txn %s", BENCH__BATCH, k ? "small DatabaseCreated" : "CertificateIssued");
         bench__row_add(k ? "3c" : "3a", what, "ev/s", NULL, 0, "%.0f", (double)ar.events / ar.secs);
         bench__row_add(k ? "3d" : "3b", "  transactions", "txn/s", NULL, 0, "%.0f", (double)ar.txns / ar.secs);
