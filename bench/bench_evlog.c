@@ -433,8 +433,8 @@ static int bench__evs_new(size_t n, evlog_event *(*mk)(uint32_t), evlog_event **
 /* The disk of a VM drifts by 2x within seconds, so append phases are cut into rounds and each
  * evlog slice is followed by raw slices of the same length: the ratio compares like with like. */
 #define BENCH__ROUNDS 6
-#define BENCH__GROW_STEP (32u << 20)
-#define BENCH__GROW_LOW (8u << 20)
+#define BENCH__GROW_MIN (1u << 20)
+#define BENCH__GROW_MAX (32u << 20)
 
 typedef struct {
     const char *name;                /* the log's directory under the temp dir */
@@ -456,8 +456,9 @@ typedef struct {
 
 /* Prototype of a change to lib/evlog.c: LMDB appends pages at the end of data.mdb, so a commit
  * that adds one changes the file size and fdatasync must write the inode as well. Keeping
- * BENCH__GROW_STEP of written zeros ahead of the last used page makes such commits pure data
- * writes; the zeros' cost lands inside the timed loop, as it would in evlog_append. */
+ * written zeros ahead of the last used page (a quarter of the used size, 1..32 MB, topped up
+ * when less than a quarter of that is left) makes such commits pure data writes; the zeros'
+ * cost lands inside the timed loop, as it would in evlog_append. */
 typedef struct {
     int fd;
     off_t end;
@@ -466,14 +467,13 @@ typedef struct {
 
 static int bench__grow_check(evlog_t *log, bench__grow *g)
 {
-    uint64_t used;
+    uint64_t used, step;
     GUARD(evlog_disk_bytes(log, &used));
-    while ((uint64_t)g->end < used + BENCH__GROW_LOW) {
-        for (off_t o = 0; o < (off_t)BENCH__GROW_STEP; o += 1 << 20)
-            if (pwrite(g->fd, g->zeros, 1 << 20, g->end + o) != 1 << 20)
-                return ine_err(INE_EIO, "cannot extend data.mdb: %s", strerror(errno));
-        g->end += BENCH__GROW_STEP;
-    }
+    step = used / 4 < BENCH__GROW_MIN ? BENCH__GROW_MIN : used / 4 > BENCH__GROW_MAX ? BENCH__GROW_MAX : used / 4;
+    if ((uint64_t)g->end >= used + step / 4) return INE_OK;
+    for (; (uint64_t)g->end < used + step; g->end += 1 << 20)
+        if (pwrite(g->fd, g->zeros, 1 << 20, g->end) != 1 << 20)
+            return ine_err(INE_EIO, "cannot extend data.mdb: %s", strerror(errno));
     return INE_OK;
 }
 
