@@ -8,9 +8,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <lmdb.h>
 #include <openssl/evp.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +24,7 @@
 #define BENCH__RAW_REC 200
 #define BENCH__BATCH 100
 #define BENCH__FILL_BATCH 1000
-#define BENCH__MAX_ROWS 40
+#define BENCH__MAX_ROWS 64
 
 typedef struct {
     const char *dir;  /* parent of our temp dir */
@@ -149,7 +149,13 @@ static void bench__machine(const char *dir)
  * strace shows it for one small event: four 4 KB pages rewritten in place (events leaf, meta
  * leaf, main and free DB pages), one page appended, fdatasync, then the 120-byte meta record
  * rewritten through an O_DSYNC descriptor. */
-typedef enum { BENCH__SYNC_FDATASYNC, BENCH__SYNC_FSYNC, BENCH__SYNC_TWO, BENCH__SYNC_LMDB, BENCH__SYNC_MODES } bench__sync_mode;
+typedef enum {
+    BENCH__SYNC_FDATASYNC,
+    BENCH__SYNC_FSYNC,
+    BENCH__SYNC_TWO,
+    BENCH__SYNC_LMDB,
+    BENCH__SYNC_MODES
+} bench__sync_mode;
 
 #define BENCH__PAGE 4096
 #define BENCH__PREFILL_PAGES 64
@@ -214,8 +220,10 @@ static int bench__raw_one(bench__raw *r)
             s = bench__pw(r->fd, r->page, BENCH__RAW_REC, 0) ? -1 : fdatasync(r->fd);
         break;
     case BENCH__SYNC_LMDB:
-        for (int i = 0; i < 4 && s == 0; i++)
-            s = bench__pw(r->fd, r->page, BENCH__PAGE, (off_t)(2 + (r->n * 4 + i) % (BENCH__PREFILL_PAGES - 2)) * BENCH__PAGE);
+        for (int i = 0; i < 4 && s == 0; i++) {
+            off_t pg = 2 + (r->n * 4 + i) % (BENCH__PREFILL_PAGES - 2); /* pages 0-1: LMDB's metas */
+            s = bench__pw(r->fd, r->page, BENCH__PAGE, pg * BENCH__PAGE);
+        }
         if (s == 0) s = bench__pw(r->fd, r->page, BENCH__PAGE, r->end);
         r->end += BENCH__PAGE;
         if (s == 0) s = fdatasync(r->fd);
@@ -798,7 +806,8 @@ static int bench__proto_phase(evlog_t *log, long total, bench__proto_res *p)
             sum[pass] = 0;
             t0 = bench__now();
             for (size_t i = 0; i < r.n; i++) {
-                evlog_event *ev = ine__v1__event__unpack(pass ? &al : NULL, r.offs[i + 1] - r.offs[i], r.buf + r.offs[i]);
+                size_t len = r.offs[i + 1] - r.offs[i];
+                evlog_event *ev = ine__v1__event__unpack(pass ? &al : NULL, len, r.buf + r.offs[i]);
                 if (!ev) {
                     rc = ine_err(INE_ECORRUPT, "record %zu does not decode", i + 1);
                     goto out;
