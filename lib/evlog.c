@@ -10,7 +10,9 @@
 #include <lmdb.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <openssl/evp.h>
 #include <openssl/sha.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -40,9 +42,68 @@ static uint64_t evlog__get_be64(const uint8_t b[8])
     return v;
 }
 
+/* OpenSSL 3's one-shot SHA256() looks the digest up (locks, name lookup, refcounts) on every
+ * call, half its cost on a 100-byte record: fetch it once per process instead. */
+static EVP_MD *evlog__sha256_md;
+static pthread_once_t evlog__sha256_once = PTHREAD_ONCE_INIT;
+static void evlog__sha256_fetch(void) { evlog__sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
 void evlog_hash(const uint8_t *raw, size_t len, uint8_t out[EVLOG_HASH_LEN])
 {
-    SHA256(raw, len, out);
+    pthread_once(&evlog__sha256_once, evlog__sha256_fetch);
+    if (!evlog__sha256_md || !EVP_Digest(raw, len, out, NULL, evlog__sha256_md, NULL)) SHA256(raw, len, out);
+}
+
+/* Records decoded during iteration live only for their callback, so they come from a bump
+ * arena: no malloc/free per field, and freeing one is a reset. What does not fit spills to
+ * malloc until the reset, which then doubles the block. */
+typedef struct {
+    uint8_t *buf;
+    size_t cap, used;
+    void **spill;
+    size_t nspill, spillcap;
+} evlog__arena;
+
+static void *evlog__arena_alloc(void *ud, size_t size)
+{
+    evlog__arena *a = ud;
+    size_t need = (size + 15) & ~(size_t)15;
+    void *p;
+    if (a->used + need <= a->cap) {
+        p = a->buf + a->used;
+        a->used += need;
+        return p;
+    }
+    if (a->nspill == a->spillcap) {
+        size_t cap = a->spillcap ? 2 * a->spillcap : 16;
+        void **ns = realloc(a->spill, cap * sizeof *ns);
+        if (!ns) return NULL;
+        a->spill = ns;
+        a->spillcap = cap;
+    }
+    if ((p = malloc(size))) a->spill[a->nspill++] = p;
+    return p;
+}
+
+static void evlog__arena_free(void *ud, void *p)
+{
+    (void)ud;
+    (void)p;
+}
+
+static void evlog__arena_reset(evlog__arena *a)
+{
+    for (size_t i = 0; i < a->nspill; i++) free(a->spill[i]);
+    if (a->nspill) {
+        uint8_t *nb = malloc(2 * a->cap);
+        if (nb) {
+            free(a->buf);
+            a->buf = nb;
+            a->cap *= 2;
+        }
+    }
+    a->nspill = 0;
+    a->used = 0;
 }
 
 /* Begin a transaction; if another process grew the map since we opened, adopt its size. */
@@ -428,9 +489,14 @@ int evlog_iterate(evlog_t *log, uint64_t from, uint64_t to, int tolerate_corrupt
                   evlog_iter_fn fn, void *ud)
 {
     evlog__batch *b = calloc(1, sizeof *b);
+    evlog__arena arena = {.cap = 4096};
+    ProtobufCAllocator alloc = {evlog__arena_alloc, evlog__arena_free, &arena};
     int rc = INE_OK;
 
-    if (!b) return ine_err(INE_ENOMEM, "out of memory");
+    if (!b || !(arena.buf = malloc(arena.cap))) {
+        rc = ine_err(INE_ENOMEM, "out of memory");
+        goto out;
+    }
     if (from == 0) from = 1;
     for (;;) {
         GUARD_GOTO(evlog__batch_fill(log, b, from, to), out);
@@ -439,20 +505,23 @@ int evlog_iterate(evlog_t *log, uint64_t from, uint64_t to, int tolerate_corrupt
         for (size_t i = 0; i < b->n; i++) {
             evlog_record rec = {.seq = b->seqs[i], .raw = b->buf + b->offs[i],
                                 .raw_len = b->offs[i + 1] - b->offs[i]};
-            rec.ev = evlog__decode(rec.raw, rec.raw_len);
+            rec.ev = ine__v1__event__unpack(&alloc, rec.raw_len, rec.raw);
             if (!rec.ev && !tolerate_corrupt) {
                 rc = ine_err(INE_ECORRUPT, "record %llu does not decode as an event", (unsigned long long)rec.seq);
                 goto out;
             }
             rc = fn(&rec, ud);
-            evlog_event_free(rec.ev);
+            evlog__arena_reset(&arena);
             if (rc != 0) goto out;
         }
         from = b->seqs[b->n - 1] + 1;
         if (to && from > to) break;
     }
 out:
-    free(b->buf);
+    evlog__arena_reset(&arena);
+    free(arena.buf);
+    free(arena.spill);
+    if (b) free(b->buf);
     free(b);
     return rc;
 }
