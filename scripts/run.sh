@@ -1,35 +1,106 @@
 #!/usr/bin/env bash
-# The README's run command. Today (foundation stage) it installs what is missing, builds,
-# creates a local 3-node cluster's data directory (127.0.0.1-3) if there is none, and shows
-# its event log and state. As the services land it grows into the full local cluster with a
-# real Redis database behind it. Run twice, it reuses the existing cluster.
+# The README's run command: a local 3-node ine cluster with a real Redis database behind it.
+#
+# Installs what is missing, builds, creates the cluster (nodes 127.0.0.1-3) in ./demo-data (or
+# $INE_DATA_DIR) unless it exists, starts every service under supervisord, starts a
+# redis-server as the shard of a demo database on node 2, creates the database with
+# data_internode_encryption enabled, then writes and reads a key through node 1's endpoint —
+# across port 3342 in TLS. Run again, it reuses the running cluster (or restarts it), and
+# never half-breaks: each step checks what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-./scripts/install-deps.sh
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DINE_TESTS=OFF >/dev/null
-cmake --build build -j"$(nproc)" --target inectl ine-log >/dev/null
+REST_PORT=${INE_REST_PORT:-9443}
+METRICS_PORT=${INE_METRICS_PORT:-8070}
+REDIS_PORT=${INE_REDIS_PORT:-16379}
+DB_PORT=${INE_DB_PORT:-12000}
 
-DATA_DIR=${INE_DATA_DIR:-$PWD/demo-data}
-export INE_DATA_DIR=$DATA_DIR
-if [ -f "$DATA_DIR/seal.key" ]; then
-  echo "run: reusing the cluster in $DATA_DIR"
-else
-  ./build/inectl cluster create name demo nodes 127.0.0.1,127.0.0.2,127.0.0.3
+./scripts/install-deps.sh
+for p in supervisor redis-server redis-tools; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="${missing:-} $p"
+done
+if [ -n "${missing:-}" ]; then
+  [ "$(id -u)" -eq 0 ] || { echo "run: missing packages:$missing; run as root" >&2; exit 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
 fi
+# The distribution's own redis and supervisor services are not ours to run.
+cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
+cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting >/dev/null
+
+BIN=$PWD/build-rel
+DATA=${INE_DATA_DIR:-$PWD/demo-data}
+export INE_DATA_DIR=$DATA
+CTL="supervisorctl -c $DATA/supervisord.conf"
+
+if [ -f "$DATA/seal.key" ]; then
+  echo "run: reusing the cluster in $DATA"
+else
+  "$BIN/inectl" cluster create name demo nodes 127.0.0.1,127.0.0.2,127.0.0.3 \
+    username admin@example.com password - <<<"${INE_ADMIN_PASSWORD:-ine-demo-password}"
+fi
+mkdir -p "$DATA/redis" "$DATA/logs" "$DATA/run"
+sed -e "s|@BIN@|$BIN|g" -e "s|@DATA@|$DATA|g" -e "s|@REST_PORT@|$REST_PORT|g" \
+    -e "s|@METRICS_PORT@|$METRICS_PORT|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+    deploy/supervisord.conf.in >"$DATA/supervisord.conf"
+
+if [ -S "$DATA/run/supervisor.sock" ] && $CTL pid >/dev/null 2>&1; then
+  echo "run: supervisord is running; restarting the services with this build"
+  $CTL reread >/dev/null; $CTL update >/dev/null; $CTL restart all >/dev/null
+else
+  rm -f "$DATA/run/supervisor.sock"
+  supervisord -c "$DATA/supervisord.conf"
+fi
+
+# Ready when all 3 nodes serve both of their certificates (6 activations).
+active() { "$BIN/inectl" status 2>/dev/null | sed -n '/^CERTIFICATES/,/^ALERTS/p' | grep -c ' yes$' || true; }
+echo -n "run: waiting for the certificates and the transports "
+for _ in $(seq 120); do
+  [ "$(active)" -ge 6 ] && break
+  echo -n "."; sleep 1
+done
 echo
-echo "--- event log (build/ine-log list)"
-./build/ine-log list
+if [ "$(active)" -lt 6 ]; then
+  echo "run: the nodes did not serve their certificates within 2 minutes; see $DATA/logs/" >&2
+  exit 1
+fi
+
+if ! "$BIN/inectl" info db demo >/dev/null 2>&1; then
+  for _ in $(seq 30); do [ -S "$DATA/run/policy.sock" ] && break; sleep 1; done
+  "$BIN/inectl" create db name demo port "$DB_PORT" shard_node 2 shard_address "127.0.0.2:$REDIS_PORT" \
+    data_internode_encryption enabled
+else
+  "$BIN/inectl" tune db demo data_internode_encryption enabled >/dev/null
+fi
+
+value="hello-from-node-1-$(date +%s)"
+for _ in $(seq 30); do
+  if [ "$(redis-cli -h 127.0.0.1 -p "$DB_PORT" set demo:key "$value" 2>/dev/null)" = "OK" ]; then break; fi
+  sleep 1
+done
+got=$(redis-cli -h 127.0.0.3 -p "$DB_PORT" get demo:key)
+direct=$(redis-cli -h 127.0.0.2 -p "$REDIS_PORT" get demo:key)
+if [ "$got" != "$value" ] || [ "$direct" != "$value" ]; then
+  echo "run: the key did not go through (node 3 read '$got', the shard holds '$direct'); see $DATA/logs/" >&2
+  exit 1
+fi
+echo "run: wrote demo:key through node 1 (127.0.0.1:$DB_PORT), read it back through node 3: $got"
+echo "     both crossed port 3342 in TLS to node 2, where the shard (redis on 127.0.0.2:$REDIS_PORT) lives"
 echo
-echo "--- chain (build/ine-log verify)"
-./build/ine-log verify
-echo
+"$BIN/inectl" status
 cat <<EOT
+
 Try next:
-  export INE_DATA_DIR=$DATA_DIR
-  build/ine-log state                 # the projected cluster state (JSON)
-  build/ine-log show 1                # one event in full
-  build/ine-log export                # JSON Lines
-  build/ine-log follow                # watch new events (Ctrl-C stops)
-Start over: rm -rf $DATA_DIR
+  export INE_DATA_DIR=$DATA PATH=$BIN:\$PATH
+  inectl status                                        # nodes, databases, certificates, alerts
+  ine-log follow                                       # watch events as they happen (Ctrl-C stops)
+  inectl tune db demo data_internode_encryption disabled
+  inectl cluster certificate rotate
+  redis-cli -h 127.0.0.1 -p $DB_PORT get demo:key
+  curl -sk -u admin@example.com:\${INE_ADMIN_PASSWORD:-ine-demo-password} https://127.0.0.1:$REST_PORT/v1/bdbs
+  curl -sk -u admin@example.com:\${INE_ADMIN_PASSWORD:-ine-demo-password} https://127.0.0.1:$REST_PORT/v1/cluster/certificates
+                                                       # (its "ca"."certificate" is the CA to --cacert)
+  curl -s http://127.0.0.1:$METRICS_PORT/metrics       # Prometheus metrics
+  $CTL status                                          # the processes
+Stop:       $CTL shutdown
+Start over: $CTL shutdown; rm -rf $DATA
 EOT
