@@ -23,7 +23,8 @@ const proj_node *tp_self(tp_t *tp)
     return n && !n->removed ? n : NULL;
 }
 
-static void tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
+/* Close a database's remote connections; returns how many were closed. */
+static int tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
 {
     int closed = 0;
     for (int again = 1; again;) {
@@ -36,7 +37,7 @@ static void tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
             break;
         }
     }
-    if (closed) logline(LOGLINE_INFO, 0, "db %u: closed %d remote connection(s): %s", db_uid, closed, why);
+    return closed;
 }
 
 static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUploaded *u)
@@ -54,20 +55,28 @@ static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUpload
 static int tp__follow(const evlog_event *ev, uint64_t seq, void *ud)
 {
     tp_t *tp = ud;
-    int rc = proj_apply(&tp->st, ev);
+    int rc = proj_apply(&tp->st, ev), n;
     if (rc < 0 && rc != INE_EUNKNOWN) return rc;
     switch (ev->body_case) {
-    case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED:
-        tp__close_db(tp, ev->data_internode_encryption_changed->db_uid,
-                     ev->data_internode_encryption_changed->enabled ? "data_internode_encryption enabled"
-                                                                    : "data_internode_encryption disabled");
+    case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED: {
+        /* Logged even when nothing was open: operators (and tests) see when a node applied it. */
+        const Ine__V1__DataInternodeEncryptionChanged *t = ev->data_internode_encryption_changed;
+        const char *what = t->enabled ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
+        n = tp__close_db(tp, t->db_uid, what);
+        logline(LOGLINE_INFO, seq, "db %u: %s; closed %d remote connection(s)", t->db_uid, what, n);
         break;
-    case INE__V1__EVENT__BODY_DATABASE_DELETED: tp__close_db(tp, ev->database_deleted->db_uid, "database deleted"); break;
-    case INE__V1__EVENT__BODY_DATABASE_UPDATED: tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed"); break;
+    }
+    case INE__V1__EVENT__BODY_DATABASE_DELETED:
+        if ((n = tp__close_db(tp, ev->database_deleted->db_uid, "database deleted")))
+            logline(LOGLINE_INFO, seq, "db %u: deleted; closed %d remote connection(s)", ev->database_deleted->db_uid, n);
+        break;
+    case INE__V1__EVENT__BODY_DATABASE_UPDATED:
+        if ((n = tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed")))
+            logline(LOGLINE_INFO, seq, "db %u: moved or renamed; closed %d remote connection(s)", ev->database_updated->db_uid, n);
+        break;
     case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: tp__note_customer(tp, ev->customer_certificate_uploaded); break;
     default: break;
     }
-    (void)seq;
     return INE_OK;
 }
 
