@@ -498,7 +498,7 @@ int cl_sh(char **out, int timeout_s, const char *fmt, ...)
     va_start(ap, fmt);
     if (vasprintf(&cmd, fmt, ap) < 0) cr_assert_fail("oom");
     va_end(ap);
-    if (asprintf(&full, "%s 2>&1", cmd) < 0) cr_assert_fail("oom");
+    if (asprintf(&full, "{ %s\n} 2>&1", cmd) < 0) cr_assert_fail("oom");
     char ts[16];
     snprintf(ts, sizeof ts, "%d", timeout_s);
     char *argv[] = {"/usr/bin/timeout", "-k", "2", ts, "/bin/sh", "-c", full, NULL};
