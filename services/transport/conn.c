@@ -109,7 +109,7 @@ void tp_conn_deadline(tp_conn *c, int ms)
     evtimer_add(c->timer, &tv);
 }
 
-static void tp__free(tp_conn *c)
+static void tp__free(tp_conn *c, const char *why)
 {
     tp_t *tp = c->tp;
     event_free(c->rev);
@@ -128,8 +128,16 @@ static void tp__free(tp_conn *c)
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     tp->n_conns--;
-    for (size_t i = 0; i < tp->n_peers; i++)
-        if (tp->peers[i].conn == c) tp->peers[i].conn = NULL;
+    for (size_t i = 0; i < tp->n_peers; i++) {
+        tp_peer *pr = &tp->peers[i];
+        if (pr->conn != c) continue;
+        pr->conn = NULL;
+        if (c->state == TP_S_CONTROL) {
+            /* Forget what it served: the next heartbeat after a reconnect is logged again. */
+            logline(LOGLINE_INFO, 0, "control-plane stream to node %u lost: %s", pr->node_uid, why ? why : "closed");
+            memset(pr->served, 0, sizeof pr->served);
+        }
+    }
     free(c);
 }
 
@@ -140,16 +148,16 @@ void tp_conn_close(tp_conn *c, const char *why)
     if (peer) {
         peer->peer = NULL;
         c->peer = NULL;
-        tp__free(peer);
+        tp__free(peer, why);
     }
-    tp__free(c);
+    tp__free(c, why);
 }
 
 void tp_conn_refuse(tp_conn *c, const char *reason)
 {
     c->tp->refused++;
-    logline(LOGLINE_WARN, 0, "refused %s on %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
-    tp_conn_close(c, NULL);
+    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
+    tp_conn_close(c, reason);
 }
 
 /* --- raw I/O: > 0 bytes, 0 would block, -1 end of stream or error ------------------------------ */

@@ -484,6 +484,7 @@ static void tp__client_ack(tp_conn *c)
     tp_conn_deadline(c, 0);
     if (c->kind == TP_K_CONTROL_OUT) {
         c->state = TP_S_CONTROL;
+        logline(LOGLINE_INFO, 0, "control-plane stream to node %u up", c->peer_node);
         tp__heartbeat_send(c);
         return tp_conn_want(c, 1, c->out.data != NULL);
     }
