@@ -160,3 +160,158 @@ Test(transport_data, redis_through_every_endpoint_in_tls_then_in_plaintext)
     set_get(3, get13, 3, db_port, "fourth-key", "back-on");
     cl_finish(&c);
 }
+
+/* Established TCP connections that process `pid` holds to addr:port (ss -tnp). */
+static int conns_to(pid_t pid, const char *addr, int port)
+{
+    char *out = NULL, needle[32];
+    int n = 0;
+    cr_assert_eq(cl_sh(&out, 30, "/bin/ss -tnpH state established dst %s:%d", addr, port), 0, "ss: %s", out);
+    snprintf(needle, sizeof needle, "pid=%d,", (int)pid);
+    for (char *q = out; (q = strstr(q, needle)); q++) n++;
+    free(out);
+    return n;
+}
+
+static void ping(cl_resp *r, const char *what)
+{
+    char reply[64];
+    cr_assert_eq(cl_resp_cmd(r, reply, sizeof reply, "PING"), 0, "%s: no answer on the held connection", what);
+    cr_assert_str_eq(reply, "+PONG", "%s", what);
+}
+
+/* Wait until every transport logged `prefix` N after its mark; the sum of the N. */
+static int closed_on_toggle(const size_t *marks, const char *prefix)
+{
+    int sum = 0;
+    for (int n = 1; n <= CL_NODES; n++) {
+        char *log, *q;
+        cr_assert(cl_wait_log(&c.tp[n], marks[n], prefix, CL_WAIT_MS), "transport %d applied the toggle", n);
+        log = cl_log_since(&c.tp[n], marks[n]);
+        q = strstr(log, prefix);
+        sum += atoi(q + strlen(prefix));
+        free(log);
+    }
+    return sum;
+}
+
+Test(transport_data, a_toggle_closes_only_that_databases_remote_connections_within_a_second)
+{
+    int ra = cl_free_port(), rb = cl_free_port(), pa = cl_free_port(), pb = cl_free_port();
+    char addr[64], reply[128];
+    cl_resp a1, a3, a2, b1, b2, again;
+    size_t marks[CL_NODES + 1];
+    int64_t t0, waited;
+
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), ra, NULL);
+    cl_redis_start(&c, cl_addr(3), rb, NULL);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), ra);
+    cl_create_db(&c, "alpha", pa, 2, addr, 1);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(3), rb);
+    cl_create_db(&c, "beta", pb, 3, addr, 1);
+
+    /* alpha's shard is on node 2: through nodes 1 and 3 it is remote, through node 2 local. */
+    cr_assert_eq(cl_resp_open(&a1, cl_addr(1), pa), 0);
+    cr_assert_eq(cl_resp_open(&a3, cl_addr(3), pa), 0);
+    cr_assert_eq(cl_resp_open(&a2, cl_addr(2), pa), 0);
+    cr_assert_eq(cl_resp_open(&b1, cl_addr(1), pb), 0);
+    cr_assert_eq(cl_resp_open(&b2, cl_addr(2), pb), 0);
+    ping(&a1, "alpha via node 1");
+    ping(&a3, "alpha via node 3");
+    ping(&a2, "alpha via node 2 (local)");
+    ping(&b1, "beta via node 1");
+    ping(&b2, "beta via node 2");
+    /* Encrypted: node 1's transport reaches alpha's shard through node 2's port P only. */
+    cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), ra), 0);
+    cr_assert_geq(conns_to(c.tp[1].pid, cl_addr(2), c.port), 1);
+
+    for (int n = 1; n <= CL_NODES; n++) marks[n] = cl_log_mark(&c.tp[n]);
+    cl_set_encryption(&c, "alpha", 0);
+    t0 = cl_now_ms();
+    cr_assert(cl_resp_wait_closed(&a1, CL_WAIT_MS), "alpha's connection through node 1 was closed");
+    cr_assert(cl_resp_wait_closed(&a3, CL_WAIT_MS), "alpha's connection through node 3 was closed");
+    waited = cl_now_ms() - t0;
+    cr_log_info("alpha's remote connections closed %lld ms after the toggle was recorded", (long long)waited);
+    cr_assert_lt(waited, 1000, "closed within a second of the toggle (took %lld ms)", (long long)waited);
+    /* Each node applies it; whichever end sees it first closes the stream, so the two streams
+     * (node 1 -> 2, node 3 -> 2) are counted on node 2, or on 1 and 3, or split between them. */
+    cr_assert_geq(closed_on_toggle(marks, "db 1: data_internode_encryption disabled; closed "), 2);
+
+    /* The other database, and alpha's local connection, go on on the same connections. */
+    ping(&b1, "beta via node 1 after the toggle");
+    ping(&b2, "beta via node 2 after the toggle");
+    ping(&a2, "alpha via node 2 (local) after the toggle");
+    cr_assert_eq(cl_resp_cmd(&b1, reply, sizeof reply, "SET kept yes"), 0);
+    cr_assert_eq(cl_resp_cmd(&b2, reply, sizeof reply, "GET kept"), 0);
+    cr_assert_str_eq(reply, "yes");
+
+    /* New alpha connections use the new mode: straight to the shard, in plaintext. */
+    cr_assert_eq(cl_resp_open(&again, cl_addr(1), pa), 0);
+    ping(&again, "a new alpha connection through node 1");
+    cr_assert_geq(conns_to(c.tp[1].pid, cl_addr(2), ra), 1, "node 1's transport connects to the shard directly");
+
+    /* Toggled back on, the plaintext connection is remote too and closes; beta untouched. */
+    for (int n = 1; n <= CL_NODES; n++) marks[n] = cl_log_mark(&c.tp[n]);
+    cl_set_encryption(&c, "alpha", 1);
+    t0 = cl_now_ms();
+    cr_assert(cl_resp_wait_closed(&again, CL_WAIT_MS));
+    waited = cl_now_ms() - t0;
+    cr_assert_lt(waited, 1000, "closed within a second of the toggle (took %lld ms)", (long long)waited);
+    cr_assert_geq(closed_on_toggle(marks, "db 1: data_internode_encryption enabled; closed "), 1);
+    ping(&b1, "beta via node 1 after the second toggle");
+    ping(&a2, "alpha via node 2 (local) after the second toggle");
+    cl_resp_close(&again);
+    cr_assert_eq(cl_resp_open(&again, cl_addr(3), pa), 0);
+    ping(&again, "a new alpha connection through node 3, encrypted again");
+    cr_assert_eq(conns_to(c.tp[3].pid, cl_addr(2), ra), 0, "not to the shard directly");
+    cr_assert_geq(conns_to(c.tp[3].pid, cl_addr(2), c.port), 1, "through node 2's port P");
+    cl_resp_close(&a1);
+    cl_resp_close(&a3);
+    cl_resp_close(&a2);
+    cl_resp_close(&b1);
+    cl_resp_close(&b2);
+    cl_resp_close(&again);
+    cl_finish(&c);
+}
+
+Test(transport_data, a_killed_transport_rebuilds_from_the_log_and_the_others_reconnect)
+{
+    int shard = cl_free_port(), port = cl_free_port();
+    char addr[64], text[128];
+    size_t marks[CL_NODES + 1];
+    uint64_t seq_before, seq_after;
+    cl_resp held;
+
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard, NULL);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
+    cl_create_db(&c, "kv", port, 2, addr, 1);
+    set_get(1, (int[]){3}, 1, port, "before", "kill");
+    cr_assert_eq(cl_resp_open(&held, cl_addr(1), port), 0);
+    ping(&held, "through node 1 before the kill");
+
+    for (int n = 1; n <= CL_NODES; n++) marks[n] = cl_log_mark(&c.tp[n]);
+    cr_assert_eq(cl_tp_stop(&c, 2, SIGKILL), 128 + SIGKILL);
+    cr_assert(cl_resp_wait_closed(&held, CL_WAIT_MS), "a stream through the dead node ends");
+    cl_resp_close(&held);
+    for (int n = 1; n <= CL_NODES; n += 2)
+        cr_assert(cl_wait_log(&c.tp[n], marks[n], "control-plane stream to node 2 lost", CL_WAIT_MS), "node %d saw node 2 go", n);
+    cr_assert_null(cl_redis_cli(cl_addr(1), port, "GET", "before", NULL), "no data while the shard's node is down");
+    seq_before = cl_state(&c)->applied_seq;
+
+    cl_tp_start(&c, 2);
+    cr_assert(cl_wait_log(&c.tp[2], marks[2], "node 2 listening on", CL_WAIT_MS));
+    for (int n = 1; n <= CL_NODES; n += 2) {
+        cr_assert(cl_wait_log(&c.tp[n], marks[n], "control-plane stream to node 2 up", CL_WAIT_MS), "node %d reconnected", n);
+        snprintf(text, sizeof text, "node 2 serves data-plane certificate %s", cl_cert(&c, 2, 2)->cert.serial_hex);
+        cr_assert(cl_wait_log(&c.tp[n], marks[n], text, CL_WAIT_MS), "node %d hears node 2's heartbeats again", n);
+    }
+    cr_assert(cl_wait_heartbeats(&c, 2, marks[2], CL_WAIT_MS), "node 2 hears the others");
+    /* It rebuilt everything from the log: same certificates, nothing re-activated. */
+    seq_after = cl_state(&c)->applied_seq;
+    cr_assert_eq(seq_after, seq_before, "the restart appended nothing (activations are already recorded)");
+    set_get(1, (int[]){3, 2}, 2, port, "after", "restart");
+    set_get(3, (int[]){1}, 1, port, "before", "kill-again");
+    cl_finish(&c);
+}
