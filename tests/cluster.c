@@ -11,6 +11,7 @@
 #include <netinet/tcp.h>
 #include <openssl/pem.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -606,5 +607,64 @@ int cl_resp_wait_closed(cl_resp *r, int timeout_ms)
         if (poll(&p, 1, left) <= 0) continue;
         ssize_t k = recv(r->fd, b, sizeof b, MSG_DONTWAIT);
         if (k == 0 || (k < 0 && errno != EAGAIN && errno != EINTR)) return 1;
+    }
+}
+
+/* --- a busy connection -------------------------------------------------------------------------- */
+
+static void *cl__load_main(void *arg)
+{
+    cl_load *l = arg;
+    char reply[160];
+    while (!l->stop) {
+        long want = l->value + 1;
+        if (cl_resp_cmd(&l->r, reply, sizeof reply, "INCR %s", l->key) < 0) {
+            snprintf(l->last_error, sizeof l->last_error, "connection failed after %ld operations: %s", l->ops, strerror(errno));
+            __atomic_add_fetch(&l->errors, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
+        if (reply[0] != ':' || atol(reply + 1) != want) {
+            snprintf(l->last_error, sizeof l->last_error, "INCR answered '%.100s', expected :%ld", reply, want);
+            __atomic_add_fetch(&l->errors, 1, __ATOMIC_SEQ_CST);
+            break;
+        }
+        l->value = want;
+        __atomic_add_fetch(&l->ops, 1, __ATOMIC_SEQ_CST);
+        cl__sleep_ms(3);
+    }
+    return NULL;
+}
+
+void cl_load_start(cl_load *l, const char *addr, int port, const char *key)
+{
+    char reply[64];
+    pthread_t th;
+    memset(l, 0, sizeof *l);
+    snprintf(l->key, sizeof l->key, "%s", key);
+    cr_assert_eq(cl_resp_open(&l->r, addr, port), 0, "cannot connect to %s:%d", addr, port);
+    cr_assert_eq(cl_resp_cmd(&l->r, reply, sizeof reply, "SET %s 0", key), 0);
+    cr_assert_str_eq(reply, "+OK");
+    cr_assert_eq(pthread_create(&th, NULL, cl__load_main, l), 0);
+    l->th = (unsigned long)th;
+}
+
+long cl_load_stop(cl_load *l)
+{
+    if (!l->th) return l->errors;
+    l->stop = 1;
+    pthread_join((pthread_t)l->th, NULL);
+    l->th = 0;
+    cl_resp_close(&l->r);
+    return l->errors;
+}
+
+int cl_load_progress(cl_load *l, long more, int timeout_ms)
+{
+    long target = __atomic_load_n(&l->ops, __ATOMIC_SEQ_CST) + more;
+    for (int64_t end = cl_now_ms() + timeout_ms;;) {
+        if (__atomic_load_n(&l->errors, __ATOMIC_SEQ_CST)) return 0;
+        if (__atomic_load_n(&l->ops, __ATOMIC_SEQ_CST) >= target) return 1;
+        if (cl_now_ms() > end) return 0;
+        cl__sleep_ms(10);
     }
 }

@@ -130,6 +130,23 @@ int cl_resp_cmd(cl_resp *r, char *out, size_t len, const char *fmt, ...) __attri
 /* 1 once the server closed the connection (EOF or reset) within timeout_ms, else 0. */
 int cl_resp_wait_closed(cl_resp *r, int timeout_ms);
 
+/* A connection kept busy by a thread: INCR key every few ms, each reply checked to be the
+ * previous one plus one. Any failure (error reply, wrong value, EOF) is counted and stops it. */
+typedef struct {
+    cl_resp r;
+    unsigned long th;
+    volatile int stop;
+    long ops, errors, value;
+    char key[64], last_error[160];
+} cl_load;
+
+void cl_load_start(cl_load *l, const char *addr, int port, const char *key);
+/* Stop and join; returns the number of errors. */
+long cl_load_stop(cl_load *l);
+/* Wait until at least `more` further operations succeeded (so it is demonstrably flowing);
+ * 1 on success, 0 on timeout or if it failed. */
+int cl_load_progress(cl_load *l, long more, int timeout_ms);
+
 /* Milliseconds, monotonic. */
 int64_t cl_now_ms(void);
 
