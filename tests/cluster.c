@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "datadir.h"
 #include "err.h"
 #include "sealed.h"
 
@@ -234,6 +235,50 @@ int cl_wait_heartbeats(cl_t *c, int n, size_t mark, int timeout_ms)
         if (!cl_wait_log(&c->tp[n], mark, text, timeout_ms)) return 0;
     }
     return 1;
+}
+
+/* --- lagging replicas --------------------------------------------------------------------------- */
+
+void cl_replica_sync(cl_t *c, int n, uint64_t to)
+{
+    char *p = tu_path(c->tp_dd[n], "log");
+    evlog_t *dst = NULL;
+    uint64_t have = 0, last = 0;
+    cr_assert_eq(evlog_open(p, NULL, &dst), INE_OK, "%s", ine_err_msg());
+    free(p);
+    cr_assert_eq(evlog_last_seq(dst, &have), INE_OK);
+    cr_assert_eq(evlog_last_seq(c->log, &last), INE_OK);
+    if (!to || to > last) to = last;
+    for (uint64_t s = have + 1; s <= to; s++) {
+        uint8_t *raw = NULL;
+        size_t len = 0;
+        cr_assert_eq(evlog_read_raw(c->log, s, &raw, &len), INE_OK, "%s", ine_err_msg());
+        cr_assert_eq(evlog_append_raw(dst, s, raw, len), INE_OK, "replicating seq %llu: %s", (unsigned long long)s, ine_err_msg());
+        free(raw);
+    }
+    evlog_close(dst);
+}
+
+void cl_replica_make(cl_t *c, int n, uint64_t to)
+{
+    char name[32], *key, *dst_key, *data;
+    size_t len = 0;
+    int fd;
+    snprintf(name, sizeof name, "data-node%d", n);
+    free(c->tp_dd[n]);
+    c->tp_dd[n] = cl_path(c, name);
+    cr_assert_eq(datadir_create(c->tp_dd[n]), INE_OK, "%s", ine_err_msg());
+    key = tu_path(c->dd, "seal.key");
+    dst_key = tu_path(c->tp_dd[n], "seal.key");
+    cr_assert(data = tu_read_file(key, &len));
+    fd = open(dst_key, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0, "cannot create %s", dst_key);
+    cr_assert_eq(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    free(data);
+    free(key);
+    free(dst_key);
+    cl_replica_sync(c, n, to);
 }
 
 /* --- start and stop ---------------------------------------------------------------------------- */

@@ -82,6 +82,12 @@ int cl_log_count(const cl_proc *p, size_t mark, const char *text);
 /* The log from mark on (malloc'd). */
 char *cl_log_since(const cl_proc *p, size_t mark);
 
+/* A lagging replica of the log for node n's transport (as a follower node on another machine
+ * keeps one): a data dir of its own with the seal key and records 1..to of the cluster's log
+ * (0: all). cl_tp_start(c, n) then runs that transport on it; cl_replica_sync feeds it more. */
+void cl_replica_make(cl_t *c, int n, uint64_t to);
+void cl_replica_sync(cl_t *c, int n, uint64_t to);
+
 /* The projection of the log now (c->st, refreshed). */
 const proj_state *cl_state(cl_t *c);
 /* Wait until every live node has activated its current certificate on both planes. */
