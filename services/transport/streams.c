@@ -377,6 +377,21 @@ static void tp__accept_header(tp_conn *c)
     if ((n = tp_frame_ready(c, &msg)) == 0) return;
     if (n < 0 || !(h = ine__v1__stream_header__unpack(NULL, (size_t)n, msg))) return tp_conn_refuse(c, "malformed stream header");
     tp_frame_consume(c);
+    /* A customer certificate names no node (one certificate serves them all): the node is
+     * the one the header names, if it is a node of this cluster. A node certificate must
+     * agree with the header. */
+    if (!c->peer_node) {
+        const proj_node *from = proj_node_find(&tp->st, h->from_node_uid);
+        if (!from || from->removed) snprintf(why, sizeof why, "the stream header names node %u, not a node of this cluster", h->from_node_uid);
+        else c->peer_node = h->from_node_uid;
+    } else if (h->from_node_uid != c->peer_node) {
+        snprintf(why, sizeof why, "the stream header names node %u but the certificate is node %u's", h->from_node_uid, c->peer_node);
+    }
+    if (!c->peer_node || h->from_node_uid != c->peer_node) {
+        ine__v1__stream_header__free_unpacked(h, NULL);
+        tp__send_accept(c, 0, why);
+        return tp_conn_refuse(c, why);
+    }
     if ((int)h->plane != c->plane) {
         snprintf(why, sizeof why, "a %s-plane certificate cannot open a %s-plane stream", c->plane == 2 ? "data" : "control",
                  h->plane == 2 ? "data" : "control");
@@ -452,8 +467,10 @@ static void tp__client_handshaken(tp_conn *c)
     Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
     char why[200];
     uint32_t node;
-    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0 || node != c->peer_node) {
-        if (!*why || node != c->peer_node) snprintf(why, sizeof why, "server is not node %u", c->peer_node);
+    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0) return tp_conn_refuse(c, why);
+    /* node 0: a customer certificate, which names no node; we dialled the node's address. */
+    if (node && node != c->peer_node) {
+        snprintf(why, sizeof why, "server presented node %u's certificate, not node %u's", node, c->peer_node);
         return tp_conn_refuse(c, why);
     }
     h.plane = c->plane;
