@@ -12,6 +12,8 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +91,50 @@ static void tp__trust_key(const proj_state *st, char *out, size_t len)
         off += (size_t)snprintf(out + off, len - off, "%s%c;", st->bundle[i].fingerprint, st->bundle[i].pem ? '+' : '-');
 }
 
-static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust)
+static void tp__cred_free(tp_cred *cr)
+{
+    X509_free(cr->leaf);
+    sk_X509_pop_free(cr->chain, X509_free);
+    EVP_PKEY_free(cr->key);
+    X509_NAME_free(cr->root_name);
+    memset(cr, 0, sizeof *cr);
+}
+
+/* The subject names of the bundle's roots: the CAs we tell peers we trust. */
+static STACK_OF(X509_NAME) *tp__bundle_names(const proj_state *st)
+{
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    for (size_t i = 0; names && i < st->n_bundle; i++) {
+        BIO *b = st->bundle[i].pem ? BIO_new_mem_buf(st->bundle[i].pem, -1) : NULL;
+        X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        X509_NAME *n = x ? X509_NAME_dup(X509_get_subject_name(x)) : NULL;
+        if (n && !sk_X509_NAME_push(names, n)) X509_NAME_free(n);
+        X509_free(x);
+        BIO_free(b);
+    }
+    ERR_clear_error();
+    return names;
+}
+
+/* Serve `next` from now on; the certificate it replaces is kept as prev when its root differs
+ * (a customer root coming in, the cluster CA coming back): peers that still know only the old
+ * root can then verify us. A rotation under the same root needs no such bridge. */
+static void tp__cred_swap(tp_t *tp, int plane, tp_cred *next)
+{
+    tp_cred *cur = &tp->cur[plane], *prev = &tp->prev[plane];
+    if (cur->leaf && strcmp(cur->root_fp, next->root_fp)) {
+        tp__cred_free(prev);
+        *prev = *cur;
+        logline(LOGLINE_INFO, 0, "%s plane: keeping certificate %s for peers that do not trust the new root yet", proj_plane_name(plane),
+                prev->serial);
+    } else {
+        tp__cred_free(cur);
+    }
+    *cur = *next;
+    memset(next, 0, sizeof *next);
+}
+
+static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust, const STACK_OF(X509_NAME) *names)
 {
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = NULL;
@@ -109,6 +154,12 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     }
     SSL_CTX_set_tlsext_servername_callback(srv, tp_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(srv, tp);
+    /* Tell peers which roots we trust (CertificateRequest; ClientHello certificate_authorities
+     * in TLS 1.3) and let their list pick the certificate we present. */
+    SSL_CTX_set0_CA_list(srv, SSL_dup_CA_list(names));
+    SSL_CTX_set0_CA_list(cli, SSL_dup_CA_list(names));
+    SSL_CTX_set_cert_cb(srv, tp_cert_cb, tp);
+    SSL_CTX_set_cert_cb(cli, tp_cert_cb, tp);
     /* Resumption makes reconnects cheap; tickets are per process, never shared. */
     SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
     SSL_CTX_free(tp->srv[plane]);
@@ -119,6 +170,17 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     tp->ctx_cert_seq[plane] = c->issued_seq;
     snprintf(tp->serving_fp[plane], sizeof tp->serving_fp[plane], "%s", c->cert.fingerprint);
     snprintf(tp->serving_serial[plane], sizeof tp->serving_serial[plane], "%s", c->cert.serial_hex);
+    {
+        X509 *top = sk_X509_num(chain) ? sk_X509_value(chain, sk_X509_num(chain) - 1) : leaf;
+        tp_cred next = {.leaf = leaf, .chain = chain, .key = pki_evp(key)};
+        EVP_PKEY_up_ref(next.key);
+        next.root_name = X509_NAME_dup(X509_get_issuer_name(top));
+        snprintf(next.root_fp, sizeof next.root_fp, "%s", c->root_fingerprint ? c->root_fingerprint : "");
+        snprintf(next.serial, sizeof next.serial, "%s", c->cert.serial_hex);
+        leaf = NULL;
+        chain = NULL;
+        tp__cred_swap(tp, plane, &next);
+    }
 out:
     SSL_CTX_free(srv);
     SSL_CTX_free(cli);
@@ -163,6 +225,7 @@ static void tp__contexts(tp_t *tp)
 {
     char key[sizeof tp->trust_key];
     X509_STORE *trust = NULL;
+    STACK_OF(X509_NAME) *names = NULL;
     int trust_changed;
     tp__trust_key(&tp->st, key, sizeof key);
     trust_changed = strcmp(key, tp->trust_key) != 0;
@@ -170,11 +233,20 @@ static void tp__contexts(tp_t *tp)
         const proj_cert *c = proj_cert_find(&tp->st, tp->node_uid, p);
         if (!c || (!trust_changed && c->issued_seq == tp->ctx_cert_seq[p])) continue;
         if (!trust && !(trust = tlsconf_trust_from_bundle(&tp->st))) return;
-        if (tp__build_plane(tp, p, c, trust) < 0) {
+        if (!names && !(names = tp__bundle_names(&tp->st))) break;
+        if (tp__build_plane(tp, p, c, trust, names) < 0) {
             logline(LOGLINE_ERROR, c->issued_seq, "%s", ine_err_msg());
             continue;
         }
         tp__activate(tp, p);
+    }
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    /* A previous certificate is only useful while its root is trusted. */
+    for (int p = 1; trust_changed && p <= 2; p++) {
+        if (!tp->prev[p].leaf || proj_bundle_find(&tp->st, tp->prev[p].root_fp)) continue;
+        logline(LOGLINE_INFO, tp->st.trust_changed_seq, "%s plane: certificate %s dropped, its root left the trust bundle",
+                proj_plane_name(p), tp->prev[p].serial);
+        tp__cred_free(&tp->prev[p]);
     }
     if (trust) {
         X509_STORE_free(trust);
@@ -340,6 +412,8 @@ void tp_state_close(tp_t *tp)
     for (int p = 1; p <= 2; p++) {
         SSL_CTX_free(tp->srv[p]);
         SSL_CTX_free(tp->cli[p]);
+        tp__cred_free(&tp->cur[p]);
+        tp__cred_free(&tp->prev[p]);
         for (size_t i = 0; i < tp->n_customer_fps[p]; i++) free(tp->customer_fps[p][i]);
         free(tp->customer_fps[p]);
     }

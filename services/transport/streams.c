@@ -260,6 +260,33 @@ int tp_servername_cb(SSL *ssl, int *al, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+static int tp__names_have(const STACK_OF(X509_NAME) *names, const X509_NAME *n)
+{
+    for (int i = 0; n && i < sk_X509_NAME_num(names); i++)
+        if (!X509_NAME_cmp(sk_X509_NAME_value(names, i), n)) return 1;
+    return 0;
+}
+
+int tp_cert_cb(SSL *ssl, void *arg)
+{
+    tp_t *tp = arg;
+    tp_conn *c = SSL_get_app_data(ssl);
+    const STACK_OF(X509_NAME) *peer = SSL_get0_peer_CA_list(ssl);
+    const tp_cred *cur, *prev;
+    if (!c || c->plane < 1 || c->plane > 2 || !peer || !sk_X509_NAME_num(peer)) return 1;
+    cur = &tp->cur[c->plane];
+    prev = &tp->prev[c->plane];
+    if (!prev->leaf || tp__names_have(peer, cur->root_name) || !tp__names_have(peer, prev->root_name)) return 1;
+    /* The peer does not trust our new root yet, but trusts the one before it. */
+    if (SSL_use_certificate(ssl, prev->leaf) != 1 || SSL_use_PrivateKey(ssl, prev->key) != 1 || SSL_set1_chain(ssl, prev->chain) != 1) {
+        ERR_clear_error();
+        return 0;
+    }
+    logline(LOGLINE_DEBUG, 0, "%s: presenting the previous %s-plane certificate %s (the peer does not trust the new root yet)", c->desc,
+            proj_plane_name(c->plane), prev->serial);
+    return 1;
+}
+
 void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa)
 {
     tp_conn *c;

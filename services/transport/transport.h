@@ -85,6 +85,17 @@ typedef struct {
     int64_t retry_ms;             /* when to try binding again */
 } tp_endpoint;
 
+/* A certificate this node can present: leaf, chain, key, and the name of the root it chains
+ * to (what a peer lists among the CAs it trusts, TLS certificate_authorities). */
+typedef struct {
+    X509 *leaf;
+    STACK_OF(X509) *chain;
+    EVP_PKEY *key;
+    X509_NAME *root_name;
+    char root_fp[65];
+    char serial[64];
+} tp_cred;
+
 typedef struct {
     uint32_t node_uid;
     tp_conn *conn;                /* the control-plane stream we opened to it */
@@ -114,6 +125,10 @@ struct tp {
     uint64_t ctx_cert_seq[3];
     char trust_key[4096];         /* the bundle's fingerprints the contexts were built with */
     char serving_fp[3][65], serving_serial[3][64];
+    /* What the contexts serve (cur), and the certificate served before a change of root
+     * (prev), kept while its root is in the bundle: a peer that has not learnt the new root
+     * yet (its log lags) lists only the old one, and is shown the old certificate. */
+    tp_cred cur[3], prev[3];
     /* Customer certificates ever uploaded per plane (fingerprints): their holders are
      * identified by fingerprint, having no SPIFFE identity. */
     char **customer_fps[3];
@@ -155,6 +170,9 @@ void tp_endpoint_accept(tp_t *tp, uint32_t db_uid, int fd, const struct sockaddr
 void tp_heartbeat_tick(tp_t *tp);
 /* SNI picks the plane ("control.ine"/"data.ine") and with it the server certificate. */
 int tp_servername_cb(SSL *ssl, int *al, void *arg);
+/* Picks, per handshake, the certificate the peer can verify (cur, or prev when the peer's
+ * certificate_authorities list names only prev's root). Both roles. */
+int tp_cert_cb(SSL *ssl, void *arg);
 /* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
 
