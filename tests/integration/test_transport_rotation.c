@@ -269,8 +269,9 @@ static void flows(int via, int port, const char *what)
     free(r);
 }
 
-/* Node 3 follows a replica of the log that lags (as a follower on another machine would):
- * the upload reaches nodes 1 and 2 first. Then: switched -> switched, switched -> not yet
+/* Node 3 follows a replica of the log that lags (as a follower on another machine would) and
+ * node 2's transport is stopped during the upload: node 1 switches first, node 2 when
+ * continued, node 3 when its replica catches up. Meanwhile: switched -> switched, switched -> not yet
  * switched and not yet switched -> switched streams all carry data, and the long-lived streams
  * opened before the upload keep flowing; once node 3 catches up, everyone serves the
  * customer certificate and everything still flows. */
@@ -303,10 +304,13 @@ Test(transport_rotation, a_customer_certificate_with_its_own_root_applies_while_
     cl_load_start(&loads[2], cl_addr(3), west, "west-via-3"); /* 3 -> 2 */
     for (int i = 0; i < 3; i++) cr_assert(cl_load_progress(&loads[i], 20, CL_WAIT_MS), "load %d: %s", i, loads[i].last_error);
 
-    /* The upload: one certificate for both planes, chained to the customer's root. */
+    /* The upload: one certificate for both planes, chained to the customer's root. Node 2's
+     * transport is stopped (SIGSTOP) meanwhile, so node 1 switches first, node 2 when it is
+     * continued, node 3 when its replica catches up. */
     cust = cl_path(&c, "cust.pem");
     custkey = cl_path(&c, "cust.key");
     for (int n = 1; n <= CL_NODES; n++) marks[n] = cl_log_mark(&c.tp[n]);
+    cr_assert_eq(kill(c.tp[2].pid, SIGSTOP), 0);
     cr_assert_eq(cl_inectl(&c, &out, &err, "cluster", "certificate", "set", "internal", "cpine_certificate_file", cust, "cpine_key_file",
                            custkey, "dpine_certificate_file", cust, "dpine_key_file", custkey, NULL), 0, "upload: %s", err);
     free(out);
@@ -315,8 +319,13 @@ Test(transport_rotation, a_customer_certificate_with_its_own_root_applies_while_
     cr_assert_eq(pc->source, 2, "node 1's data plane now has the customer certificate");
     snprintf(cust_fp, sizeof cust_fp, "%s", pc->cert.fingerprint);
     snprintf(cust_serial, sizeof cust_serial, "%s", pc->cert.serial_hex);
-    for (int64_t end = cl_now_ms() + CL_WAIT_MS; !(serves(cl_state(&c), 1, cust_fp) && serves(cl_state(&c), 2, cust_fp));)
-        cr_assert(cl_now_ms() < end, "nodes 1 and 2 switched to the customer certificate");
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS; !serves(cl_state(&c), 1, cust_fp);)
+        cr_assert(cl_now_ms() < end, "node 1 switched to the customer certificate");
+    cr_assert_not(serves(cl_state(&c), 2, cust_fp), "node 2 is stopped");
+    flows(1, east, "switched-to-not-yet-while-node-2-is-stopped");
+    cr_assert_eq(kill(c.tp[2].pid, SIGCONT), 0);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS; !serves(cl_state(&c), 2, cust_fp);)
+        cr_assert(cl_now_ms() < end, "node 2 switched to the customer certificate once continued");
     cr_assert_not(serves(cl_state(&c), 3, cust_fp));
     snprintf(text, sizeof text, "now serving data-plane certificate %s", cust_serial);
     cr_assert_eq(cl_log_count(&c.tp[3], marks[3], text), 0, "node 3 has not seen the upload yet");
