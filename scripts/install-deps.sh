@@ -9,6 +9,8 @@ PACKAGES=(
   libssl-dev libzmq3-dev liblmdb-dev libprotobuf-c-dev protobuf-c-compiler libjansson-dev libevent-dev
   # tests
   libcriterion-dev openssl faketime libfaketime curl
+  # transport tests: real redis shards and clients, packet captures, a TLS scanner, ss
+  redis-server redis-tools tshark sslscan iproute2
 )
 
 missing=()
