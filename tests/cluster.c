@@ -226,6 +226,17 @@ int cl_wait_converged(cl_t *c, int timeout_ms)
     }
 }
 
+int cl_wait_links(cl_t *c, int n, size_t mark, int timeout_ms)
+{
+    for (int m = 1; m <= CL_NODES; m++) {
+        char text[160];
+        if (m == n) continue;
+        snprintf(text, sizeof text, "control-plane stream to node %d up", m);
+        if (!cl_wait_log(&c->tp[n], mark, text, timeout_ms)) return 0;
+    }
+    return 1;
+}
+
 int cl_wait_heartbeats(cl_t *c, int n, size_t mark, int timeout_ms)
 {
     for (int m = 1; m <= CL_NODES; m++) {
@@ -326,7 +337,10 @@ void cl_start(cl_t *c, const cl_opts *o)
     if (o && o->no_transports) return;
     for (int n = 1; n <= CL_NODES; n++) cl_tp_start(c, n);
     cr_assert(cl_wait_converged(c, CL_WAIT_MS), "every node activated its certificates");
-    for (int n = 1; n <= CL_NODES; n++) cr_assert(cl_wait_heartbeats(c, n, 0, CL_WAIT_MS), "node %d hears the others", n);
+    for (int n = 1; n <= CL_NODES; n++) {
+        cr_assert(cl_wait_links(c, n, 0, CL_WAIT_MS), "node %d has its control-plane streams up", n);
+        cr_assert(cl_wait_heartbeats(c, n, 0, CL_WAIT_MS), "node %d hears the others", n);
+    }
 }
 
 static void cl__dump_tail(const cl_proc *p)

@@ -95,6 +95,8 @@ int cl_wait_converged(cl_t *c, int timeout_ms);
 /* Wait until transport `n` logs a heartbeat from every other node naming that node's current
  * data-plane serial (after mark). */
 int cl_wait_heartbeats(cl_t *c, int n, size_t mark, int timeout_ms);
+/* Wait until transport `n` logs its own control-plane stream to every other node up. */
+int cl_wait_links(cl_t *c, int n, size_t mark, int timeout_ms);
 /* The current certificate of a node/plane (asserts it exists). */
 const proj_cert *cl_cert(cl_t *c, int node, int plane);
 

@@ -308,6 +308,7 @@ Test(transport_data, a_killed_transport_rebuilds_from_the_log_and_the_others_rec
         snprintf(text, sizeof text, "node 2 serves data-plane certificate %s", cl_cert(&c, 2, 2)->cert.serial_hex);
         cr_assert(cl_wait_log(&c.tp[n], marks[n], text, CL_WAIT_MS), "node %d hears node 2's heartbeats again", n);
     }
+    cr_assert(cl_wait_links(&c, 2, marks[2], CL_WAIT_MS), "node 2 reconnected to the others");
     cr_assert(cl_wait_heartbeats(&c, 2, marks[2], CL_WAIT_MS), "node 2 hears the others");
     /* It rebuilt everything from the log: same certificates, nothing re-activated. */
     seq_after = cl_state(&c)->applied_seq;

@@ -293,11 +293,14 @@ Test(transport_rotation, a_customer_certificate_with_its_own_root_applies_while_
     make_customer();
 
     /* Node 3 moves to its own replica of the log, complete so far. */
+    for (int n = 1; n <= 2; n++) marks[n] = cl_log_mark(&c.tp[n]);
     cr_assert_eq(cl_tp_stop(&c, 3, SIGTERM), 0, "transport 3 stopped cleanly");
     cl_replica_make(&c, 3, 0);
     marks[3] = cl_log_mark(&c.tp[3]);
     cl_tp_start(&c, 3);
-    cr_assert(cl_wait_heartbeats(&c, 3, marks[3], CL_WAIT_MS), "node 3 runs from its replica");
+    cr_assert(cl_wait_links(&c, 3, marks[3], CL_WAIT_MS) && cl_wait_heartbeats(&c, 3, marks[3], CL_WAIT_MS), "node 3 runs from its replica");
+    for (int n = 1; n <= 2; n++)
+        cr_assert(cl_wait_log(&c.tp[n], marks[n], "control-plane stream to node 3 up", CL_WAIT_MS), "node %d reconnected to node 3", n);
     snprintf(old3, sizeof old3, "%s", cl_cert(&c, 3, 2)->cert.serial_hex);
     cl_load_start(&loads[0], cl_addr(1), west, "west-via-1"); /* 1 -> 2 */
     cl_load_start(&loads[1], cl_addr(1), east, "east-via-1"); /* 1 -> 3 */
