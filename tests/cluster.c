@@ -301,7 +301,7 @@ void cl_start(cl_t *c, const cl_opts *o)
     cr_assert(c->dir = tu_tmpdir());
     c->dd = tu_path(c->dir, "data");
     c->port = cl_free_port();
-    c->handshake_ms = o && o->handshake_ms ? o->handshake_ms : 1000;
+    c->handshake_ms = o && o->handshake_ms ? o->handshake_ms : 3000;
     proj_init(&c->st);
     cr_assert_eq(cl_inectl(c, &out, &err, "cluster", "create", "name", "tp", "nodes", "127.0.0.1,127.0.0.2,127.0.0.3", NULL), 0,
                  "cluster create: %s", err);

@@ -44,7 +44,7 @@ typedef struct {
 } cl_t;
 
 typedef struct {
-    int handshake_ms;       /* --handshake-timeout of the transports (default 1000) */
+    int handshake_ms;       /* --handshake-timeout of the transports (default 3000) */
     int no_transports;      /* start only CA and policy */
 } cl_opts;
 
