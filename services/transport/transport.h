@@ -1,7 +1,8 @@
 /* transport.h — the transport worker's internals, shared by its files:
  *   main.c     arguments, start-up, the libevent loop
  *   conn.c     connections: non-blocking TLS or plain I/O, handshakes with a deadline, the
- *              relay between two connections (bounded buffers, released when idle)
+ *              relay between two connections (bounded buffers, released when idle; an EOF
+ *              is passed on and the other direction goes on: half-close)
  *   streams.c  port 3342: accepting streams (handshake, identity, header) and opening them
  *              to other nodes; database endpoints; control-plane heartbeats
  *   state.c    the log: TLS contexts from the node's certificates and the trust bundle
@@ -31,6 +32,7 @@
 #define TP_DEFAULT_MAX_CONNS 20000
 #define TP_DEFAULT_HANDSHAKE_MS 10000
 #define TP_HEARTBEAT_MS 2000
+#define TP_LINGER_MS 30000               /* a half-closed relay idle this long is closed */
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
@@ -70,7 +72,10 @@ struct tp_conn {
     tp_buf out;                   /* frames this connection sends itself (headers, heartbeats) */
     uint8_t frame[TP_FRAME_MAX + 2];
     size_t frame_len;
-    int rd_eof;                   /* this side sent EOF: close after flushing to peer */
+    int rd_eof;                   /* this side sent EOF (it sends nothing more) */
+    int wr_shut;                  /* we passed an EOF on to this side (shutdown / close_notify) */
+    int shut_pending;             /* close_notify waits for writability */
+    int lingering;                /* one direction of the pair has ended, the other goes on */
     int read_blocked;             /* reading paused: our buffer is full */
     int want_write_for_read;      /* SSL_read asked for writability */
     int want_read_for_write;      /* SSL_write asked for readability */
