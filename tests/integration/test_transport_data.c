@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -354,5 +355,49 @@ Test(transport_data, large_values_and_many_concurrent_pipelined_clients_cross_in
     out = cl_redis_cli(cl_addr(2), shard, "GET", "counter:__rand_int__", NULL);
     cr_assert(out && atoi(out) == 40000, "INCRs that reached the shard: %s", out ? out : "(none)");
     free(out);
+    cl_finish(&c);
+}
+
+/* A client that sends its request and then shuts down its sending side (as `printf ... | nc -N`
+ * does) still gets the whole answer, through the local path and across P in TLS. */
+static char *half_close_exchange(const char *addr, int port, const char *req)
+{
+    cl_resp r;
+    char *out = calloc(1, 4096);
+    size_t len = 0;
+    cr_assert_eq(cl_resp_open(&r, addr, port), 0);
+    cr_assert_eq(send(r.fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    cr_assert_eq(shutdown(r.fd, SHUT_WR), 0);
+    for (;;) {
+        ssize_t n = recv(r.fd, out + len, 4095 - len, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    cl_resp_close(&r);
+    return out;
+}
+
+Test(transport_data, a_client_that_half_closes_still_gets_its_answer)
+{
+    int shard = cl_free_port(), port = cl_free_port();
+    char addr[64], *got;
+    const char *req = "SET hc value\r\nGET hc\r\n", *want = "+OK\r\n$5\r\nvalue\r\n";
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard, NULL);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
+    cl_create_db(&c, "hc", port, 2, addr, 1);
+    got = half_close_exchange(cl_addr(2), shard, req);
+    cr_assert_str_eq(got, want, "redis itself answers a half-closed client");
+    free(got);
+    for (int n = 1; n <= CL_NODES; n++) {
+        got = half_close_exchange(cl_addr(n), port, req);
+        cr_assert_str_eq(got, want, "through node %d (encrypted): '%s'", n, got);
+        free(got);
+    }
+    cl_set_encryption(&c, "hc", 0);
+    cr_assert(cl_wait_log(&c.tp[1], 0, "data_internode_encryption disabled", CL_WAIT_MS));
+    got = half_close_exchange(cl_addr(1), port, req);
+    cr_assert_str_eq(got, want, "through node 1 (plaintext): '%s'", got);
+    free(got);
     cl_finish(&c);
 }
