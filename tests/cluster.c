@@ -5,6 +5,7 @@
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -725,5 +726,26 @@ int cl_load_progress(cl_load *l, long more, int timeout_ms)
         if (__atomic_load_n(&l->ops, __ATOMIC_SEQ_CST) >= target) return 1;
         if (cl_now_ms() > end) return 0;
         cl__sleep_ms(10);
+    }
+}
+
+int cl_open_fds(pid_t pid)
+{
+    char path[64];
+    DIR *d;
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    if (!(d = opendir(path))) return -1;
+    for (struct dirent *e; (e = readdir(d));) n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+int cl_wait_fds_at_most(cl_t *c, int n, int most, int timeout_ms)
+{
+    for (int64_t end = cl_now_ms() + timeout_ms;;) {
+        if (cl_open_fds(c->tp[n].pid) <= most) return 1;
+        if (cl_now_ms() > end) return 0;
+        cl__sleep_ms(50);
     }
 }

@@ -155,6 +155,11 @@ long cl_load_stop(cl_load *l);
  * 1 on success, 0 on timeout or if it failed. */
 int cl_load_progress(cl_load *l, long more, int timeout_ms);
 
+/* Open file descriptors of a process. */
+int cl_open_fds(pid_t pid);
+/* Wait until transport n holds at most `most` descriptors; 1 if it did. */
+int cl_wait_fds_at_most(cl_t *c, int n, int most, int timeout_ms);
+
 /* Milliseconds, monotonic. */
 int64_t cl_now_ms(void);
 

@@ -332,6 +332,8 @@ Test(transport_data, large_values_and_many_concurrent_pipelined_clients_cross_in
     cl_redis_start(&c, cl_addr(2), shard, NULL);
     snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
     cl_create_db(&c, "big", port, 2, addr, 1);
+    int fds[CL_NODES + 1];
+    for (int n = 1; n <= CL_NODES; n++) fds[n] = cl_open_fds(c.tp[n].pid);
 
     /* 8 MiB of random bytes in through node 1, out through node 3, compared by digest. */
     cr_assert_eq(cl_sh(&out, 60,
@@ -355,6 +357,10 @@ Test(transport_data, large_values_and_many_concurrent_pipelined_clients_cross_in
     out = cl_redis_cli(cl_addr(2), shard, "GET", "counter:__rand_int__", NULL);
     cr_assert(out && atoi(out) == 40000, "INCRs that reached the shard: %s", out ? out : "(none)");
     free(out);
+    /* Every client is gone, and so is every relay it used. */
+    for (int n = 1; n <= CL_NODES; n++)
+        cr_assert(cl_wait_fds_at_most(&c, n, fds[n], CL_WAIT_MS), "transport %d holds %d descriptors, %d before", n, cl_open_fds(c.tp[n].pid),
+                  fds[n]);
     cl_finish(&c);
 }
 

@@ -361,16 +361,6 @@ Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_o
     cl_finish(&c);
 }
 
-static int open_fds(pid_t pid)
-{
-    char *out = NULL;
-    int n;
-    cr_assert_eq(cl_sh(&out, 10, "ls /proc/%d/fd | wc -l", (int)pid), 0);
-    n = atoi(out);
-    free(out);
-    return n;
-}
-
 #define HALF_OPEN 300
 
 Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connections_are_cut_while_good_streams_go_on)
@@ -397,7 +387,7 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
     good_flows("a missing stream header");
 
     /* Hundreds of half-open connections at once: half silent, half stalled mid-record. */
-    baseline = open_fds(c.tp[2].pid);
+    baseline = cl_open_fds(c.tp[2].pid);
     mark = cl_log_mark(&c.tp[2]);
     for (int i = 0; i < HALF_OPEN; i++) {
         cr_assert_eq(cl_resp_open(&conns[i], cl_addr(2), c.port), 0, "connection %d: %s", i, strerror(errno));
@@ -417,8 +407,8 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
         cr_assert(cl_now_ms() < end, "%d of %d refusals logged", cl_log_count(&c.tp[2], mark, "handshake timed out"), HALF_OPEN);
     good_flows("the flood was cut");
     /* Nothing leaked: node 2 holds about as many descriptors as before the flood. */
-    for (int64_t end = cl_now_ms() + CL_WAIT_MS; open_fds(c.tp[2].pid) > baseline + 2; usleep(100 * 1000))
-        cr_assert(cl_now_ms() < end, "node 2 holds %d descriptors, %d before the flood", open_fds(c.tp[2].pid), baseline);
+    cr_assert(cl_wait_fds_at_most(&c, 2, baseline + 2, CL_WAIT_MS), "node 2 holds %d descriptors, %d before the flood",
+              cl_open_fds(c.tp[2].pid), baseline);
     cr_assert_eq(cl_load_stop(&good), 0, "the good stream had errors: %s", good.last_error);
     cl_finish(&c);
 }
