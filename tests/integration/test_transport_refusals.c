@@ -4,7 +4,10 @@
  * s_client), no client certificate, a foreign CA's certificate, an expired one, a node that is
  * not in the cluster, a data-plane certificate on the control plane, an unknown database, a
  * client stalling in the handshake or before its stream header, and hundreds of half-open
- * connections. Every refusal must be logged with its reason on the transport's stderr. */
+ * connections. Every refusal must be logged with its reason on the transport's stderr. And
+ * the other way round: a node opening a stream refuses an impostor (openssl s_server) at its
+ * peer's address with a foreign certificate, another node's, or the wrong plane's, and the
+ * client's bytes never reach it. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -12,10 +15,12 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -410,5 +415,92 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
     cr_assert(cl_wait_fds_at_most(&c, 2, baseline + 2, CL_WAIT_MS), "node 2 holds %d descriptors, %d before the flood",
               cl_open_fds(c.tp[2].pid), baseline);
     cr_assert_eq(cl_load_stop(&good), 0, "the good stream had errors: %s", good.last_error);
+    cl_finish(&c);
+}
+
+/* An impostor listening on node 2's address and P, played by openssl s_server. */
+static int n_impostors;
+static cl_proc *impostor(const char *cert, const char *key)
+{
+    char *cmd = NULL, *fifo = cl_path(&c, "impostor.stdin");
+    /* s_server stops at the end of its stdin: give it a FIFO opened read-write, which never
+     * ends; it prints what clients send it. */
+    unlink(fifo);
+    cr_assert_eq(mkfifo(fifo, 0600), 0);
+    cr_assert(asprintf(&cmd, "exec /usr/bin/openssl s_server -accept %s:%d -cert %s -key %s 0<>%s", cl_addr(2), c.port, cert, key, fifo) > 0);
+    char *argv[] = {"/bin/sh", "-c", cmd, NULL}, name[32];
+    snprintf(name, sizeof name, "impostor-%d", ++n_impostors);
+    cl_proc *p = cl_spawn(&c, NULL, name, argv, NULL);
+    free(cmd);
+    free(fifo);
+    cr_assert(cl_wait_log(p, 0, "ACCEPT", CL_WAIT_MS), "s_server started");
+    return p;
+}
+
+/* Mutual TLS the other way: node 1, opening a stream to node 2, refuses a server it cannot
+ * trust, and the client's bytes never reach it. */
+Test(transport_refusals, a_node_refuses_a_server_at_its_peers_address_that_it_cannot_trust)
+{
+    int shard = cl_free_port();
+    char addr[64], *r, *ca, *cakey, *n3cert, *n3key, *n2cp, *n2cpkey, *seen;
+    size_t mark;
+    cl_proc *imp;
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard, NULL);
+    db_port = cl_free_port();
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
+    cl_create_db(&c, "kv", db_port, 2, addr, 1);
+    ca = cl_path(&c, "ca.pem");
+    cakey = cl_path(&c, "ca.key");
+    n3cert = cl_path(&c, "n3-dp.pem");
+    n3key = cl_path(&c, "n3-dp.key");
+    n2cp = cl_path(&c, "n2-cp.pem");
+    n2cpkey = cl_path(&c, "n2-cp.key");
+    cl_export_ca(&c, ca, cakey);
+    cl_export_cert(&c, 3, 2, n3cert, n3key);
+    cl_export_cert(&c, 2, 1, n2cp, n2cpkey);
+    cr_assert_eq(cl_sh(&r, 60,
+                       "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout foreign-ca.key -out foreign-ca.pem -days 30 "
+                       "-subj '/CN=ine cluster CA tp' -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign",
+                       c.dir), 0, "%s", r);
+    free(r);
+    make_leaf("foreign2", 2, "dp", "foreign-ca.pem", "foreign-ca.key", "", 30);
+    cr_assert_eq(cl_tp_stop(&c, 2, SIGTERM), 0);
+
+    struct {
+        const char *cert, *key, *reason;
+    } cases[] = {
+        {"foreign2.pem", "foreign2.key", "certificate refused: unable to get local issuer certificate"},
+        {n3cert, n3key, "server presented node 3's certificate, not node 2's"},
+        {n2cp, n2cpkey, "a control-plane certificate cannot open a data-plane stream"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char cert[512], key[512];
+        snprintf(cert, sizeof cert, "%s%s%s", cases[i].cert[0] == '/' ? "" : c.dir, cases[i].cert[0] == '/' ? "" : "/", cases[i].cert);
+        snprintf(key, sizeof key, "%s%s%s", cases[i].key[0] == '/' ? "" : c.dir, cases[i].key[0] == '/' ? "" : "/", cases[i].key);
+        imp = impostor(cert, key);
+        mark = cl_log_mark(&c.tp[1]);
+        r = cl_redis_cli(cl_addr(1), db_port, "SET", "secret-for-node-2", "must-not-leak", NULL);
+        cr_assert_null(r, "the client was served by an impostor: %s", r);
+        cr_assert(cl_wait_log(&c.tp[1], mark, cases[i].reason, CL_WAIT_MS), "node 1 refused the impostor: %s", cases[i].reason);
+        cr_assert(cl_log_count(&c.tp[1], mark, "refused connection to 127.0.0.2:") > 0);
+        cl_kill(imp, SIGKILL);
+        seen = cl_log_since(imp, 0);
+        cr_assert_null(strstr(seen, "must-not-leak"), "the impostor received the client's bytes:\n%s", seen);
+        free(seen);
+    }
+    /* The real node 2 back: data flows again. */
+    mark = cl_log_mark(&c.tp[2]);
+    cl_tp_start(&c, 2);
+    cr_assert(cl_wait_log(&c.tp[2], mark, "node 2 listening on", CL_WAIT_MS));
+    r = cl_redis_cli(cl_addr(1), db_port, "SET", "secret-for-node-2", "delivered", NULL);
+    cr_assert(r && !strcmp(r, "OK"), "%s", r ? r : "(failed)");
+    free(r);
+    free(ca);
+    free(cakey);
+    free(n3cert);
+    free(n3key);
+    free(n2cp);
+    free(n2cpkey);
     cl_finish(&c);
 }
