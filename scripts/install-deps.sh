@@ -12,6 +12,10 @@ PACKAGES=(
   libcriterion-dev openssl faketime libfaketime curl
   # promtool (checks the metrics format); the package also ships a server that tests never start
   prometheus
+  # transport tests: real redis shards and clients, packet captures, a TLS scanner, ss
+  redis-server redis-tools tshark sslscan iproute2
+  # the run command: the local cluster under supervisord
+  supervisor
 )
 
 missing=()

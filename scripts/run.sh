@@ -16,14 +16,6 @@ REDIS_PORT=${INE_REDIS_PORT:-16379}
 DB_PORT=${INE_DB_PORT:-12000}
 
 ./scripts/install-deps.sh
-for p in supervisor redis-server redis-tools; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="${missing:-} $p"
-done
-if [ -n "${missing:-}" ]; then
-  [ "$(id -u)" -eq 0 ] || { echo "run: missing packages:$missing; run as root" >&2; exit 1; }
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing
-fi
-# The distribution's own redis and supervisor services are not ours to run.
 cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
 cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting >/dev/null
 

@@ -1,7 +1,11 @@
 /* conn.c — connections: non-blocking I/O over TLS or plain TCP, event interest, deadlines,
  * and the relay. A relay moves bytes read from one connection into its bounded buffer and
  * writes them to the other; a full buffer pauses reading (backpressure), an empty one goes
- * back to a small pool so an idle connection holds no buffer at all. */
+ * back to a small pool so an idle connection holds no buffer at all. An EOF from one side,
+ * once what it sent is delivered, is passed on (shutdown(SHUT_WR) or a TLS close_notify) and
+ * the other direction goes on, so a client that half-closes after its request still gets
+ * the answer; the pair closes when both directions have ended (or idles TP_LINGER_MS
+ * half-closed). A read error resets the pair at once. */
 #include "transport.h"
 #include "clock.h"
 #include "err.h"
@@ -28,6 +32,7 @@ static void tp__on_deadline(evutil_socket_t fd, short what, void *arg)
     tp_conn *c = arg;
     (void)fd;
     (void)what;
+    if (c->state == TP_S_RELAY) return tp_conn_close(c, "half-closed relay idle too long");
     tp_conn_refuse(c, c->state == TP_S_ACCEPT_HS || c->state == TP_S_CLIENT_HS ? "handshake timed out"
                       : c->state == TP_S_CONNECTING                             ? "connect timed out"
                                                                                 : "no stream header in time");
@@ -109,7 +114,7 @@ void tp_conn_deadline(tp_conn *c, int ms)
     evtimer_add(c->timer, &tv);
 }
 
-static void tp__free(tp_conn *c)
+static void tp__free(tp_conn *c, const char *why)
 {
     tp_t *tp = c->tp;
     event_free(c->rev);
@@ -117,7 +122,7 @@ static void tp__free(tp_conn *c)
     event_free(c->timer);
     if (c->ssl) {
         /* One non-blocking close_notify; a peer that never reads it loses nothing. */
-        if (SSL_is_init_finished(c->ssl)) SSL_shutdown(c->ssl);
+        if (SSL_is_init_finished(c->ssl) && !c->wr_shut) SSL_shutdown(c->ssl);
         SSL_free(c->ssl);
         ERR_clear_error();
     }
@@ -128,8 +133,16 @@ static void tp__free(tp_conn *c)
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     tp->n_conns--;
-    for (size_t i = 0; i < tp->n_peers; i++)
-        if (tp->peers[i].conn == c) tp->peers[i].conn = NULL;
+    for (size_t i = 0; i < tp->n_peers; i++) {
+        tp_peer *pr = &tp->peers[i];
+        if (pr->conn != c) continue;
+        pr->conn = NULL;
+        if (c->state == TP_S_CONTROL) {
+            /* Forget what it served: the next heartbeat after a reconnect is logged again. */
+            logline(LOGLINE_INFO, 0, "control-plane stream to node %u lost: %s", pr->node_uid, why ? why : "closed");
+            memset(pr->served, 0, sizeof pr->served);
+        }
+    }
     free(c);
 }
 
@@ -140,27 +153,28 @@ void tp_conn_close(tp_conn *c, const char *why)
     if (peer) {
         peer->peer = NULL;
         c->peer = NULL;
-        tp__free(peer);
+        tp__free(peer, why);
     }
-    tp__free(c);
+    tp__free(c, why);
 }
 
 void tp_conn_refuse(tp_conn *c, const char *reason)
 {
     c->tp->refused++;
-    logline(LOGLINE_WARN, 0, "refused %s on %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
-    tp_conn_close(c, NULL);
+    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
+    tp_conn_close(c, reason);
 }
 
-/* --- raw I/O: > 0 bytes, 0 would block, -1 end of stream or error ------------------------------ */
+/* --- raw I/O: > 0 bytes, 0 would block, -1 end of stream (reads), -2 error -------------------- */
 
 static ssize_t tp__read(tp_conn *c, uint8_t *buf, size_t len)
 {
     if (!c->ssl) {
         ssize_t n = recv(c->fd, buf, len, 0);
         if (n > 0) return n;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return 0;
-        return -1;
+        if (n == 0) return -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return 0;
+        return -2;
     }
     size_t got = 0;
     c->want_write_for_read = 0;
@@ -168,7 +182,8 @@ static ssize_t tp__read(tp_conn *c, uint8_t *buf, size_t len)
     switch (SSL_get_error(c->ssl, 0)) {
     case SSL_ERROR_WANT_READ: return 0;
     case SSL_ERROR_WANT_WRITE: c->want_write_for_read = 1; return 0;
-    default: ERR_clear_error(); return -1;
+    case SSL_ERROR_ZERO_RETURN: return -1; /* close_notify: a clean end of what it sends */
+    default: ERR_clear_error(); return -2;
     }
 }
 
@@ -253,17 +268,71 @@ int tp_flush(tp_conn *c)
 
 /* --- relay ------------------------------------------------------------------------------------ */
 
+static int tp__has(const tp_buf *b) { return b->data && b->end > b->start; }
+
 static int tp__pending_out(const tp_conn *c)
 {
-    return (c->out.data && c->out.end > c->out.start) || (c->peer && c->peer->in.data && c->peer->in.end > c->peer->in.start);
+    return tp__has(&c->out) || (c->peer && tp__has(&c->peer->in));
 }
 
 /* Recompute what c waits for. */
 static void tp__interest(tp_conn *c)
 {
     int rd = (!c->read_blocked && !c->rd_eof) || c->want_read_for_write;
-    int wr = tp__pending_out(c) || c->want_write_for_read;
+    int wr = tp__pending_out(c) || c->want_write_for_read || c->shut_pending;
     tp_conn_want(c, rd, wr);
+}
+
+/* Pass an EOF on to x: 1 done, 0 waiting for writability, -1 failed. */
+static int tp__shut_write(tp_conn *x)
+{
+    int r;
+    if (!x->ssl) {
+        if (shutdown(x->fd, SHUT_WR) != 0 && errno != ENOTCONN) return -1;
+        x->wr_shut = 1;
+        return 1;
+    }
+    x->shut_pending = 0;
+    r = SSL_shutdown(x->ssl);
+    if (r >= 0) {
+        x->wr_shut = 1;
+        return 1;
+    }
+    if (SSL_get_error(x->ssl, r) == SSL_ERROR_WANT_WRITE) {
+        x->shut_pending = 1;
+        return 0;
+    }
+    ERR_clear_error();
+    return -1;
+}
+
+/* (Re)arm the idle deadline of a half-closed pair. */
+static void tp__linger(tp_conn *a)
+{
+    a->lingering = a->peer->lingering = 1;
+    tp_conn_deadline(a, TP_LINGER_MS);
+    tp_conn_deadline(a->peer, TP_LINGER_MS);
+}
+
+/* The direction a -> b ends once a sent EOF and all it sent was written to b: pass the EOF
+ * on. The pair closes when both directions have ended. -1 if the pair was closed. */
+static int tp__finish(tp_conn *a)
+{
+    tp_conn *b = a->peer;
+    if (!b) {
+        tp_conn_close(a, "peer gone");
+        return -1;
+    }
+    if (a->rd_eof && !tp__has(&a->in) && !b->wr_shut && !b->shut_pending && tp__shut_write(b) < 0) {
+        tp_conn_close(a, "cannot pass the end of stream on");
+        return -1;
+    }
+    if (a->wr_shut && b->wr_shut) {
+        tp_conn_close(a, "end of stream");
+        return -1;
+    }
+    if ((a->wr_shut || b->wr_shut) && !a->lingering) tp__linger(a);
+    return 0;
 }
 
 static int tp__push(tp_conn *b);
@@ -289,11 +358,16 @@ static int tp__pump(tp_conn *a)
         }
         n = tp__read(a, in->data + in->end, TP_BUF_SIZE - in->end);
         if (n == 0) break;
+        if (n == -2) {
+            tp_conn_close(a, "read failed");
+            return -1;
+        }
         if (n < 0) {
             a->rd_eof = 1;
             break;
         }
         in->end += (size_t)n;
+        if (a->lingering && a->peer) tp__linger(a);
     }
     if (in->start == in->end) tp__buf_put(a->tp, in);
     if (!a->peer) {
@@ -301,10 +375,7 @@ static int tp__pump(tp_conn *a)
         return -1;
     }
     if (tp__push(a->peer) < 0) return -1;
-    if (a->rd_eof && !(a->in.data && a->in.end > a->in.start)) {
-        tp_conn_close(a, "end of stream");
-        return -1;
-    }
+    if (tp__finish(a) < 0) return -1;
     tp__interest(a);
     return 0;
 }
@@ -328,16 +399,14 @@ static int tp__push(tp_conn *b)
     }
     if (src->data && src->start == src->end) {
         tp__buf_put(b->tp, src);
-        if (a->rd_eof) {
-            tp_conn_close(a, "end of stream");
-            return -1;
-        }
         if (a->read_blocked) {
             a->read_blocked = 0;
             /* TLS may hold decrypted bytes no socket event will announce: read now. */
             if (tp__pump(a) < 0) return -1;
+            return 0; /* tp__pump finished a's direction and recomputed b's interest */
         }
     }
+    if (tp__finish(a) < 0) return -1;
     tp__interest(b);
     return 0;
 }
@@ -345,6 +414,10 @@ static int tp__push(tp_conn *b)
 void tp_relay_event(tp_conn *c, int readable, int writable);
 void tp_relay_event(tp_conn *c, int readable, int writable)
 {
+    if (writable && c->shut_pending) {
+        if (tp__shut_write(c) < 0) return tp_conn_close(c, "cannot pass the end of stream on");
+        if (c->peer && tp__finish(c->peer) < 0) return;
+    }
     if ((writable || (readable && c->want_read_for_write)) && tp__push(c) < 0) return;
     if ((readable || (writable && c->want_write_for_read)) && tp__pump(c) < 0) return;
 }

@@ -12,6 +12,8 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +25,8 @@ const proj_node *tp_self(tp_t *tp)
     return n && !n->removed ? n : NULL;
 }
 
-static void tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
+/* Close a database's remote connections; returns how many were closed. */
+static int tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
 {
     int closed = 0;
     for (int again = 1; again;) {
@@ -36,7 +39,7 @@ static void tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
             break;
         }
     }
-    if (closed) logline(LOGLINE_INFO, 0, "db %u: closed %d remote connection(s): %s", db_uid, closed, why);
+    return closed;
 }
 
 static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUploaded *u)
@@ -54,20 +57,28 @@ static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUpload
 static int tp__follow(const evlog_event *ev, uint64_t seq, void *ud)
 {
     tp_t *tp = ud;
-    int rc = proj_apply(&tp->st, ev);
+    int rc = proj_apply(&tp->st, ev), n;
     if (rc < 0 && rc != INE_EUNKNOWN) return rc;
     switch (ev->body_case) {
-    case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED:
-        tp__close_db(tp, ev->data_internode_encryption_changed->db_uid,
-                     ev->data_internode_encryption_changed->enabled ? "data_internode_encryption enabled"
-                                                                    : "data_internode_encryption disabled");
+    case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED: {
+        /* Logged even when nothing was open: operators (and tests) see when a node applied it. */
+        const Ine__V1__DataInternodeEncryptionChanged *t = ev->data_internode_encryption_changed;
+        const char *what = t->enabled ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
+        n = tp__close_db(tp, t->db_uid, what);
+        logline(LOGLINE_INFO, seq, "db %u: %s; closed %d remote connection(s)", t->db_uid, what, n);
         break;
-    case INE__V1__EVENT__BODY_DATABASE_DELETED: tp__close_db(tp, ev->database_deleted->db_uid, "database deleted"); break;
-    case INE__V1__EVENT__BODY_DATABASE_UPDATED: tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed"); break;
+    }
+    case INE__V1__EVENT__BODY_DATABASE_DELETED:
+        if ((n = tp__close_db(tp, ev->database_deleted->db_uid, "database deleted")))
+            logline(LOGLINE_INFO, seq, "db %u: deleted; closed %d remote connection(s)", ev->database_deleted->db_uid, n);
+        break;
+    case INE__V1__EVENT__BODY_DATABASE_UPDATED:
+        if ((n = tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed")))
+            logline(LOGLINE_INFO, seq, "db %u: moved or renamed; closed %d remote connection(s)", ev->database_updated->db_uid, n);
+        break;
     case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: tp__note_customer(tp, ev->customer_certificate_uploaded); break;
     default: break;
     }
-    (void)seq;
     return INE_OK;
 }
 
@@ -80,7 +91,50 @@ static void tp__trust_key(const proj_state *st, char *out, size_t len)
         off += (size_t)snprintf(out + off, len - off, "%s%c;", st->bundle[i].fingerprint, st->bundle[i].pem ? '+' : '-');
 }
 
-static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust)
+static void tp__cred_free(tp_cred *cr)
+{
+    X509_free(cr->leaf);
+    sk_X509_pop_free(cr->chain, X509_free);
+    EVP_PKEY_free(cr->key);
+    X509_NAME_free(cr->root_name);
+    memset(cr, 0, sizeof *cr);
+}
+
+/* The subject names of the bundle's roots: the CAs we tell peers we trust. */
+static STACK_OF(X509_NAME) *tp__bundle_names(const proj_state *st)
+{
+    STACK_OF(X509_NAME) *names = sk_X509_NAME_new_null();
+    for (size_t i = 0; names && i < st->n_bundle; i++) {
+        BIO *b = st->bundle[i].pem ? BIO_new_mem_buf(st->bundle[i].pem, -1) : NULL;
+        X509 *x = b ? PEM_read_bio_X509(b, NULL, NULL, NULL) : NULL;
+        X509_NAME *n = x ? X509_NAME_dup(X509_get_subject_name(x)) : NULL;
+        if (n && !sk_X509_NAME_push(names, n)) X509_NAME_free(n);
+        X509_free(x);
+        BIO_free(b);
+    }
+    ERR_clear_error();
+    return names;
+}
+
+/* Serve `next` from now on; the certificate it replaces is kept as prev when its root differs
+ * (a customer root coming in, the cluster CA coming back): peers that still know only the old
+ * root can then verify us. A rotation under the same root needs no such bridge. */
+static void tp__cred_swap(tp_t *tp, int plane, tp_cred *next)
+{
+    tp_cred *cur = &tp->cur[plane], *prev = &tp->prev[plane];
+    if (cur->leaf && strcmp(cur->root_fp, next->root_fp)) {
+        tp__cred_free(prev);
+        *prev = *cur;
+        logline(LOGLINE_INFO, 0, "%s plane: keeping certificate %s for peers that do not trust the new root yet", proj_plane_name(plane),
+                prev->serial);
+    } else {
+        tp__cred_free(cur);
+    }
+    *cur = *next;
+    memset(next, 0, sizeof *next);
+}
+
+static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust, const STACK_OF(X509_NAME) *names)
 {
     X509 *leaf = NULL;
     STACK_OF(X509) *chain = NULL;
@@ -100,6 +154,12 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     }
     SSL_CTX_set_tlsext_servername_callback(srv, tp_servername_cb);
     SSL_CTX_set_tlsext_servername_arg(srv, tp);
+    /* Tell peers which roots we trust (CertificateRequest; ClientHello certificate_authorities
+     * in TLS 1.3) and let their list pick the certificate we present. */
+    SSL_CTX_set0_CA_list(srv, SSL_dup_CA_list(names));
+    SSL_CTX_set0_CA_list(cli, SSL_dup_CA_list(names));
+    SSL_CTX_set_cert_cb(srv, tp_cert_cb, tp);
+    SSL_CTX_set_cert_cb(cli, tp_cert_cb, tp);
     /* Resumption makes reconnects cheap; tickets are per process, never shared. */
     SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
     SSL_CTX_free(tp->srv[plane]);
@@ -110,6 +170,17 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     tp->ctx_cert_seq[plane] = c->issued_seq;
     snprintf(tp->serving_fp[plane], sizeof tp->serving_fp[plane], "%s", c->cert.fingerprint);
     snprintf(tp->serving_serial[plane], sizeof tp->serving_serial[plane], "%s", c->cert.serial_hex);
+    {
+        X509 *top = sk_X509_num(chain) ? sk_X509_value(chain, sk_X509_num(chain) - 1) : leaf;
+        tp_cred next = {.leaf = leaf, .chain = chain, .key = pki_evp(key)};
+        EVP_PKEY_up_ref(next.key);
+        next.root_name = X509_NAME_dup(X509_get_issuer_name(top));
+        snprintf(next.root_fp, sizeof next.root_fp, "%s", c->root_fingerprint ? c->root_fingerprint : "");
+        snprintf(next.serial, sizeof next.serial, "%s", c->cert.serial_hex);
+        leaf = NULL;
+        chain = NULL;
+        tp__cred_swap(tp, plane, &next);
+    }
 out:
     SSL_CTX_free(srv);
     SSL_CTX_free(cli);
@@ -154,6 +225,7 @@ static void tp__contexts(tp_t *tp)
 {
     char key[sizeof tp->trust_key];
     X509_STORE *trust = NULL;
+    STACK_OF(X509_NAME) *names = NULL;
     int trust_changed;
     tp__trust_key(&tp->st, key, sizeof key);
     trust_changed = strcmp(key, tp->trust_key) != 0;
@@ -161,11 +233,20 @@ static void tp__contexts(tp_t *tp)
         const proj_cert *c = proj_cert_find(&tp->st, tp->node_uid, p);
         if (!c || (!trust_changed && c->issued_seq == tp->ctx_cert_seq[p])) continue;
         if (!trust && !(trust = tlsconf_trust_from_bundle(&tp->st))) return;
-        if (tp__build_plane(tp, p, c, trust) < 0) {
+        if (!names && !(names = tp__bundle_names(&tp->st))) break;
+        if (tp__build_plane(tp, p, c, trust, names) < 0) {
             logline(LOGLINE_ERROR, c->issued_seq, "%s", ine_err_msg());
             continue;
         }
         tp__activate(tp, p);
+    }
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    /* A previous certificate is only useful while its root is trusted. */
+    for (int p = 1; trust_changed && p <= 2; p++) {
+        if (!tp->prev[p].leaf || proj_bundle_find(&tp->st, tp->prev[p].root_fp)) continue;
+        logline(LOGLINE_INFO, tp->st.trust_changed_seq, "%s plane: certificate %s dropped, its root left the trust bundle",
+                proj_plane_name(p), tp->prev[p].serial);
+        tp__cred_free(&tp->prev[p]);
     }
     if (trust) {
         X509_STORE_free(trust);
@@ -331,6 +412,8 @@ void tp_state_close(tp_t *tp)
     for (int p = 1; p <= 2; p++) {
         SSL_CTX_free(tp->srv[p]);
         SSL_CTX_free(tp->cli[p]);
+        tp__cred_free(&tp->cur[p]);
+        tp__cred_free(&tp->prev[p]);
         for (size_t i = 0; i < tp->n_customer_fps[p]; i++) free(tp->customer_fps[p][i]);
         free(tp->customer_fps[p]);
     }

@@ -260,6 +260,33 @@ int tp_servername_cb(SSL *ssl, int *al, void *arg)
     return SSL_TLSEXT_ERR_OK;
 }
 
+static int tp__names_have(const STACK_OF(X509_NAME) *names, const X509_NAME *n)
+{
+    for (int i = 0; n && i < sk_X509_NAME_num(names); i++)
+        if (!X509_NAME_cmp(sk_X509_NAME_value(names, i), n)) return 1;
+    return 0;
+}
+
+int tp_cert_cb(SSL *ssl, void *arg)
+{
+    tp_t *tp = arg;
+    tp_conn *c = SSL_get_app_data(ssl);
+    const STACK_OF(X509_NAME) *peer = SSL_get0_peer_CA_list(ssl);
+    const tp_cred *cur, *prev;
+    if (!c || c->plane < 1 || c->plane > 2 || !peer || !sk_X509_NAME_num(peer)) return 1;
+    cur = &tp->cur[c->plane];
+    prev = &tp->prev[c->plane];
+    if (!prev->leaf || tp__names_have(peer, cur->root_name) || !tp__names_have(peer, prev->root_name)) return 1;
+    /* The peer does not trust our new root yet, but trusts the one before it. */
+    if (SSL_use_certificate(ssl, prev->leaf) != 1 || SSL_use_PrivateKey(ssl, prev->key) != 1 || SSL_set1_chain(ssl, prev->chain) != 1) {
+        ERR_clear_error();
+        return 0;
+    }
+    logline(LOGLINE_DEBUG, 0, "%s: presenting the previous %s-plane certificate %s (the peer does not trust the new root yet)", c->desc,
+            proj_plane_name(c->plane), prev->serial);
+    return 1;
+}
+
 void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa)
 {
     tp_conn *c;
@@ -377,6 +404,21 @@ static void tp__accept_header(tp_conn *c)
     if ((n = tp_frame_ready(c, &msg)) == 0) return;
     if (n < 0 || !(h = ine__v1__stream_header__unpack(NULL, (size_t)n, msg))) return tp_conn_refuse(c, "malformed stream header");
     tp_frame_consume(c);
+    /* A customer certificate names no node (one certificate serves them all): the node is
+     * the one the header names, if it is a node of this cluster. A node certificate must
+     * agree with the header. */
+    if (!c->peer_node) {
+        const proj_node *from = proj_node_find(&tp->st, h->from_node_uid);
+        if (!from || from->removed) snprintf(why, sizeof why, "the stream header names node %u, not a node of this cluster", h->from_node_uid);
+        else c->peer_node = h->from_node_uid;
+    } else if (h->from_node_uid != c->peer_node) {
+        snprintf(why, sizeof why, "the stream header names node %u but the certificate is node %u's", h->from_node_uid, c->peer_node);
+    }
+    if (!c->peer_node || h->from_node_uid != c->peer_node) {
+        ine__v1__stream_header__free_unpacked(h, NULL);
+        tp__send_accept(c, 0, why);
+        return tp_conn_refuse(c, why);
+    }
     if ((int)h->plane != c->plane) {
         snprintf(why, sizeof why, "a %s-plane certificate cannot open a %s-plane stream", c->plane == 2 ? "data" : "control",
                  h->plane == 2 ? "data" : "control");
@@ -452,8 +494,10 @@ static void tp__client_handshaken(tp_conn *c)
     Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
     char why[200];
     uint32_t node;
-    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0 || node != c->peer_node) {
-        if (!*why || node != c->peer_node) snprintf(why, sizeof why, "server is not node %u", c->peer_node);
+    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0) return tp_conn_refuse(c, why);
+    /* node 0: a customer certificate, which names no node; we dialled the node's address. */
+    if (node && node != c->peer_node) {
+        snprintf(why, sizeof why, "server presented node %u's certificate, not node %u's", node, c->peer_node);
         return tp_conn_refuse(c, why);
     }
     h.plane = c->plane;
@@ -484,6 +528,7 @@ static void tp__client_ack(tp_conn *c)
     tp_conn_deadline(c, 0);
     if (c->kind == TP_K_CONTROL_OUT) {
         c->state = TP_S_CONTROL;
+        logline(LOGLINE_INFO, 0, "control-plane stream to node %u up", c->peer_node);
         tp__heartbeat_send(c);
         return tp_conn_want(c, 1, c->out.data != NULL);
     }

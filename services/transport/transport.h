@@ -1,7 +1,8 @@
 /* transport.h — the transport worker's internals, shared by its files:
  *   main.c     arguments, start-up, the libevent loop
  *   conn.c     connections: non-blocking TLS or plain I/O, handshakes with a deadline, the
- *              relay between two connections (bounded buffers, released when idle)
+ *              relay between two connections (bounded buffers, released when idle; an EOF
+ *              is passed on and the other direction goes on: half-close)
  *   streams.c  port 3342: accepting streams (handshake, identity, header) and opening them
  *              to other nodes; database endpoints; control-plane heartbeats
  *   state.c    the log: TLS contexts from the node's certificates and the trust bundle
@@ -31,6 +32,7 @@
 #define TP_DEFAULT_MAX_CONNS 20000
 #define TP_DEFAULT_HANDSHAKE_MS 10000
 #define TP_HEARTBEAT_MS 2000
+#define TP_LINGER_MS 30000               /* a half-closed relay idle this long is closed */
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
@@ -70,7 +72,10 @@ struct tp_conn {
     tp_buf out;                   /* frames this connection sends itself (headers, heartbeats) */
     uint8_t frame[TP_FRAME_MAX + 2];
     size_t frame_len;
-    int rd_eof;                   /* this side sent EOF: close after flushing to peer */
+    int rd_eof;                   /* this side sent EOF (it sends nothing more) */
+    int wr_shut;                  /* we passed an EOF on to this side (shutdown / close_notify) */
+    int shut_pending;             /* close_notify waits for writability */
+    int lingering;                /* one direction of the pair has ended, the other goes on */
     int read_blocked;             /* reading paused: our buffer is full */
     int want_write_for_read;      /* SSL_read asked for writability */
     int want_read_for_write;      /* SSL_write asked for readability */
@@ -84,6 +89,17 @@ typedef struct {
     struct evconnlistener *l;     /* NULL while the port could not be bound */
     int64_t retry_ms;             /* when to try binding again */
 } tp_endpoint;
+
+/* A certificate this node can present: leaf, chain, key, and the name of the root it chains
+ * to (what a peer lists among the CAs it trusts, TLS certificate_authorities). */
+typedef struct {
+    X509 *leaf;
+    STACK_OF(X509) *chain;
+    EVP_PKEY *key;
+    X509_NAME *root_name;
+    char root_fp[65];
+    char serial[64];
+} tp_cred;
 
 typedef struct {
     uint32_t node_uid;
@@ -114,6 +130,10 @@ struct tp {
     uint64_t ctx_cert_seq[3];
     char trust_key[4096];         /* the bundle's fingerprints the contexts were built with */
     char serving_fp[3][65], serving_serial[3][64];
+    /* What the contexts serve (cur), and the certificate served before a change of root
+     * (prev), kept while its root is in the bundle: a peer that has not learnt the new root
+     * yet (its log lags) lists only the old one, and is shown the old certificate. */
+    tp_cred cur[3], prev[3];
     /* Customer certificates ever uploaded per plane (fingerprints): their holders are
      * identified by fingerprint, having no SPIFFE identity. */
     char **customer_fps[3];
@@ -155,6 +175,9 @@ void tp_endpoint_accept(tp_t *tp, uint32_t db_uid, int fd, const struct sockaddr
 void tp_heartbeat_tick(tp_t *tp);
 /* SNI picks the plane ("control.ine"/"data.ine") and with it the server certificate. */
 int tp_servername_cb(SSL *ssl, int *al, void *arg);
+/* Picks, per handshake, the certificate the peer can verify (cur, or prev when the peer's
+ * certificate_authorities list names only prev's root). Both roles. */
+int tp_cert_cb(SSL *ssl, void *arg);
 /* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
 
