@@ -15,6 +15,8 @@
 
 #include "datadir.h"
 #include "err.h"
+#include "evlog.h"
+#include "proj.h"
 #include "inectl.h"
 #include "logline.h"
 #include "rpc.h"
@@ -148,6 +150,22 @@ int inectl_reply_fail(const char *what, const Ine__V1__Reply *r)
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&ine__v1__error_code__descriptor, r->code);
     return inectl_fail("%s: %s [%s]", what, r->description && *r->description ? r->description : "refused",
                        v ? v->name + strlen("ERROR_CODE_") : "?");
+}
+
+int inectl_load_state(proj_state *st)
+{
+    char p[DATADIR_MAX];
+    evlog_t *log = NULL;
+    evlog_opts o = {.read_only = 1};
+    int rc;
+    proj_init(st);
+    if (datadir_path(inectl_g.data_dir, "log", p, sizeof p) < 0 || evlog_open(p, &o, &log) < 0)
+        return inectl_fail("cannot open the event log: %s", ine_err_msg());
+    rc = proj_build(log, 0, st);
+    evlog_close(log);
+    if (rc < 0) return inectl_fail("cannot read the event log: %s", ine_err_msg());
+    if (!st->cluster.present) return inectl_fail("%s holds no cluster (inectl cluster create)", inectl_g.data_dir);
+    return 0;
 }
 
 static char *fresh_request_id(char *buf, size_t len)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "ine/v1/command.pb-c.h"
+#include "proj.h"
 
 /* Global options, set by main before a command runs. */
 typedef struct {
@@ -25,6 +26,9 @@ int inectl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * A transport failure prints the reason and returns NULL. */
 Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req);
 Ine__V1__Reply *inectl_policy_call(Ine__V1__PolicyRequest *req);
+/* The cluster state from this node's log (read-only, through the projection); prints why not
+ * and returns 1 on failure. Free with proj_free in every case. */
+int inectl_load_state(proj_state *st);
 /* Print a refused reply ("inectl: <what>: <description> [<code>]") and return 1. */
 int inectl_reply_fail(const char *what, const Ine__V1__Reply *r);
 

@@ -67,22 +67,6 @@ int inectl_tune_alert(int argc, char **argv)
     return rc;
 }
 
-static int load_state(proj_state *st)
-{
-    char p[DATADIR_MAX];
-    evlog_t *log = NULL;
-    evlog_opts o = {.read_only = 1};
-    int rc;
-    proj_init(st);
-    if (datadir_path(inectl_g.data_dir, "log", p, sizeof p) < 0 || evlog_open(p, &o, &log) < 0)
-        return inectl_fail("cannot open the event log: %s", ine_err_msg());
-    rc = proj_build(log, 0, st);
-    evlog_close(log);
-    if (rc < 0) return inectl_fail("cannot read the event log: %s", ine_err_msg());
-    if (!st->cluster.present) return inectl_fail("%s holds no cluster (inectl cluster create)", inectl_g.data_dir);
-    return 0;
-}
-
 static void status_json(const proj_state *st)
 {
     json_t *o = json_object(), *set = json_object(), *act = json_array();
@@ -122,7 +106,7 @@ int inectl_status_alerts(int argc, char **argv)
     char ts[40], th[48];
     (void)argv;
     if (argc) return inectl_fail("usage: status alerts"), 2;
-    if (load_state(&st)) return proj_free(&st), 1;
+    if (inectl_load_state(&st)) return proj_free(&st), 1;
     if (inectl_g.json) {
         status_json(&st);
         proj_free(&st);

@@ -15,22 +15,6 @@
 #include "inectl.h"
 #include "proj.h"
 
-static int load_state(proj_state *st)
-{
-    char p[DATADIR_MAX];
-    evlog_t *log = NULL;
-    evlog_opts o = {.read_only = 1};
-    int rc;
-    proj_init(st);
-    if (datadir_path(inectl_g.data_dir, "log", p, sizeof p) < 0 || evlog_open(p, &o, &log) < 0)
-        return inectl_fail("cannot open the event log: %s", ine_err_msg());
-    rc = proj_build(log, 0, st);
-    evlog_close(log);
-    if (rc < 0) return inectl_fail("cannot read the event log: %s", ine_err_msg());
-    if (!st->cluster.present) return inectl_fail("%s holds no cluster (inectl cluster create)", inectl_g.data_dir);
-    return 0;
-}
-
 /* A live database by uid or name; prints why not. */
 static const proj_db *find_db(const proj_state *st, const char *key)
 {
@@ -85,7 +69,7 @@ int inectl_tune(int argc, char **argv)
         proj_state st;
         const proj_db *d;
         if (parse_switch(argv[3], &on)) return 2;
-        if (load_state(&st)) return proj_free(&st), 1;
+        if (inectl_load_state(&st)) return proj_free(&st), 1;
         if (!(d = find_db(&st, argv[1]))) return proj_free(&st), 1;
         se.db_uid = d->uid;
         se.enabled = on;
@@ -148,7 +132,7 @@ int inectl_delete_db(int argc, char **argv)
     const proj_db *d;
     int rc;
     if (argc != 1) return inectl_fail("usage: delete db <uid|name>"), 2;
-    if (load_state(&st)) return proj_free(&st), 1;
+    if (inectl_load_state(&st)) return proj_free(&st), 1;
     if (!(d = find_db(&st, argv[0]))) return proj_free(&st), 1;
     dd.db_uid = d->uid;
     req.op_case = INE__V1__POLICY_REQUEST__OP_DELETE_DATABASE;
@@ -170,7 +154,7 @@ int inectl_info(int argc, char **argv)
     int rc = 0;
     if (!(argc == 1 && !strcmp(argv[0], "cluster")) && !(argc == 2 && !strcmp(argv[0], "db")))
         return inectl_fail("usage: info cluster | info db <uid|name>"), 2;
-    if (load_state(&st)) return proj_free(&st), 1;
+    if (inectl_load_state(&st)) return proj_free(&st), 1;
     if (!strcmp(argv[0], "cluster")) {
         size_t nodes = 0, dbs = 0;
         for (size_t i = 0; i < st.n_nodes; i++) nodes += !st.nodes[i].removed;
@@ -216,7 +200,7 @@ int inectl_status(int argc, char **argv)
     char ts[40];
     (void)argv;
     if (argc) return inectl_fail("usage: status | status certificates"), 2;
-    if (load_state(&st)) return proj_free(&st), 1;
+    if (inectl_load_state(&st)) return proj_free(&st), 1;
     if (inectl_g.json) {
         json_t *j = proj_to_json(&st);
         json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
