@@ -108,7 +108,6 @@ def main():
 
     dat = f"{out}/plot.dat"
     with open(dat, "w") as f:
-        f.write("variant p1 p8 p50 p99\n")
         for v in VARIANTS:
             g = lambda k: res.get((v, k), 0.0)
             f.write(f"{v} {g('iperf_p1_gbps')} {g('iperf_p8_gbps')} {g('ping_p50_us')} {g('ping_p99_us')}\n")
@@ -126,7 +125,8 @@ set xtics rotate by -20
 set title 'iperf3 throughput'
 set ylabel 'Gbit/s'
 plot '{dat}' using 2:xtic(1) title '1 stream' lc rgb '#4477aa', '' using 3 title '8 streams' lc rgb '#66ccee'
-set title 'PING round trip (1 client)'
+set title 'PING round trip (1 client, log scale)'
+set logscale y
 set ylabel 'microseconds'
 plot '{dat}' using 4:xtic(1) title 'p50' lc rgb '#228833', '' using 5 title 'p99' lc rgb '#ccbb44'
 unset multiplot

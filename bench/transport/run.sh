@@ -11,7 +11,10 @@
 # Physical limits measured in the same run: openssl speed (aes-128-gcm, rsa2048), plaintext
 # loopback (the direct iperf3 figure). Prints a table, writes results.tsv and transport.png.
 #
-#   bench/transport/run.sh [--quick] [--tls 1.3|1.2] [--out DIR] [--install]
+#   bench/transport/run.sh [--quick] [--tls 1.3|1.2] [--out DIR] [--install] [--profile]
+#
+# --profile: instead of the workloads, perf-record both ine-transport processes during one
+# iperf3 stream through ine-tls and write perf-node{1,2}.txt (flat profiles) into --out.
 #
 # Only loopback addresses: node A is 127.0.0.11, node B (and the servers) 127.0.0.12.
 # Everything it starts is killed on exit; its files live in --out (default /tmp/ine-bench-tp).
@@ -20,14 +23,15 @@ cd "$(dirname "$0")/../.."
 SRC=$PWD
 HERE=$SRC/bench/transport
 
-QUICK=0 TLS=1.3 OUT=/tmp/ine-bench-tp INSTALL=0
+QUICK=0 TLS=1.3 OUT=/tmp/ine-bench-tp INSTALL=0 PROFILE=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
     --tls) TLS=$2; shift ;;
     --out) OUT=$2; shift ;;
     --install) INSTALL=1 ;;
-    -h|--help) sed -n 2,18p "$0"; exit 0 ;;
+    --profile) PROFILE=1 ;;
+    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -227,9 +231,26 @@ for p in "ine-tls $B:3342 data.ine" "stunnel $B:13103 -" "haproxy $B:14103 -"; d
   set -- $p
   sni=(); [ "$3" != - ] && sni=(-servername "$3")
   got=$(openssl s_client -connect "$2" "${sni[@]}" -cert "$OUT/tls/a.crt" -key "$OUT/tls/a.key" -CAfile "$OUT/tls/ca.crt" \
-        $( [ $TLS = 1.2 ] && echo -tls1_2 ) </dev/null 2>/dev/null | grep -E '^(New|    Cipher|    Protocol) ' | tr -s ' ' | tr '\n' ' ')
+        $( [ $TLS = 1.2 ] && echo -tls1_2 ) </dev/null 2>/dev/null | grep -m1 '^New,' || echo "no answer (probe failed)")
   echo "bench: $1 negotiates: $got"
 done
+
+if [ $PROFILE = 1 ]; then
+  command -v perf >/dev/null || { echo "run.sh: --profile needs perf (apt-get install linux-perf)" >&2; exit 1; }
+  for n in 1 2; do
+    p=$(eval echo "\$PID_ine_tp$n")
+    perf record -F 999 -o "$OUT/perf-node$n.data" -p "$p" -- sleep $((T + 1)) >/dev/null 2>&1 &
+    PERF_PIDS="${PERF_PIDS:-} $!"
+  done
+  sleep 0.5
+  iperf3 -c $A -p 12001 -t "$T" | tail -4
+  wait $PERF_PIDS
+  for n in 1 2; do
+    perf report -i "$OUT/perf-node$n.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$OUT/perf-node$n.txt"
+    echo "bench: node $n (A: endpoint + TLS client; B: TLS server + shard side):"; head -25 "$OUT/perf-node$n.txt"
+  done
+  exit 0
+fi
 
 # --- measurements -----------------------------------------------------------------------------
 R=$OUT/results.tsv
@@ -253,7 +274,8 @@ echo "bench: RSS of the tunnel processes over $IDLE idle connections each"
 IDLE_FDS=()
 for v in ine-plain ine-tls stunnel haproxy; do
   before=$(rss_kb ${PAIR[$v]})
-  coproc IDLE_CL { "$OUT/bin/connclient" idle "${FRONT_HOST[$v]}" "${FRONT_REDIS[$v]}" $IDLE; }
+  # (bash warns that the previous coproc still exists: it does, on purpose)
+  coproc IDLE_CL { "$OUT/bin/connclient" idle "${FRONT_HOST[$v]}" "${FRONT_REDIS[$v]}" $IDLE; } 2>/dev/null
   read -r _ ok <&"${IDLE_CL[0]}"
   exec {keep}>&"${IDLE_CL[1]}"
   IDLE_FDS+=("$keep")
