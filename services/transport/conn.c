@@ -250,20 +250,24 @@ void tp_frame_consume(tp_conn *c)
     c->frame_len -= n;
 }
 
-int tp_flush(tp_conn *c)
+int tp_flush_try(tp_conn *c)
 {
     tp_buf *b = &c->out;
     while (b->data && b->end > b->start) {
         ssize_t n = tp__write(c, b->data + b->start, b->end - b->start);
-        if (n < 0) {
-            tp_conn_close(c, "write failed");
-            return -1;
-        }
+        if (n < 0) return -1;
         if (n == 0) break;
         b->start += (size_t)n;
     }
     if (b->data && b->start == b->end) tp__buf_put(c->tp, b);
     return 0;
+}
+
+int tp_flush(tp_conn *c)
+{
+    if (tp_flush_try(c) == 0) return 0;
+    tp_conn_close(c, "write failed");
+    return -1;
 }
 
 /* --- relay ------------------------------------------------------------------------------------ */

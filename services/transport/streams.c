@@ -320,13 +320,24 @@ void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa)
     tp_conn_want(c, 1, 0);
 }
 
-static void tp__send_accept(tp_conn *c, int ok, const char *reason)
+/* Accept a stream; -1 when the write failed and c (with its peer) is gone. */
+static int tp__send_accept(tp_conn *c)
 {
     Ine__V1__StreamAccept a = INE__V1__STREAM_ACCEPT__INIT;
-    a.ok = ok;
-    a.reason = (char *)(reason ? reason : "");
+    a.ok = 1;
+    a.reason = "";
     tp_send_frame(c, &a.base);
-    tp_flush(c);
+    return tp_flush(c);
+}
+
+/* Refuse a stream: tell the peer why (best effort: it may have hung up already), log, close. */
+static void tp__refuse_stream(tp_conn *c, const char *why)
+{
+    Ine__V1__StreamAccept a = INE__V1__STREAM_ACCEPT__INIT;
+    a.ok = 0;
+    a.reason = (char *)why;
+    if (tp_send_frame(c, &a.base) == 0) tp_flush_try(c);
+    tp_conn_refuse(c, why);
 }
 
 static void tp__heartbeat_send(tp_conn *c)
@@ -416,15 +427,13 @@ static void tp__accept_header(tp_conn *c)
     }
     if (!c->peer_node || h->from_node_uid != c->peer_node) {
         ine__v1__stream_header__free_unpacked(h, NULL);
-        tp__send_accept(c, 0, why);
-        return tp_conn_refuse(c, why);
+        return tp__refuse_stream(c, why);
     }
     if ((int)h->plane != c->plane) {
         snprintf(why, sizeof why, "a %s-plane certificate cannot open a %s-plane stream", c->plane == 2 ? "data" : "control",
                  h->plane == 2 ? "data" : "control");
         ine__v1__stream_header__free_unpacked(h, NULL);
-        tp__send_accept(c, 0, why);
-        return tp_conn_refuse(c, why);
+        return tp__refuse_stream(c, why);
     }
     if (h->plane == INE__V1__PLANE__PLANE_CONTROL) {
         ine__v1__stream_header__free_unpacked(h, NULL);
@@ -432,7 +441,7 @@ static void tp__accept_header(tp_conn *c)
         c->kind = TP_K_CONTROL_IN;
         tp_conn_deadline(c, 0);
         tp->accepted++;
-        tp__send_accept(c, 1, NULL);
+        if (tp__send_accept(c) < 0) return;
         return tp_conn_want(c, 1, c->out.data != NULL);
     }
     d = proj_db_find(&tp->st, h->db_uid);
@@ -443,14 +452,8 @@ static void tp__accept_header(tp_conn *c)
     else if (!self || d->shard_node_uid != self->uid) snprintf(why, sizeof why, "database %u has no shard on this node", c->db_uid);
     else if (!d->data_internode_encryption) snprintf(why, sizeof why, "database %u has data_internode_encryption disabled", c->db_uid);
     else if (tp__split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
-    if (*why) {
-        tp__send_accept(c, 0, why);
-        return tp_conn_refuse(c, why);
-    }
-    if (!(shard = tp__connect(tp, host, port, TP_K_SHARD))) {
-        tp__send_accept(c, 0, "shard unreachable");
-        return tp_conn_refuse(c, "the shard is unreachable");
-    }
+    if (*why) return tp__refuse_stream(c, why);
+    if (!(shard = tp__connect(tp, host, port, TP_K_SHARD))) return tp__refuse_stream(c, "the shard is unreachable");
     shard->db_uid = c->db_uid;
     c->remote = shard->remote = 1;
     c->peer = shard;
@@ -480,8 +483,9 @@ static void tp__connected(tp_conn *c)
     if (c->peer) {
         tp_conn *other = c->peer;
         if (other->kind == TP_K_STREAM_IN) {
-            tp__send_accept(other, 1, NULL);
             c->tp->accepted++;
+            /* A failed write closed both ends: nothing left to relay. */
+            if (tp__send_accept(other) < 0) return;
         }
         tp_relay_start(other, c);
     } else {

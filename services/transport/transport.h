@@ -163,8 +163,10 @@ int tp_frame_ready(tp_conn *c, const uint8_t **msg);
 void tp_frame_consume(tp_conn *c);
 /* Read what is available into c->frame (TLS or plain); 0 ok, -1 EOF/error (closed). */
 int tp_read_frame_bytes(tp_conn *c);
-/* Flush c's pending output (frames); 0 done or waiting, -1 closed. */
+/* Flush c's pending output (frames); 0 done or waiting, -1 closed (c is freed). */
 int tp_flush(tp_conn *c);
+/* The same, but a failed write only returns -1: c stays for the caller to close. */
+int tp_flush_try(tp_conn *c);
 /* Describe an address for logs. */
 void tp_describe(tp_conn *c, const struct sockaddr *sa);
 
