@@ -14,7 +14,8 @@
 #   bench/transport/run.sh [--quick] [--tls 1.3|1.2] [--out DIR] [--install] [--profile]
 #
 # --profile: instead of the workloads, perf-record both ine-transport processes during one
-# iperf3 stream through ine-tls and write perf-node{1,2}.txt (flat profiles) into --out.
+# iperf3 stream through ine-tls, print their on-CPU and run-queue shares (schedstat), and
+# write perf-node{1,2}.txt (flat profiles, by symbol and by library) into --out.
 #
 # Only loopback addresses: node A is 127.0.0.11, node B (and the servers) 127.0.0.12.
 # Everything it starts is killed on exit; its files live in --out (default /tmp/ine-bench-tp).
@@ -243,11 +244,21 @@ if [ $PROFILE = 1 ]; then
     PERF_PIDS="${PERF_PIDS:-} $!"
   done
   sleep 0.5
+  # /proc/PID/schedstat: ns on a CPU, ns runnable but waiting for one, timeslices.
+  for n in 1 2; do read -r "ss_run_$n" "ss_wait_$n" _ <"/proc/$(eval echo "\$PID_ine_tp$n")/schedstat"; done
+  t0=$(date +%s%N)
   iperf3 -c $A -p 12001 -t "$T" | tail -4
+  t1=$(date +%s%N)
+  for n in 1 2; do
+    read -r run wait _ <"/proc/$(eval echo "\$PID_ine_tp$n")/schedstat"
+    echo "bench: node $n during iperf3: on a CPU $(( (run - $(eval echo "\$ss_run_$n")) * 100 / (t1 - t0) ))% of the time, runnable but waiting for a CPU $(( (wait - $(eval echo "\$ss_wait_$n")) * 100 / (t1 - t0) ))%, otherwise blocked on I/O"
+  done
   wait $PERF_PIDS
   for n in 1 2; do
-    perf report -i "$OUT/perf-node$n.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40 >"$OUT/perf-node$n.txt"
-    echo "bench: node $n (A: endpoint + TLS client; B: TLS server + shard side):"; head -25 "$OUT/perf-node$n.txt"
+    perf report -i "$OUT/perf-node$n.data" --no-children --sort dso,symbol --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | awk 'NR <= 40' >"$OUT/perf-node$n.txt" || true
+    { echo "-- by library:"; perf report -i "$OUT/perf-node$n.data" --no-children --sort dso --stdio 2>/dev/null |
+      grep -v '^#' | grep -v '^$' | awk 'NR <= 8'; echo "-- samples (999/s while on a CPU): $(perf script -i "$OUT/perf-node$n.data" 2>/dev/null | wc -l)"; } >>"$OUT/perf-node$n.txt" || true
+    echo "bench: node $n (A: endpoint + TLS client; B: TLS server + shard side):"; sed -n '1,20p;/^-- by library/,$p' "$OUT/perf-node$n.txt"
   done
   exit 0
 fi
