@@ -4,10 +4,12 @@
  * naming the file; the clock jumping backwards under ine-ca (libfaketime) triggers no rotation
  * and the transports still handshake. */
 #include <criterion/criterion.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cluster.h"
@@ -133,4 +135,120 @@ Test(deploy_faults, full_map_gives_a_clear_error_and_no_corruption)
     cr_assert_eq(rc, 0, "after a restart with a normal map: %s", err ? err : "");
     free(out);
     free(err);
+}
+
+/* libfaketime, the threaded variant (ine-ca runs key generation threads). */
+#define FAKETIME_LIB "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"
+
+static void set_offset(const char *file, const char *offset)
+{
+    FILE *f = fopen(file, "w");
+    cr_assert(f, "cannot write %s", file);
+    fprintf(f, "%s\n", offset);
+    cr_assert_eq(fclose(f), 0);
+}
+
+/* Two commands served by the CA after `after`: its loop reconciles between any two. */
+static void ca_two_rounds(cl_t *c)
+{
+    for (int i = 0; i < 2; i++) {
+        char *out = NULL, *err = NULL;
+        cr_assert_eq(cl_inectl(c, &out, &err, "status", "certificates", NULL), 0, "status certificates: %s", err);
+        free(out);
+        free(err);
+    }
+}
+
+Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes)
+{
+    char *tsfile, *env_ts, *env_asan, *out, *val;
+    char ps[16];
+    size_t mark;
+    uint64_t seq_before, seq_after;
+    int issued_before, rport, dbport;
+    const char *asan = getenv("ASAN_OPTIONS");
+
+    cr_assert_eq(access(FAKETIME_LIB, R_OK), 0, "libfaketime is not installed (%s)", FAKETIME_LIB);
+    cl_start(&cl, NULL);
+    rport = cl_free_port();
+    dbport = cl_free_port();
+    snprintf(ps, sizeof ps, "%d", rport);
+    cl_redis_start(&cl, "127.0.0.2", rport, NULL);
+    {
+        char shard[64];
+        snprintf(shard, sizeof shard, "127.0.0.2:%d", rport);
+        cl_create_db(&cl, "a", dbport, 2, shard, 1);
+    }
+
+    /* The CA again, now under libfaketime reading its offset from a file on every call. */
+    cr_assert_eq(cl_kill(&cl.ca, SIGTERM), 0, "ine-ca did not stop cleanly");
+    tsfile = cl_path(&cl, "faketime.rc");
+    set_offset(tsfile, "+0");
+    cr_assert(asprintf(&env_ts, "FAKETIME_TIMESTAMP_FILE=%s", tsfile) > 0);
+    /* ASan wants to come first among preloaded libraries; libfaketime must, to see the calls. */
+    cr_assert(asprintf(&env_asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0", asan ? asan : "", asan ? ":" : "") > 0);
+    {
+        char *env[] = {"LD_PRELOAD=" FAKETIME_LIB, env_ts, "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
+                       env_asan, NULL};
+        char *argv[] = {INE_BIN_DIR "/ine-ca", "--data-dir", cl.dd, "--ca-key-bits", "2048", "--check-interval", "1", NULL};
+        cl_spawn(&cl, &cl.ca, "ca-faketime", argv, env); /* a log file of its own */
+        mark = 0;
+    }
+    cr_assert(cl_wait_log(&cl.ca, mark, "started", CL_WAIT_MS), "ine-ca did not start under faketime");
+    ca_two_rounds(&cl);
+
+    /* Three days back, with the certificates already in place. */
+    issued_before = svc_count_events(cl.dd, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED);
+    cr_assert_eq(svc_last_seq(cl.dd, &seq_before), 0);
+    set_offset(tsfile, "-3d");
+    ca_two_rounds(&cl);
+    /* A log change makes it reconcile once more; its 1 s timer has fired by the time it serves
+     * two more commands or it has not — either way nothing may be issued. */
+    cl_set_encryption(&cl, "a", 0);
+    cl_set_encryption(&cl, "a", 1);
+    ca_two_rounds(&cl);
+    cr_assert_eq(svc_last_seq(cl.dd, &seq_after), 0);
+    cr_assert_eq(svc_count_events(cl.dd, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED), issued_before,
+                 "the clock going back made the CA issue certificates");
+    cr_assert_eq(svc_count_events(cl.dd, INE__V1__EVENT__BODY_ROTATION_REQUESTED), 0,
+                 "the clock going back requested a rotation");
+    cr_assert_eq(seq_after, seq_before + 2, "only the two toggles may have been written (%llu -> %llu)",
+                 (unsigned long long)seq_before, (unsigned long long)seq_after);
+    out = cl_log_since(&cl.ca, mark);
+    cr_expect(!strstr(out, "reconcile:"), "the CA failed to reconcile under the jumped clock: %s", out);
+    free(out);
+
+    /* A rotation under the jumped clock: certificates valid from 3 days back, which the
+     * transports (on the real clock) accept; the data plane handshakes across node 2. */
+    {
+        char *o = NULL, *e = NULL;
+        cr_assert_eq(cl_inectl(&cl, &o, &e, "cluster", "certificate", "rotate", NULL), 0, "rotate: %s", e);
+        free(o);
+        free(e);
+    }
+    cr_assert(cl_wait_converged(&cl, CL_WAIT_MS), "the transports did not activate the certificates issued 3 days back");
+    /* Proof that the CA ran on the jumped clock: the new certificates start 3 days back. */
+    for (int n = 1; n <= CL_NODES; n++) {
+        const proj_cert *pc = cl_cert(&cl, n, PROJ_PLANE_MAX);
+        cr_assert_lt(pc->cert.not_before, (int64_t)time(NULL) - 2 * 86400, "node %d's new certificate starts at %lld: "
+                     "the CA did not run on the jumped clock", n, (long long)pc->cert.not_before);
+    }
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        char *s = cl_redis_cli("127.0.0.1", dbport, "set", "k", "v-after-jump", NULL);
+        int ok = s && !strcmp(s, "OK");
+        free(s);
+        if (ok) break;
+        cr_assert_lt(cl_now_ms(), end, "no data plane through node 1 after the clock jumped back");
+        usleep(200 * 1000);
+    }
+    val = cl_redis_cli("127.0.0.3", dbport, "get", "k", NULL);
+    cr_assert(val && !strcmp(val, "v-after-jump"), "node 3 read '%s'", val ? val : "(nothing)");
+    free(val);
+    out = NULL;
+    cr_assert_eq(cl_sh(&out, 60, "%s/ine-log --data-dir %s verify", INE_BIN_DIR, cl.dd), 0, "verify: %s", out);
+    free(out);
+    free(tsfile);
+    free(env_ts);
+    free(env_asan);
+    cl_finish(&cl);
 }
