@@ -18,9 +18,18 @@
 
 static svc_cluster sc;
 static cl_t cl;
+static char *mounted; /* a tmpfs the test mounted */
 
 static void fini(void)
 {
+    if (mounted) {
+        svc_stop_policy(&sc);
+        char *out = NULL;
+        cl_sh(&out, 30, "umount %s || umount -l %s", mounted, mounted);
+        free(out);
+        free(mounted);
+        mounted = NULL;
+    }
     svc_cluster_free(&sc);
     cl_stop(&cl);
 }
@@ -251,4 +260,75 @@ Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes
     free(env_ts);
     free(env_asan);
     cl_finish(&cl);
+}
+
+/* A full disk: the data dir on a tmpfs only a little larger than what it holds. */
+Test(deploy_faults, full_disk_gives_a_clear_error_and_no_corruption)
+{
+    char *out = NULL, *err = NULL, *fs, *dd, name[32], port[16];
+    int rc = 0, created = 0;
+
+    cr_assert_eq(svc_cluster_init(&sc, NULL, NULL), 0, "%s", svc_why());
+    cr_assert_eq(svc_start_ca(&sc, 120000), 0, "%s", svc_why());
+    cr_assert_eq(svc_stop_ca(&sc), 0);
+    cr_assert(asprintf(&fs, "%s/fs", sc.dir) > 0 && asprintf(&dd, "%s/fs/dd", sc.dir) > 0);
+    cr_assert_eq(mkdir(fs, 0700), 0);
+    /* Room for what is there plus 24 KiB (the run/ sockets take none). */
+    rc = cl_sh(&out, 30, "mount -t tmpfs -o size=$(( $(du -sk %s | cut -f1) + 24 ))k,mode=0700 tmpfs %s", sc.dd, fs);
+    if (rc != 0) {
+        free(out);
+        free(fs);
+        free(dd);
+        cr_skip_test("cannot mount a tmpfs here (needs root): %s", out ? out : "");
+    }
+    mounted = strdup(fs);
+    free(out);
+    out = NULL;
+    cr_assert_eq(cl_sh(&out, 30, "cp -a %s %s && rm -rf %s/run/*", sc.dd, dd, dd), 0, "copy: %s", out);
+    free(out);
+    out = NULL;
+    free(sc.dd);
+    sc.dd = dd;
+    cr_assert_eq(svc_start_policy(&sc, 0, 60000), 0, "%s", svc_why());
+
+    for (int i = 0; i < 2000; i++) {
+        snprintf(name, sizeof name, "db%d", i);
+        snprintf(port, sizeof port, "%d", 13000 + i % 2000);
+        free(out);
+        free(err);
+        out = err = NULL;
+        rc = svc_inectl(&sc, &out, &err, "create", "db", "name", name, "port", port, "shard_node", "1",
+                        "shard_address", "127.0.0.1:6379", NULL);
+        if (rc != 0) break;
+        created++;
+    }
+    cr_assert_neq(rc, 0, "the disk never filled after %d databases", created);
+    cr_assert(err && strstr(err, "No space left on device"), "no clear error when the disk is full: %s", err ? err : "");
+    cr_log_info("disk full after %d databases: %s", created, err);
+    /* The refused request left nothing behind: no such database, and the chain verifies. */
+    free(out);
+    free(err);
+    out = err = NULL;
+    cr_assert_neq(svc_inectl(&sc, &out, &err, "info", "db", name, NULL), 0, "the refused database %s exists: %s", name, out);
+    free(out);
+    free(err);
+    out = err = NULL;
+    cr_assert_eq(cl_sh(&out, 60, "%s/ine-log --data-dir %s verify", INE_BIN_DIR, sc.dd), 0, "verify on a full disk: %s", out);
+    free(out);
+    out = NULL;
+
+    /* Room again (the operator grew the volume): the same running service takes the request. */
+    cr_assert_eq(cl_sh(&out, 30, "mount -o remount,size=64m %s", fs), 0, "remount: %s", out);
+    free(out);
+    out = NULL;
+    rc = svc_inectl(&sc, &out, &err, "create", "db", "name", "late", "port", "15999", "shard_node", "1",
+                    "shard_address", "127.0.0.1:6379", NULL);
+    cr_assert_eq(rc, 0, "no recovery once the disk had room: %s", err ? err : "");
+    free(out);
+    free(err);
+    out = NULL;
+    cr_assert_eq(cl_sh(&out, 60, "%s/ine-log --data-dir %s verify", INE_BIN_DIR, sc.dd), 0, "verify: %s", out);
+    free(out);
+    cr_assert_eq(svc_stop_policy(&sc), 0, "ine-policy did not stop cleanly: %s", svc_tail(sc.policy_log));
+    free(fs);
 }
