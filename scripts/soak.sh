@@ -119,7 +119,10 @@ echo "ine-log verify: $verify"
 [ -s "$TMP/errors-a.log" ] && { echo "db a errors:"; head -5 "$TMP/errors-a.log"; }
 [ -s "$TMP/errors-b.log" ] && { echo "db b errors (first 3):"; head -3 "$TMP/errors-b.log"; }
 for n in rotate toggle; do [ -s "$TMP/errors-$n.log" ] && { echo "$n errors:"; head -3 "$TMP/errors-$n.log"; }; done
+if [ "$restarts" -ne 0 ]; then
+  echo "restarts (supervisord.log):"; grep -E "exited: ine-" "$DATA/logs/supervisord.log" | grep -v "ine-policy (exit status 1" | tail -5
+fi
 if [ "$bad_a" -ne 0 ] || [ "$rot_bad" -ne 0 ] || [ "$tog_bad" -ne 0 ] || [ "$restarts" -ne 0 ] || [ "$verify" != ok ]; then
-  echo "soak: FAILED"; exit 1
+  echo "soak: FAILED (data dir kept: $TMP)"; INE_SOAK_KEEP=1; exit 1
 fi
 echo "soak: ok"

@@ -66,7 +66,7 @@ static void request(int kind)
         snprintf(what, sizeof what, "create db name c%d port %d shard_node 2 shard_address 127.0.0.2:%d", n_reqs,
                  cl_free_port(), d.redis_port);
     n_reqs++;
-    r->acked = cl_sh(&out, 40, "%s/inectl --data-dir %s --timeout 10 --request-id %s %s", INE_BIN_DIR, d.dd, r->id,
+    r->acked = cl_sh(&out, 40, "%s/inectl --data-dir %s --timeout 6 --request-id %s %s", INE_BIN_DIR, d.dd, r->id,
                      what) == 0;
     free(out);
 }
@@ -91,6 +91,19 @@ static int data_plane_ok(const char *addr, int port, const char *val, int timeou
         usleep(300 * 1000);
     }
     return 0;
+}
+
+/* The shard's total_commands_processed, asked directly (not through ine). */
+static long shard_commands(void)
+{
+    char *out = NULL;
+    long n = -1;
+    if (cl_sh(&out, 20, "redis-cli -h 127.0.0.2 -p %d info stats | tr -d '\\r' | sed -n 's/^total_commands_processed://p'",
+              d.redis_port) == 0 && out)
+        n = atol(out);
+    free(out);
+    cr_assert_geq(n, 0, "cannot read the shard's stats");
+    return n;
 }
 
 /* How many events carry each request id (ine-log export). */
@@ -140,6 +153,7 @@ Test(deploy_crash, sigkill_each_then_all_under_supervisord)
     free(out);
     cr_assert(data_plane_ok("127.0.0.1", dbp_a, "before", 60000), "no data plane through node 1 before the crashes");
 
+    long served0 = shard_commands();
     /* Traffic: redis-benchmark in a loop (it exits when its connection is cut; the loop restarts it). */
     cr_assert(asprintf(&bench_pidfile, "%s/bench.pid", d.dir) > 0);
     rc = cl_sh(&out, 10,
@@ -173,6 +187,11 @@ Test(deploy_crash, sigkill_each_then_all_under_supervisord)
     cr_assert(data_plane_ok("127.0.0.3", dbp_a, "after-3", 60000), "node 3's endpoint did not come back");
     cr_assert(data_plane_ok("127.0.0.3", dbp_b, "after-b", 60000), "db b did not come back through node 3");
     cr_assert(dp_wait_ready(&d, 120000), "the certificates are not all served after the crashes");
+    /* The benchmark really went through the encrypted endpoint while all this happened: the
+     * shard served at least one full run (2000 requests) more than the test's own commands. */
+    long served = shard_commands() - served0;
+    cr_log_info("deploy_crash: the shard served %ld commands during the crashes", served);
+    cr_assert_gt(served, 2000, "no traffic flowed during the crashes (%ld commands)", served);
 
     rc = cl_sh(&out, 60, "%s/ine-log --data-dir %s verify", INE_BIN_DIR, d.dd);
     cr_assert_eq(rc, 0, "ine-log verify failed after the crashes: %s", out ? out : "");
