@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # soak.sh — a bounded soak of the supervisord deployment (not part of the test run).
 #
-#   scripts/soak.sh [SECONDS]     (default 300; INE_SOAK_KEEP=1 keeps the temp data dir)
+#   scripts/soak.sh [SECONDS]     (default 300; INE_SOAK_KEEP=1 keeps the temp data dir;
+#                                  INE_SOAK_BIN=build-asan runs an existing build instead of
+#                                  building build-rel; INE_SOAK_TOGGLE=S toggles every S s)
 #
 # A fresh 3-node cluster from deploy/supervisord.conf.in in a temp dir with free ports, two
 # encrypted databases on one redis shard behind node 2: "a" (steady) and "b" (toggled).
@@ -13,9 +15,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${1:-300}
-cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
-cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting >/dev/null
-BIN=$PWD/build-rel
+TOGGLE_S=${INE_SOAK_TOGGLE:-30}
+if [ -n "${INE_SOAK_BIN:-}" ]; then
+  BIN=$(cd "$INE_SOAK_BIN" && pwd)
+else
+  cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
+  cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting >/dev/null
+  BIN=$PWD/build-rel
+fi
 TMP=$(mktemp -d /tmp/ine-soak.XXXXXX)
 DATA=$TMP/dd
 CONF=$DATA/supervisord.conf
@@ -94,7 +101,7 @@ toggle() {
 
 echo "soak: ${DURATION}s on $DATA (transport port $TP_PORT; db a :$DB_A via node 1, db b :$DB_B via node 3)"
 bench a 127.0.0.1 "$DB_A" & bench b 127.0.0.3 "$DB_B" &
-every rotate 20 $CTLI cluster certificate rotate & every toggle 30 toggle &
+every rotate 20 $CTLI cluster certificate rotate & every toggle "$TOGGLE_S" toggle &
 wait
 
 SEQ1=$(last_seq)
