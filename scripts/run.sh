@@ -14,6 +14,7 @@ REST_PORT=${INE_REST_PORT:-9443}
 METRICS_PORT=${INE_METRICS_PORT:-8070}
 REDIS_PORT=${INE_REDIS_PORT:-16379}
 DB_PORT=${INE_DB_PORT:-12000}
+TP_PORT=${INE_TP_PORT:-3342}
 
 ./scripts/install-deps.sh
 cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
@@ -33,6 +34,7 @@ fi
 mkdir -p "$DATA/redis" "$DATA/logs" "$DATA/run"
 sed -e "s|@BIN@|$BIN|g" -e "s|@DATA@|$DATA|g" -e "s|@REST_PORT@|$REST_PORT|g" \
     -e "s|@METRICS_PORT@|$METRICS_PORT|g" -e "s|@REDIS_PORT@|$REDIS_PORT|g" \
+    -e "s|@TP_PORT@|$TP_PORT|g" -e "s|@CA_ARGS@||g" \
     deploy/supervisord.conf.in >"$DATA/supervisord.conf"
 
 if [ -S "$DATA/run/supervisor.sock" ] && $CTL pid >/dev/null 2>&1; then
