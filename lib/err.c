@@ -77,9 +77,12 @@ int ine__err_mdb(int mrc, const char *what)
     case MDB_KEYEXIST: rc = INE_EEXIST; break;
     case MDB_CORRUPTED: case MDB_PAGE_NOTFOUND: case MDB_INVALID: rc = INE_ECORRUPT; break;
     case ENOMEM: rc = INE_ENOMEM; break;
+    case ENOSPC: rc = INE_EFULL; break;
     case EACCES: rc = INE_EPERM; break;
     default: if (mrc > 0) rc = INE_EIO; break;
     }
+    if (mrc == ENOSPC)
+        return ine_err(rc, "event log: the disk is full (No space left on device); nothing was written");
     if (mrc == MDB_MAP_FULL)
         return ine_err(rc, "event log is full (LMDB map size reached); nothing was written; "
                            "reopen with a larger map size");

@@ -290,7 +290,10 @@ int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_o
     {
         int mrc = mdb_txn_commit(txn);
         txn = NULL;
-        GUARD_MDB(mrc, err);
+        if (mrc != 0) {
+            rc = ine__err_mdb(mrc, "commit of the event log append");
+            goto err;
+        }
     }
     return INE_OK;
 
@@ -343,7 +346,10 @@ int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len)
     {
         int mrc = mdb_txn_commit(txn);
         txn = NULL;
-        GUARD_MDB(mrc, err);
+        if (mrc != 0) {
+            rc = ine__err_mdb(mrc, "commit of the event log append");
+            goto err;
+        }
     }
 err:
     if (txn) mdb_txn_abort(txn);
