@@ -33,12 +33,18 @@ typedef struct {
 static req_t reqs[MAX_REQS];
 static int n_reqs, toggle_on = 1;
 
+static int bench_port;
+
 static void fini(void)
 {
     if (bench_pidfile) {
         char *out = NULL;
-        cl_sh(&out, 10, "kill -9 -- -$(cat %s) 2>/dev/null; kill -9 $(cat %s) 2>/dev/null; true", bench_pidfile,
-              bench_pidfile);
+        /* The loop first, then any redis-benchmark it had started (one was seen to outlive
+         * the group kill, stuck on the dead endpoint). */
+        cl_sh(&out, 10,
+              "kill -9 -- -$(cat %s) 2>/dev/null; kill -9 $(cat %s) 2>/dev/null; "
+              "pkill -9 -f 'redis-benchmark -h 127.0.0.1 -p %d ' 2>/dev/null; true",
+              bench_pidfile, bench_pidfile, bench_port);
         free(out);
         free(bench_pidfile);
         bench_pidfile = NULL;
@@ -156,6 +162,7 @@ Test(deploy_crash, sigkill_each_then_all_under_supervisord)
     long served0 = shard_commands();
     /* Traffic: redis-benchmark in a loop (it exits when its connection is cut; the loop restarts it). */
     cr_assert(asprintf(&bench_pidfile, "%s/bench.pid", d.dir) > 0);
+    bench_port = dbp_a;
     rc = cl_sh(&out, 10,
                "setsid sh -c 'while :; do redis-benchmark -h 127.0.0.1 -p %d -c 2 -n 2000 -t set,get -q >/dev/null 2>&1; done' "
                "</dev/null >/dev/null 2>&1 & echo $! > %s",
