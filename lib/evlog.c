@@ -118,6 +118,23 @@ static int evlog__txn_begin(evlog_t *log, unsigned flags, MDB_txn **txn)
     return INE_OK;
 }
 
+int evlog_opts_from_env(evlog_opts *o)
+{
+    const char *s = getenv("INE_LOG_MAP_SIZE");
+    char *end;
+    unsigned long long v;
+    memset(o, 0, sizeof *o);
+    if (!s || !*s) return INE_OK;
+    v = strtoull(s, &end, 10);
+    if (*end == 'K' || *end == 'k') v <<= 10, end++;
+    else if (*end == 'M' || *end == 'm') v <<= 20, end++;
+    else if (*end == 'G' || *end == 'g') v <<= 30, end++;
+    if (*end || v < 4096 || v > (1ULL << 40))
+        return ine_err(INE_EINVAL, "INE_LOG_MAP_SIZE takes 4096 bytes to 1T (e.g. 64M), not '%s'", s);
+    o->map_size = (size_t)v;
+    return INE_OK;
+}
+
 int evlog_open(const char *dir, const evlog_opts *opts, evlog_t **out)
 {
     evlog_t *log;

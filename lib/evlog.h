@@ -29,6 +29,11 @@ typedef struct {
     int read_only;     /* open without creating; appends fail */
 } evlog_opts;
 
+/* Options from the environment: INE_LOG_MAP_SIZE (bytes, or with a K/M/G suffix, 4096 to 1T)
+ * caps the map — operators size it, tests provoke a full map with a tiny one. Unset: the
+ * default. INE_EINVAL with a sentence for a malformed value. */
+int evlog_opts_from_env(evlog_opts *o);
+
 /* Open (creating if needed, unless read_only) the log in directory `dir`. */
 int evlog_open(const char *dir, const evlog_opts *opts, evlog_t **out);
 void evlog_close(evlog_t *log);

@@ -122,25 +122,6 @@ static int alerting_hook_open(alerting_t *a)
     return alerting_hook_start(a->webhook_url, cur, a->webhook_backoff_max_ms, &a->hook);
 }
 
-/* INE_LOG_MAP_SIZE (bytes, or with a K/M/G suffix) caps the log's LMDB map: operators size it,
- * and tests provoke a full map with a tiny one. Unset: the library default. */
-static int log_opts_from_env(evlog_opts *o)
-{
-    const char *s = getenv("INE_LOG_MAP_SIZE");
-    char *end;
-    unsigned long long v;
-    memset(o, 0, sizeof *o);
-    if (!s || !*s) return INE_OK;
-    v = strtoull(s, &end, 10);
-    if (*end == 'K' || *end == 'k') v <<= 10, end++;
-    else if (*end == 'M' || *end == 'm') v <<= 20, end++;
-    else if (*end == 'G' || *end == 'g') v <<= 30, end++;
-    if (*end || v < 4096 || v > (1ULL << 40))
-        return ine_err(INE_EINVAL, "INE_LOG_MAP_SIZE takes 4096 bytes to 1T (e.g. 64M), not '%s'", s);
-    o->map_size = (size_t)v;
-    return INE_OK;
-}
-
 static int alerting_open(alerting_t *a)
 {
     evlog_opts lo;
@@ -148,7 +129,7 @@ static int alerting_open(alerting_t *a)
     GUARD(datadir_path(a->data_dir, "run", a->run_dir, sizeof a->run_dir));
     GUARD(alerting_lock(a));
     GUARD(datadir_path(a->data_dir, "log", p, sizeof p));
-    GUARD(log_opts_from_env(&lo));
+    GUARD(evlog_opts_from_env(&lo));
     GUARD(evlog_open(p, &lo, &a->log));
     if (!(a->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     GUARD(follow_pub_open(a->zctx, a->run_dir, "ine-alerting", &a->pub));

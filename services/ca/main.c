@@ -49,25 +49,6 @@ static int parse_int(const char *s, int lo, int hi, int *out)
     return 0;
 }
 
-/* INE_LOG_MAP_SIZE (bytes, or with a K/M/G suffix) caps the log's LMDB map: operators size it,
- * and tests provoke a full map with a tiny one. Unset: the library default. */
-static int log_opts_from_env(evlog_opts *o)
-{
-    const char *s = getenv("INE_LOG_MAP_SIZE");
-    char *end;
-    unsigned long long v;
-    memset(o, 0, sizeof *o);
-    if (!s || !*s) return INE_OK;
-    v = strtoull(s, &end, 10);
-    if (*end == 'K' || *end == 'k') v <<= 10, end++;
-    else if (*end == 'M' || *end == 'm') v <<= 20, end++;
-    else if (*end == 'G' || *end == 'g') v <<= 30, end++;
-    if (*end || v < 4096 || v > (1ULL << 40))
-        return ine_err(INE_EINVAL, "INE_LOG_MAP_SIZE takes 4096 bytes to 1T (e.g. 64M), not '%s'", s);
-    o->map_size = (size_t)v;
-    return INE_OK;
-}
-
 static int ca_open(ca_t *ca)
 {
     evlog_opts lo;
@@ -75,7 +56,7 @@ static int ca_open(ca_t *ca)
     GUARD(datadir_path(ca->data_dir, "seal.key", p, sizeof p));
     GUARD(seal_key_load(p, &ca->seal));
     GUARD(datadir_path(ca->data_dir, "log", p, sizeof p));
-    GUARD(log_opts_from_env(&lo));
+    GUARD(evlog_opts_from_env(&lo));
     GUARD(evlog_open(p, &lo, &ca->log));
     GUARD(datadir_path(ca->data_dir, "run", ca->run_dir, sizeof ca->run_dir));
     if (!(ca->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");

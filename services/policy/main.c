@@ -57,25 +57,6 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     event_base_loopbreak(arg);
 }
 
-/* INE_LOG_MAP_SIZE (bytes, or with a K/M/G suffix) caps the log's LMDB map: operators size it,
- * and tests provoke a full map with a tiny one. Unset: the library default. */
-static int log_opts_from_env(evlog_opts *o)
-{
-    const char *s = getenv("INE_LOG_MAP_SIZE");
-    char *end;
-    unsigned long long v;
-    memset(o, 0, sizeof *o);
-    if (!s || !*s) return INE_OK;
-    v = strtoull(s, &end, 10);
-    if (*end == 'K' || *end == 'k') v <<= 10, end++;
-    else if (*end == 'M' || *end == 'm') v <<= 20, end++;
-    else if (*end == 'G' || *end == 'g') v <<= 30, end++;
-    if (*end || v < 4096 || v > (1ULL << 40))
-        return ine_err(INE_EINVAL, "INE_LOG_MAP_SIZE takes 4096 bytes to 1T (e.g. 64M), not '%s'", s);
-    o->map_size = (size_t)v;
-    return INE_OK;
-}
-
 static int policy_open(policy_t *p)
 {
     evlog_opts lo;
@@ -83,7 +64,7 @@ static int policy_open(policy_t *p)
     GUARD(datadir_path(p->data_dir, "seal.key", path, sizeof path));
     GUARD(seal_key_load(path, &p->seal));
     GUARD(datadir_path(p->data_dir, "log", path, sizeof path));
-    GUARD(log_opts_from_env(&lo));
+    GUARD(evlog_opts_from_env(&lo));
     GUARD(evlog_open(path, &lo, &p->log));
     GUARD(datadir_path(p->data_dir, "run", p->run_dir, sizeof p->run_dir));
     if (!(p->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");

@@ -611,3 +611,20 @@ Test(evlog, append_raw_replicates_and_refuses_breaks)
     free(rdir);
     evlog_close(log);
 }
+
+Test(evlog, map_size_from_the_environment)
+{
+    evlog_opts o;
+    unsetenv("INE_LOG_MAP_SIZE");
+    cr_assert_eq(evlog_opts_from_env(&o), INE_OK);
+    cr_assert_eq(o.map_size, 0);
+    setenv("INE_LOG_MAP_SIZE", "64M", 1);
+    cr_assert_eq(evlog_opts_from_env(&o), INE_OK);
+    cr_assert_eq(o.map_size, 64u << 20);
+    setenv("INE_LOG_MAP_SIZE", "12x", 1);
+    cr_assert_eq(evlog_opts_from_env(&o), INE_EINVAL);
+    cr_assert(strstr(ine_err_msg(), "INE_LOG_MAP_SIZE"), "%s", ine_err_msg());
+    setenv("INE_LOG_MAP_SIZE", "100", 1);
+    cr_assert_eq(evlog_opts_from_env(&o), INE_EINVAL);
+    unsetenv("INE_LOG_MAP_SIZE");
+}
