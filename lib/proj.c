@@ -109,7 +109,7 @@ static int proj__ci_copy(proj_certinfo *dst, const Ine__V1__CertInfo *src)
     return INE_OK;
 }
 
-static void proj__node_free(proj_node *n) { free(n->address); free(n->name); }
+static void proj__node_free(proj_node *n) { free(n->address); free(n->name); free(n->join_token_id); }
 static void proj__db_free(proj_db *d) { free(d->name); free(d->shard_address); }
 static void proj__cert_free(proj_cert *c) { proj__ci_free(&c->cert); free(c->root_fingerprint); free(c->rotation_id); }
 static void proj__act_free(proj_activation *a) { free(a->fingerprint); free(a->serial_hex); }
@@ -142,6 +142,8 @@ void proj_free(proj_state *st)
     for (size_t i = 0; i < st->n_alert_settings; i++) proj__setting_free(&st->alert_settings[i]);
     for (size_t i = 0; i < st->n_bundle; i++) proj__root_free(&st->bundle[i]);
     for (size_t i = 0; i < st->n_roots_known; i++) proj__root_free(&st->roots_known[i]);
+    for (size_t i = 0; i < st->n_join_tokens; i++) free(st->join_tokens[i].token_id);
+    free(st->join_tokens);
     free(st->nodes); free(st->dbs); free(st->certs); free(st->acts); free(st->rotations);
     free(st->alerts); free(st->alert_settings); free(st->bundle); free(st->roots_known);
     proj_init(st);
@@ -188,6 +190,13 @@ const proj_rotation *proj_rotation_find(const proj_state *st, const char *rotati
 {
     for (size_t i = 0; rotation_id && i < st->n_rotations; i++)
         if (strcmp(st->rotations[i].rotation_id, rotation_id) == 0) return &st->rotations[i];
+    return NULL;
+}
+
+const proj_join_token *proj_join_token_find(const proj_state *st, const char *token_id)
+{
+    for (size_t i = 0; token_id && *token_id && i < st->n_join_tokens; i++)
+        if (strcmp(st->join_tokens[i].token_id, token_id) == 0) return &st->join_tokens[i];
     return NULL;
 }
 
@@ -424,19 +433,43 @@ fail:
     return rc;
 }
 
+static int proj__token_issued(proj_state *st, const Ine__V1__JoinTokenIssued *b, uint64_t seq, int64_t t)
+{
+    proj_join_token *k;
+    char *id;
+    /* An id issued twice keeps its first record: a token is never re-armed. */
+    if (proj_join_token_find(st, b->token_id)) return INE_OK;
+    if (!(id = proj__dup(b->token_id)) || PROJ__GROW(st, join_tokens) < 0) {
+        free(id);
+        return ine_err(INE_ENOMEM, "out of memory recording a join token");
+    }
+    k = &st->join_tokens[st->n_join_tokens++];
+    *k = (proj_join_token){.token_id = id, .expires_at = b->expires_at, .issued_seq = seq, .issued_us = t};
+    if (b->token_sha256.len == sizeof k->sha256) {
+        memcpy(k->sha256, b->token_sha256.data, sizeof k->sha256);
+        k->sha_ok = 1;
+    }
+    return INE_OK;
+}
+
 static int proj__node_added(proj_state *st, const Ine__V1__NodeAdded *b, uint64_t seq)
 {
     int found;
     size_t i = PROJ__POS(st, nodes, proj__node_key, b->node_uid, &found);
-    char *addr = proj__dup(b->address), *name = proj__dup(b->name);
-    if (!addr || !name || (!found && PROJ__GROW(st, nodes) < 0)) {
-        free(addr); free(name);
+    char *addr = proj__dup(b->address), *name = proj__dup(b->name), *tok = proj__dup(b->join_token_id);
+    proj_join_token *k = (proj_join_token *)proj_join_token_find(st, b->join_token_id);
+    if (!addr || !name || !tok || (!found && PROJ__GROW(st, nodes) < 0)) {
+        free(addr); free(name); free(tok);
         return ine_err(INE_ENOMEM, "out of memory recording a node");
     }
     if (found) proj__node_free(&st->nodes[i]);
     else PROJ__OPEN(st, nodes, i);
     /* A re-added uid is the same node coming back: it starts over. */
-    st->nodes[i] = (proj_node){.uid = b->node_uid, .address = addr, .name = name, .added_seq = seq};
+    st->nodes[i] = (proj_node){.uid = b->node_uid, .address = addr, .name = name, .join_token_id = tok, .added_seq = seq};
+    if (k && !k->used_by) {
+        k->used_by = b->node_uid;
+        k->used_seq = seq;
+    }
     return proj__trust_update(st, seq);
 }
 
@@ -751,6 +784,7 @@ int proj_apply(proj_state *st, const Ine__V1__Event *ev)
     case INE__V1__EVENT__BODY_CA_CREATED: rc = proj__ca_created(st, ev->ca_created, seq, t); break;
     case INE__V1__EVENT__BODY_NODE_ADDED: rc = proj__node_added(st, ev->node_added, seq); break;
     case INE__V1__EVENT__BODY_NODE_REMOVED: rc = proj__node_removed(st, ev->node_removed, seq); break;
+    case INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED: rc = proj__token_issued(st, ev->join_token_issued, seq, t); break;
     case INE__V1__EVENT__BODY_CERTIFICATE_ISSUED: rc = proj__cert_issued(st, ev->certificate_issued, seq, t); break;
     case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED:
         rc = proj__customer_uploaded(st, ev->customer_certificate_uploaded, seq, t);

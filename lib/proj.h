@@ -81,6 +81,7 @@ typedef struct {
     uint32_t uid;
     char *address;
     char *name;
+    char *join_token_id;     /* the join token it used; "" for nodes listed at creation */
     int removed;             /* removed nodes stay listed, flagged, for the record */
     uint64_t added_seq;
     uint64_t removed_seq;
@@ -167,6 +168,19 @@ typedef struct {
     int64_t time_us;
 } proj_fallback;
 
+/* A join token as the log knows it: never the token, only its SHA-256. A token is used once,
+ * by the first NodeAdded naming its id (later ones do not change who used it). */
+typedef struct {
+    char *token_id;
+    unsigned char sha256[32];
+    int sha_ok;              /* the event carried a 32-byte hash (else it matches nothing) */
+    int64_t expires_at;      /* unix seconds */
+    uint64_t issued_seq;
+    int64_t issued_us;
+    uint32_t used_by;        /* node uid; 0: not used */
+    uint64_t used_seq;
+} proj_join_token;
+
 typedef enum { PROJ_ROOT_CURRENT = 0, PROJ_ROOT_RETIRING = 1 } proj_root_state;
 typedef enum { PROJ_ROOT_CLUSTER_CA = 0, PROJ_ROOT_CUSTOMER = 1, PROJ_ROOT_UNKNOWN = 2 } proj_root_kind;
 
@@ -196,6 +210,7 @@ typedef struct {
     proj_alert_setting *alert_settings; size_t n_alert_settings, cap_alert_settings; /* sorted by name */
     proj_root *bundle;           size_t n_bundle, cap_bundle;          /* the trust bundle */
     proj_root *roots_known;      size_t n_roots_known, cap_roots_known; /* every root seen: PEM source */
+    proj_join_token *join_tokens; size_t n_join_tokens, cap_join_tokens; /* in issue order */
     uint64_t trust_changed_seq;
 } proj_state;
 
@@ -238,6 +253,7 @@ const proj_rotation *proj_rotation_find(const proj_state *st, const char *rotati
 const proj_alert *proj_alert_find(const proj_state *st, const char *alert_id);
 const proj_alert_setting *proj_alert_setting_find(const proj_state *st, const char *name);
 const proj_root *proj_bundle_find(const proj_state *st, const char *fingerprint);
+const proj_join_token *proj_join_token_find(const proj_state *st, const char *token_id);
 
 /* 1 when every live node serves, on every plane with a current certificate, exactly that
  * certificate (the condition for retiring roots to leave the bundle). */

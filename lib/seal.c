@@ -120,9 +120,9 @@ static int seal__fsync_dir(const char *path)
     return rc;
 }
 
-int seal_key_create(const char *path)
+/* Write `key` to a new file at path (never replacing anything). */
+static int seal__key_write(const char *path, const uint8_t key[SEAL_KEY_LEN])
 {
-    uint8_t key[SEAL_KEY_LEN];
     char tmp[4096];
     size_t off = 0;
     int fd = -1, rc = INE_OK;
@@ -146,9 +146,8 @@ int seal_key_create(const char *path)
         rc = seal__errno(errno, "set the mode of", tmp);
         goto fail;
     }
-    GUARD_OSSL(RAND_bytes(key, sizeof key) == 1, fail);
-    while (off < sizeof key) {
-        ssize_t w = write(fd, key + off, sizeof key - off);
+    while (off < SEAL_KEY_LEN) {
+        ssize_t w = write(fd, key + off, SEAL_KEY_LEN - off);
         if (w < 0 && errno == EINTR) continue;
         if (w <= 0) {
             rc = seal__errno(w < 0 ? errno : EIO, "write", tmp);
@@ -176,16 +175,36 @@ int seal_key_create(const char *path)
         goto fail;
     }
     unlink(tmp);
-    GUARD_GOTO(seal__fsync_dir(path), done);
-done:
-    OPENSSL_cleanse(key, sizeof key);
-    return rc;
+    return seal__fsync_dir(path);
 
 fail:
-    OPENSSL_cleanse(key, sizeof key);
     if (fd >= 0) close(fd);
     unlink(tmp);
     return rc;
+}
+
+int seal_key_create(const char *path)
+{
+    uint8_t key[SEAL_KEY_LEN];
+    int rc;
+    if (RAND_bytes(key, sizeof key) != 1) return ine_err_ossl(INE_ECRYPTO, "RAND_bytes for the seal key");
+    rc = seal__key_write(path, key);
+    OPENSSL_cleanse(key, sizeof key);
+    return rc;
+}
+
+int seal_key_write(const char *path, const uint8_t *bytes, size_t len)
+{
+    if (!bytes || len != SEAL_KEY_LEN)
+        return ine_err(INE_EINVAL, "a seal key must be %d bytes, not %zu", SEAL_KEY_LEN, bytes ? len : 0);
+    return seal__key_write(path, bytes);
+}
+
+int seal_key_bytes(const seal_key *k, uint8_t out[SEAL_KEY_LEN])
+{
+    if (!k) return ine_err(INE_EINVAL, "seal_key_bytes: no key");
+    memcpy(out, k->bytes, SEAL_KEY_LEN);
+    return INE_OK;
 }
 
 int seal_key_load(const char *path, seal_key **out)

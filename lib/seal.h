@@ -29,6 +29,14 @@ typedef struct seal_key seal_key;
  * entry). Never overwrites: INE_EEXIST if anything, even a dangling symlink, is at `path`. */
 int seal_key_create(const char *path);
 
+/* The same for a key received from elsewhere (a node joining a cluster gets the cluster's):
+ * `len` must be SEAL_KEY_LEN; same mode, durability and never-overwrite guarantees. */
+int seal_key_write(const char *path, const uint8_t *bytes, size_t len);
+
+/* A copy of the key's bytes, for handing the cluster key to a joining node inside a sealed
+ * envelope only. Cleanse `out` after use. */
+int seal_key_bytes(const seal_key *k, uint8_t out[SEAL_KEY_LEN]);
+
 /* Load a key file. Refuses a symlink (INE_EPERM), anything but a regular file (INE_EINVAL), a
  * file group or others may read or write (INE_EPERM, the message names the mode), and a file
  * that is not exactly SEAL_KEY_LEN bytes (INE_EINVAL). A missing file is INE_ENOTFOUND. */

@@ -2,6 +2,8 @@
 #include "sealed.h"
 #include "err.h"
 
+#include <stdlib.h>
+
 ProtobufCBinaryData *sealed_key_field(evlog_event *ev)
 {
     switch (ev->body_case) {
@@ -43,4 +45,16 @@ out:
     seal_free_secret(der, len);
     evlog_event_free(ev);
     return rc;
+}
+
+int sealed_seal_key(evlog_event *ev, const seal_key *k, const uint8_t *der, size_t len)
+{
+    char purpose[SEAL_PURPOSE_MAX];
+    ProtobufCBinaryData *f = sealed_key_field(ev);
+    if (!f) return ine_err(INE_EINVAL, "event type %s carries no key", evlog_type_name(ev));
+    if (!ev->seq) return ine_err(INE_EINVAL, "a key is sealed into an event once its seq is known (in the prepare hook)");
+    free(f->data);
+    *f = (ProtobufCBinaryData){0};
+    GUARD(sealed_purpose(purpose, sizeof purpose, ev->seq, evlog_type_name(ev)));
+    return seal_seal(k, purpose, der, len, &f->data, &f->len);
 }

@@ -358,7 +358,7 @@ const char *cf_cluster(const char *name, const char *nodes)
 {
     static char uid[64];
     char *out, *err;
-    cr_assert_eq(cf_inectl(&out, &err, "cluster", "create", "name", name, "nodes", nodes, NULL), 0, "%s", err);
+    cr_assert_eq(cf_inectl(&out, &err, "cluster", "create", "name", name, "nodes", nodes, "ca_key_bits", "2048", NULL), 0, "%s", err);
     const char *u = strstr(out, "uid");
     cr_assert_not_null(u, "%s", out);
     cr_assert_eq(sscanf(u, "uid %63s", uid), 1, "%s", out);

@@ -304,7 +304,8 @@ void cl_start(cl_t *c, const cl_opts *o)
     c->port = cl_free_port();
     c->handshake_ms = o && o->handshake_ms ? o->handshake_ms : 3000;
     proj_init(&c->st);
-    cr_assert_eq(cl_inectl(c, &out, &err, "cluster", "create", "name", "tp", "nodes", "127.0.0.1,127.0.0.2,127.0.0.3", NULL), 0,
+    cr_assert_eq(cl_inectl(c, &out, &err, "cluster", "create", "name", "tp", "nodes", "127.0.0.1,127.0.0.2,127.0.0.3",
+                           "ca_key_bits", "2048", NULL), 0,
                  "cluster create: %s", err);
     free(out);
     free(err);

@@ -180,9 +180,9 @@ int svc_cluster_init(svc_cluster *c, const char *user, const char *password)
     c->policy_log = tu_path(c->dir, "ine-policy.log");
     if (user)
         rc = svc_inectl(c, &out, &err, "cluster", "create", "name", "test", "nodes", "127.0.0.1,127.0.0.2", "username", user,
-                        "password", password, NULL);
+                        "password", password, "ca_key_bits", "2048", NULL);
     else
-        rc = svc_inectl(c, &out, &err, "cluster", "create", "name", "test", "nodes", "127.0.0.1,127.0.0.2", NULL);
+        rc = svc_inectl(c, &out, &err, "cluster", "create", "name", "test", "nodes", "127.0.0.1,127.0.0.2", "ca_key_bits", "2048", NULL);
     if (rc != 0) svc__fail("inectl cluster create exited %d: %s", rc, err);
     free(out);
     free(err);

@@ -2,6 +2,7 @@
  * that seal private keys inside the log transaction (the purpose binds each sealed key to its
  * event's seq, type and field), loading sealed keys back, and parallel key generation. */
 #include "ca.h"
+#include "cacreate.h"
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
@@ -51,16 +52,9 @@ typedef struct {
 static int ca__seal_hook(evlog_event *ev, void *ud)
 {
     ca__seal_ctx *c = ud;
-    char purpose[SEAL_PURPOSE_MAX];
-    ProtobufCBinaryData *f;
-    for (size_t i = 0; i < c->n; i++) {
-        if (c->items[i].ev != ev || !c->items[i].key_der) continue;
-        if (!(f = sealed_key_field(ev))) return ine_err(INE_EINVAL, "event type %s carries no key", evlog_type_name(ev));
-        free(f->data);
-        *f = (ProtobufCBinaryData){0};
-        GUARD(sealed_purpose(purpose, sizeof purpose, ev->seq, evlog_type_name(ev)));
-        return seal_seal(c->ca->seal, purpose, c->items[i].key_der, c->items[i].key_der_len, &f->data, &f->len);
-    }
+    for (size_t i = 0; i < c->n; i++)
+        if (c->items[i].ev == ev && c->items[i].key_der)
+            return sealed_seal_key(ev, c->ca->seal, c->items[i].key_der, c->items[i].key_der_len);
     return INE_OK;
 }
 
@@ -120,32 +114,7 @@ out:
 
 Ine__V1__CertInfo *ca_certinfo(const pki_cert *c, const char *root_fp, const char *chain_pem)
 {
-    Ine__V1__CertInfo *ci = calloc(1, sizeof *ci);
-    pki_info info;
-    char *pem = NULL;
-    if (!ci) return NULL;
-    ine__v1__cert_info__init(ci);
-    if (pki_cert_info(c, &info) < 0 || pki_cert_to_pem(c, &pem) < 0) {
-        pki_info_clear(&info);
-        free(ci);
-        return NULL;
-    }
-    ci->cert_pem = pem;
-    ci->chain_pem = strdup(chain_pem ? chain_pem : "");
-    ci->serial_hex = strdup(info.serial_hex);
-    ci->fingerprint_sha256 = strdup(info.fingerprint);
-    ci->not_before = info.not_before;
-    ci->not_after = info.not_after;
-    ci->subject = strdup(info.subject);
-    ci->issuer = strdup(info.issuer);
-    ci->root_fingerprint_sha256 = strdup(root_fp ? root_fp : info.fingerprint);
-    pki_info_clear(&info);
-    if (!ci->chain_pem || !ci->serial_hex || !ci->fingerprint_sha256 || !ci->subject || !ci->issuer ||
-        !ci->root_fingerprint_sha256) {
-        protobuf_c_message_free_unpacked(&ci->base, NULL);
-        return NULL;
-    }
-    return ci;
+    return cacreate_certinfo(c, root_fp, chain_pem);
 }
 
 void ca_digest_id(const char *s, char out[33])

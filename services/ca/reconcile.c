@@ -4,6 +4,7 @@
  * append whose request id is derived from what it acts on, so repeating a step (after a crash,
  * or because the state has not caught up yet) never writes it twice. */
 #include "ca.h"
+#include "cacreate.h"
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
@@ -12,46 +13,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Only for a log without a CA: `inectl cluster create` records the CA with the cluster, so
+ * ine-ca normally finds it. */
 static int ca__create_ca(ca_t *ca)
 {
     pki_ca_params p = {.cluster_name = ca->st.cluster.name, .cluster_uid = ca->st.cluster.uid,
                        .key_bits = ca->ca_key_bits, .now = ine_clock_now()};
-    pki_cert *cert = NULL;
-    pki_key *key = NULL;
     ca_item it = {0};
-    Ine__V1__CaCreated *cc;
+    const Ine__V1__CertInfo *ci;
     char reqid[128], ts[40];
     uint64_t seq;
     int rc;
 
-    GUARD(pki_ca_create(&p, &cert, &key));
-    if (!(cc = calloc(1, sizeof *cc))) {
-        rc = ine_err(INE_ENOMEM, "out of memory");
-        goto out;
-    }
-    ine__v1__ca_created__init(cc);
-    if (!(it.ev = ca_event_new(INE__V1__EVENT__BODY_CA_CREATED, cc, "ine-ca"))) {
-        free(cc);
-        rc = ine_err(INE_ENOMEM, "out of memory");
-        goto out;
-    }
-    cc->reason = strdup("initial");
-    if (!cc->reason || !(cc->ca = ca_certinfo(cert, NULL, NULL))) {
-        rc = ine_err(INE_ENOMEM, "out of memory");
-        goto out;
-    }
-    GUARD_GOTO(pki_key_to_der(key, &it.key_der, &it.key_der_len), out);
+    GUARD(cacreate_event(&p, "ine-ca", "ine-ca", &it.ev, &it.key_der, &it.key_der_len, NULL));
+    ci = it.ev->ca_created->ca;
     /* One CA per cluster, even if two starts race or a crash hides the first attempt's reply. */
     snprintf(reqid, sizeof reqid, "ca-create/%s", ca->st.cluster.uid);
     rc = ca_append(ca, &it, 1, reqid, &seq);
     if (rc >= 0)
         logline(LOGLINE_INFO, seq, "cluster CA %s: serial %s, fingerprint %s, valid until %s",
-                rc ? "already recorded" : "created", cc->ca->serial_hex, cc->ca->fingerprint_sha256,
-                ine_clock_fmt(cc->ca->not_after * INE_USEC_PER_SEC, ts, sizeof ts));
-out:
+                rc ? "already recorded" : "created", ci->serial_hex, ci->fingerprint_sha256,
+                ine_clock_fmt(ci->not_after * INE_USEC_PER_SEC, ts, sizeof ts));
     ca_items_free(&it, 1);
-    pki_cert_free(cert);
-    pki_key_free(key);
     return rc < 0 ? rc : INE_OK;
 }
 

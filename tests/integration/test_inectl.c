@@ -61,6 +61,13 @@ Test(inectl, cluster_create_writes_cluster_and_nodes)
     cr_assert(strstr(out, "cluster 'prod' created"), "%s", out);
     cr_assert_null(strstr(out, "s3cret-Pass"));
     cr_assert_null(strstr(err, "s3cret-Pass"));
+    char out_fpr[65] = "", out_token[71] = "", *f = strstr(out, "ca fingerprint  "), *t = strstr(out, "join token      ");
+    cr_assert(f && t, "%s", out);
+    cr_assert_eq(sscanf(f, "ca fingerprint  %64[0-9a-f]", out_fpr), 1, "%s", out);
+    cr_assert_eq(sscanf(t, "join token      %70s", out_token), 1, "%s", out);
+    cr_assert_eq(strlen(out_fpr), 64);
+    cr_assert_eq(strncmp(out_token, "inejt_", 6), 0, "%s", out);
+    cr_assert(strstr(t, "(single use, expires "), "%s", out);
     free(out); free(err);
 
     struct stat st;
@@ -73,7 +80,7 @@ Test(inectl, cluster_create_writes_cluster_and_nodes)
     evlog_t *log = open_ro();
     uint64_t last;
     cr_assert_eq(evlog_last_seq(log, &last), INE_OK);
-    cr_assert_eq(last, 4);
+    cr_assert_eq(last, 6, "cluster, 3 nodes, the CA, a join token");
     evlog_event *ev;
     cr_assert_eq(evlog_read(log, 1, &ev), INE_OK);
     cr_assert_eq(ev->body_case, INE__V1__EVENT__BODY_CLUSTER_CREATED);
@@ -96,13 +103,28 @@ Test(inectl, cluster_create_writes_cluster_and_nodes)
         cr_assert_str_eq(ev->node_added->address, addrs[s - 2]);
         evlog_event_free(ev);
     }
+    /* The CA is made with the cluster, its key sealed; the token is there only as a hash. */
+    cr_assert_eq(evlog_read(log, 5, &ev), INE_OK);
+    cr_assert_eq(ev->body_case, INE__V1__EVENT__BODY_CA_CREATED);
+    cr_assert_gt(ev->ca_created->sealed_key.len, 0);
+    cr_assert(strstr(out_fpr, ev->ca_created->ca->fingerprint_sha256), "printed fingerprint %s", out_fpr);
+    evlog_event_free(ev);
+    cr_assert_eq(evlog_read(log, 6, &ev), INE_OK);
+    cr_assert_eq(ev->body_case, INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED);
+    cr_assert_eq(ev->join_token_issued->token_sha256.len, 32);
+    cr_assert_eq(strlen(ev->join_token_issued->token_id), 16);
+    int64_t ttl = ev->join_token_issued->expires_at - ine_clock_now();
+    cr_assert(ttl > 86400 - 120 && ttl <= 86400, "24 h lifetime, got %lld s", (long long)ttl);
+    evlog_event_free(ev);
     evlog_close(log);
 
-    /* The password itself is nowhere in the log file. */
+    /* The password itself is nowhere in the log file, nor the token. */
     char *data = tu_path(dd, "log/data.mdb");
     size_t flen;
     char *file = tu_read_file(data, &flen);
     cr_assert_not(tu_contains(file, flen, "s3cret-Pass", 11));
+    cr_assert_not(tu_contains(file, flen, out_token, strlen(out_token)), "the join token is not in the log");
+    cr_assert_not(tu_contains(file, flen, out_token + 6, 64), "the join token is not in the log");
     free(file);
     free(data);
 }
