@@ -219,9 +219,10 @@ static void rest__handle(struct evhttp_request *req, void *arg)
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : NULL;
-    char user[256];
+    char user[256] = "join";
+    int pub = rest_join_public(path);
 
-    if (!rest__authorized(p->rest, req, user, sizeof user)) {
+    if (!pub && !rest__authorized(p->rest, req, user, sizeof user)) {
         logline(LOGLINE_WARN, 0, "REST %s: refused (401) for user '%s'", path ? path : "?", user);
         rest_error(&c, 401, "unauthorized", p->rest->user ? "wrong or missing credentials (HTTP basic auth)"
                                                           : "no REST credentials were set at cluster creation");
@@ -245,8 +246,9 @@ static void rest__handle(struct evhttp_request *req, void *arg)
     evbuffer_remove(in, c.body, c.body_len);
     c.body[c.body_len] = 0;
     if (policy_catch_up(p) < 0) rest_error(&c, 500, "internal", "cannot read the log: %s", ine_err_msg());
+    else if (pub) rest_join_route(&c, path);
     else rest_route(&c, path ? path : "/");
-    /* Bodies may hold private keys (certificate uploads). */
+    /* Bodies may hold private keys (certificate uploads) or join tokens. */
     OPENSSL_cleanse(c.body, c.body_len);
     free(c.body);
 }
@@ -367,6 +369,7 @@ void policy_rest_stop(policy_t *p)
 {
     struct policy_rest *r = p->rest;
     if (!r) return;
+    rest_join_stop(p);
     if (r->http) evhttp_free(r->http);
     SSL_CTX_free(r->ctx);
     free(r->user);

@@ -38,4 +38,11 @@ int rest_get_string(rest_ctx *c, json_t *o, const char *k, const char **out);
 /* Route one authenticated request. */
 void rest_route(rest_ctx *c, const char *path);
 
+/* --- join.c: the endpoints a joining node uses, without REST credentials --- */
+/* 1 for a path served without authentication (the join token, or nothing, is the credential). */
+int rest_join_public(const char *path);
+void rest_join_route(rest_ctx *c, const char *path);
+/* Answer (503) and drop joins still waiting for certificates. */
+void rest_join_stop(policy_t *p);
+
 #endif

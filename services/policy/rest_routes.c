@@ -6,6 +6,7 @@
  *   GET      /v1/cluster/alerts, /v1/nodes/alerts, /v1/nodes/{uid}/alerts
  *   GET/PUT  /v1/cluster/certificates                  (never a key in a reply)
  *   POST     /v1/cluster/certificates/rotate
+ * (GET /v1/cluster/ca and POST /v1/nodes/join, which need no credentials, are in join.c.)
  * Writes go through policy_execute (validation, then one append); certificate writes are
  * forwarded to ine-ca. A refused request changes nothing. */
 #include "rest.h"
