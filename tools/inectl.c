@@ -30,7 +30,16 @@ static const char *usage_text =
     "                 [data_internode_encryption enabled|disabled]\n"
     "      Create a new cluster in DIR: the seal key and the first events of its log.\n"
     "      'password -' reads the password from the first line of standard input.\n"
-    "      Refuses a directory that already holds a cluster.\n"
+    "      Refuses a directory that already holds a cluster. Also creates the cluster CA\n"
+    "      (ca_key_bits N, or $INE_CA_KEY_BITS; default 3072) and prints its fingerprint and a\n"
+    "      first join token (single use, 24 h).\n"
+    "  node token create [ttl SECONDS]\n"
+    "      On the master: a new join token (single use; default 24 h) and the CA fingerprint.\n"
+    "  node join master <addr> token <token|-> ca_fingerprint <hex> address <this node's addr>\n"
+    "            [rest_port 9443] [transport_port 3342] [name <name>]\n"
+    "      On a new machine, into an empty DIR: checks the master's CA against the fingerprint\n"
+    "      before sending anything, joins with the token ('-': read it from standard input),\n"
+    "      writes seal.key and replica.conf, and replicates the log.\n"
     "  cluster certificate rotate [all|ccs_internode_encryption|data_internode_encryption]\n"
     "      Replace the cluster-issued certificates of every node now (customer ones are kept).\n"
     "  cluster certificate set internal [cpine_certificate_file F cpine_key_file F]\n"
@@ -237,6 +246,9 @@ int main(int argc, char **argv)
     if (!strcmp(argv[0], "tune")) return inectl_tune(argc - 1, argv + 1);
     if (!strcmp(argv[0], "info")) return inectl_info(argc - 1, argv + 1);
     if (argc >= 2 && !strcmp(argv[0], "create") && !strcmp(argv[1], "db")) return inectl_create_db(argc - 2, argv + 2);
+    if (argc >= 3 && !strcmp(argv[0], "node") && !strcmp(argv[1], "token") && !strcmp(argv[2], "create"))
+        return inectl_node_token_create(argc - 3, argv + 3);
+    if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "join")) return inectl_node_join(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "delete") && !strcmp(argv[1], "db")) return inectl_delete_db(argc - 2, argv + 2);
     inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;

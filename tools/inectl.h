@@ -45,5 +45,8 @@ int inectl_status(int argc, char **argv);
 /* inectl_alert.c: cluster alert settings and the alerts in force. */
 int inectl_tune_alert(int argc, char **argv);
 int inectl_status_alerts(int argc, char **argv);
+/* inectl_node.c: join tokens (on the master) and joining a cluster (on the new node). */
+int inectl_node_token_create(int argc, char **argv);
+int inectl_node_join(int argc, char **argv);
 
 #endif

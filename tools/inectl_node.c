@@ -1,0 +1,500 @@
+/* inectl_node.c — nodes joining a cluster:
+ *   `inectl node token create [ttl SECONDS]` (on the master) records a new join token (its
+ *   hash only) and shows the token once, with the CA fingerprint the new node must pin;
+ *   `inectl node join master ADDR token T ca_fingerprint HEX address MYADDR ...` (on the new
+ *   machine) fetches the CA and checks it against the pinned fingerprint before sending
+ *   anything, joins over HTTPS verified against that CA only, opens the sealed secrets, writes
+ *   seal.key (0600) and replica.conf, and replicates the log (repl_sync).
+ * Neither ever prints a key; the token only where it is made. */
+#include <curl/curl.h>
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "datadir.h"
+#include "err.h"
+#include "evlog.h"
+#include "inectl.h"
+#include "jointoken.h"
+#include "pki.h"
+#include "repl.h"
+#include "seal.h"
+#include "tlsconf.h"
+#include "valid.h"
+
+#include "ine/v1/join.pb-c.h"
+
+#define NODE_HTTP_MAX (1u << 20)
+
+/* --- node token create ------------------------------------------------------------------------ */
+
+int inectl_node_token_create(int argc, char **argv)
+{
+    Ine__V1__JoinTokenIssued jt = INE__V1__JOIN_TOKEN_ISSUED__INIT;
+    evlog_event ev = INE__V1__EVENT__INIT;
+    char path[DATADIR_MAX], expires[40];
+    long ttl = JOINTOKEN_TTL_DEFAULT_S;
+    proj_state st;
+    evlog_t *log = NULL;
+    jointoken tok;
+    uint64_t seq = 0;
+    int rc = 1;
+
+    for (int i = 0; i < argc; i += 2) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        char *end;
+        if (!v) return inectl_fail("node token create: '%s' needs a value", k);
+        if (strcmp(k, "ttl")) return inectl_fail("node token create: unknown keyword '%s' (see inectl --help)", k);
+        ttl = strtol(v, &end, 10);
+        if (*end || !*v || ttl < 1 || ttl > JOINTOKEN_TTL_MAX_S)
+            return inectl_fail("node token create: ttl takes 1..%d seconds, not '%s'", JOINTOKEN_TTL_MAX_S, v);
+    }
+    if (inectl_load_state(&st)) {
+        proj_free(&st);
+        return 1;
+    }
+    if (datadir_path(inectl_g.data_dir, "log", path, sizeof path) < 0 || evlog_open(path, NULL, &log) < 0) {
+        inectl_fail("cannot open the event log: %s", ine_err_msg());
+        goto out;
+    }
+    if (jointoken_new(&tok) < 0) {
+        inectl_fail("%s", ine_err_msg());
+        goto out;
+    }
+    jt.token_id = tok.id;
+    jt.token_sha256 = (ProtobufCBinaryData){sizeof tok.sha256, tok.sha256};
+    jt.expires_at = ine_clock_now() + ttl;
+    ev.producer = "inectl";
+    ev.actor = (char *)inectl_g.actor;
+    ev.body_case = INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED;
+    ev.join_token_issued = &jt;
+    /* No request id: a retried command must show a token whose hash is in the log, so every
+     * run records its own. */
+    if (evlog_append_one(log, &ev, NULL, &seq) < 0) {
+        inectl_fail("cannot record the join token: %s", ine_err_msg());
+        goto wipe;
+    }
+    ine_clock_fmt(jt.expires_at * INE_USEC_PER_SEC, expires, sizeof expires);
+    if (inectl_g.json) {
+        json_t *o = json_pack("{s:s, s:s, s:s, s:I}", "join_token", tok.token, "join_token_id", tok.id, "join_token_expires",
+                              expires, "seq", (json_int_t)seq);
+        json_object_set_new(o, "ca_fingerprint_sha256", st.ca.present ? json_string(st.ca.cert.fingerprint) : json_null());
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        printf("join token %s (single use, expires %s)\n", tok.token, expires);
+        if (st.ca.present) printf("ca fingerprint %s\n", st.ca.cert.fingerprint);
+        else printf("ca fingerprint (none yet: start ine-ca)\n");
+    }
+    fflush(stdout);
+    rc = 0;
+wipe:
+    jointoken_clear(&tok);
+out:
+    evlog_close(log);
+    proj_free(&st);
+    return rc;
+}
+
+/* --- node join: HTTP ---------------------------------------------------------------------------- */
+
+typedef struct {
+    char *buf;
+    size_t len;
+} node_buf;
+
+static size_t node__write(char *data, size_t size, size_t n, void *ud)
+{
+    node_buf *b = ud;
+    size_t add = size * n;
+    char *nb;
+    if (b->len + add > NODE_HTTP_MAX) return 0;
+    if (!(nb = realloc(b->buf, b->len + add + 1))) return 0;
+    memcpy(nb + b->len, data, add);
+    b->buf = nb;
+    b->len += add;
+    b->buf[b->len] = 0;
+    return add;
+}
+
+static void node__buf_wipe(node_buf *b)
+{
+    if (b->buf) OPENSSL_cleanse(b->buf, b->len);
+    free(b->buf);
+    *b = (node_buf){0};
+}
+
+/* One HTTPS request to the master. ca_pem NULL: the server is not verified (only for fetching
+ * the public CA certificate, which is then checked against the pinned fingerprint). */
+static int node__http(const char *url, const char *ca_pem, const char *post, long *status, node_buf *body)
+{
+    CURL *h = curl_easy_init();
+    struct curl_slist *hdr = NULL;
+    char err[CURL_ERROR_SIZE] = "";
+    CURLcode cc;
+    if (!h) return ine_err(INE_ENOMEM, "cannot set up HTTPS");
+    curl_easy_setopt(h, CURLOPT_URL, url);
+    curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, node__write);
+    curl_easy_setopt(h, CURLOPT_WRITEDATA, body);
+    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)inectl_g.timeout_ms);
+    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+    if (ca_pem) {
+        struct curl_blob blob = {(void *)ca_pem, strlen(ca_pem), CURL_BLOB_COPY};
+        curl_easy_setopt(h, CURLOPT_CAINFO_BLOB, &blob);
+        curl_easy_setopt(h, CURLOPT_CAPATH, NULL);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 1L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 2L);
+    } else {
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, 0L);
+        curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, 0L);
+    }
+    if (post) {
+        hdr = curl_slist_append(hdr, "Content-Type: application/json");
+        curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdr);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, post);
+    }
+    cc = curl_easy_perform(h);
+    if (cc == CURLE_OK) curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
+    curl_slist_free_all(hdr);
+    curl_easy_cleanup(h);
+    if (cc != CURLE_OK) return ine_err(INE_EIO, "%s: %s", url, *err ? err : curl_easy_strerror(cc));
+    return INE_OK;
+}
+
+/* "inectl: node join: the master refused: <description> [<error_code>]" from a JSON error. */
+static int node__refused(long status, const node_buf *b)
+{
+    json_t *o = b->buf ? json_loads(b->buf, 0, NULL) : NULL;
+    const char *code = o ? json_string_value(json_object_get(o, "error_code")) : NULL;
+    const char *desc = o ? json_string_value(json_object_get(o, "description")) : NULL;
+    int rc = inectl_fail("node join: the master refused (HTTP %ld): %s [%s]", status, desc ? desc : "no reason given",
+                         code ? code : "?");
+    json_decref(o);
+    return rc;
+}
+
+/* --- node join ----------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *master, *token, *fingerprint, *address, *name;
+    int rest_port, transport_port;
+    char fpr[PKI_FPR_LEN + 1];
+    char tokbuf[JOINTOKEN_STR_LEN + 2];
+} join_args;
+
+static int node__port(const char *k, const char *v, int *out)
+{
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (*end || !*v || n < 1 || n > 65535) return inectl_fail("node join: %s takes 1..65535, not '%s'", k, v);
+    *out = (int)n;
+    return 0;
+}
+
+static int node__parse_join(int argc, char **argv, join_args *a)
+{
+    jointoken t;
+    memset(a, 0, sizeof *a);
+    a->rest_port = 9443;
+    a->transport_port = 3342;
+    for (int i = 0; i < argc; i += 2) {
+        const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) return inectl_fail("node join: '%s' needs a value", k);
+        if (!strcmp(k, "master")) a->master = v;
+        else if (!strcmp(k, "token")) a->token = v;
+        else if (!strcmp(k, "ca_fingerprint")) a->fingerprint = v;
+        else if (!strcmp(k, "address")) a->address = v;
+        else if (!strcmp(k, "name")) a->name = v;
+        else if (!strcmp(k, "rest_port")) { if (node__port(k, v, &a->rest_port)) return 1; }
+        else if (!strcmp(k, "transport_port")) { if (node__port(k, v, &a->transport_port)) return 1; }
+        else return inectl_fail("node join: unknown keyword '%s' (see inectl --help)", k);
+    }
+    if (!a->master) return inectl_fail("node join: missing 'master <address>'");
+    if (!a->token) return inectl_fail("node join: missing 'token <token>'");
+    if (!a->fingerprint) return inectl_fail("node join: missing 'ca_fingerprint <hex>' (printed by inectl cluster create)");
+    if (!a->address) return inectl_fail("node join: missing 'address <this node's address>'");
+    if (!valid_address(a->master)) return inectl_fail("node join: master '%s' is not an IP address or host name", a->master);
+    if (!valid_address(a->address)) return inectl_fail("node join: address '%s' is not an IP address or host name", a->address);
+    if (a->name && !valid_name(a->name))
+        return inectl_fail("node join: name '%s' is invalid: use 1-64 letters, digits, '-', '_' or '.'", a->name);
+    if (strlen(a->fingerprint) != PKI_FPR_LEN)
+        return inectl_fail("node join: ca_fingerprint must be %d hex digits (SHA-256), not %zu characters", PKI_FPR_LEN,
+                           strlen(a->fingerprint));
+    for (int i = 0; i < PKI_FPR_LEN; i++) {
+        char c = a->fingerprint[i];
+        if (c >= 'A' && c <= 'F') c = (char)(c + 32);
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return inectl_fail("node join: ca_fingerprint is not hex");
+        a->fpr[i] = c;
+    }
+    if (!strcmp(a->token, "-")) {
+        /* From standard input, so it stays out of the process list and shell history. */
+        if (!fgets(a->tokbuf, sizeof a->tokbuf, stdin)) return inectl_fail("node join: no token on standard input");
+        a->tokbuf[strcspn(a->tokbuf, "\r\n")] = 0;
+        a->token = a->tokbuf;
+    }
+    if (jointoken_parse(a->token, &t) < 0) return inectl_fail("node join: %s", ine_err_msg());
+    return 0;
+}
+
+/* 1 (with the reason printed) when the data dir already holds something this would replace. */
+static int node__dd_busy(const char *dd)
+{
+    char p[DATADIR_MAX];
+    struct stat st;
+    evlog_t *log = NULL;
+    evlog_opts o = {.read_only = 1};
+    uint64_t last = 0;
+    if (datadir_path(dd, SEAL_KEY_FILE, p, sizeof p) == 0 && lstat(p, &st) == 0)
+        return inectl_fail("node join: %s already has a seal key (%s): it belongs to a cluster; use an empty data dir", dd, p);
+    if (datadir_path(dd, REPL_CONF_FILE, p, sizeof p) == 0 && lstat(p, &st) == 0)
+        return inectl_fail("node join: %s is already a replica (%s); use an empty data dir", dd, p);
+    if (datadir_path(dd, "log/data.mdb", p, sizeof p) == 0 && lstat(p, &st) == 0) {
+        datadir_path(dd, "log", p, sizeof p);
+        if (evlog_open(p, &o, &log) < 0 || evlog_last_seq(log, &last) < 0 || last > 0) {
+            evlog_close(log);
+            return inectl_fail("node join: %s already holds an event log; use an empty data dir", dd);
+        }
+        evlog_close(log);
+    }
+    return 0;
+}
+
+static void node__url(char *buf, size_t len, const join_args *a, const char *path)
+{
+    int v6 = strchr(a->master, ':') && a->master[0] != '[';
+    snprintf(buf, len, "https://%s%s%s:%d%s", v6 ? "[" : "", a->master, v6 ? "]" : "", a->rest_port, path);
+}
+
+/* GET the CA and check it against the pin; *ca_pem (malloc'd) is the one certificate only. */
+static int node__fetch_ca(const join_args *a, char **ca_pem)
+{
+    node_buf b = {0};
+    char url[512], got[PKI_FPR_LEN + 1];
+    long status = 0;
+    json_t *o = NULL;
+    const char *pem;
+    pki_cert *ca = NULL;
+    int rc = 1;
+
+    *ca_pem = NULL;
+    node__url(url, sizeof url, a, "/v1/cluster/ca");
+    if (node__http(url, NULL, NULL, &status, &b) < 0) {
+        inectl_fail("node join: cannot reach the master: %s", ine_err_msg());
+        goto out;
+    }
+    if (status != 200) {
+        node__refused(status, &b);
+        goto out;
+    }
+    if (!(o = json_loads(b.buf, 0, NULL)) || !(pem = json_string_value(json_object_get(o, "ca_pem"))) ||
+        pki_cert_from_pem(pem, &ca) < 0) {
+        inectl_fail("node join: the master's /v1/cluster/ca answer holds no certificate");
+        goto out;
+    }
+    if (pki_cert_fingerprint(ca, got) < 0) {
+        inectl_fail("node join: %s", ine_err_msg());
+        goto out;
+    }
+    if (CRYPTO_memcmp(got, a->fpr, PKI_FPR_LEN) != 0) {
+        inectl_fail("node join: the master's CA has fingerprint %s, not the pinned %s: refusing to join (nothing was sent)",
+                    got, a->fpr);
+        goto out;
+    }
+    /* Re-encoded from the one certificate checked, so nothing else rides along as a trust anchor. */
+    if (pki_cert_to_pem(ca, ca_pem) < 0) {
+        inectl_fail("node join: %s", ine_err_msg());
+        goto out;
+    }
+    rc = 0;
+out:
+    pki_cert_free(ca);
+    json_decref(o);
+    node__buf_wipe(&b);
+    return rc;
+}
+
+/* POST the join; on success *secrets (malloc'd JoinSecrets) and the node and cluster uids. */
+static int node__post_join(const join_args *a, const char *ca_pem, uint32_t *uid, char *cluster, size_t clen,
+                           Ine__V1__JoinSecrets **secrets)
+{
+    node_buf b = {0};
+    char url[512], purpose[64], *req = NULL;
+    long status = 0;
+    json_t *o = NULL, *in = NULL;
+    const char *b64, *cu;
+    unsigned char *blob = NULL;
+    uint8_t *plain = NULL;
+    size_t blen = 0, plen = 0, n;
+    seal_key *ek = NULL;
+    int rc = 1;
+
+    *secrets = NULL;
+    if (!(in = json_pack("{s:s, s:s}", "token", a->token, "address", a->address)) ||
+        (a->name && json_object_set_new(in, "name", json_string(a->name))) || !(req = json_dumps(in, JSON_COMPACT))) {
+        inectl_fail("out of memory");
+        goto out;
+    }
+    node__url(url, sizeof url, a, "/v1/nodes/join");
+    if (node__http(url, ca_pem, req, &status, &b) < 0) {
+        inectl_fail("node join: %s", ine_err_msg());
+        goto out;
+    }
+    if (status != 200) {
+        node__refused(status, &b);
+        goto out;
+    }
+    if (!(o = json_loads(b.buf, 0, NULL)) || !json_is_integer(json_object_get(o, "node_uid")) ||
+        !(cu = json_string_value(json_object_get(o, "cluster_uid"))) || !(b64 = json_string_value(json_object_get(o, "secrets")))) {
+        inectl_fail("node join: the master's answer lacks node_uid, cluster_uid or secrets");
+        goto out;
+    }
+    *uid = (uint32_t)json_integer_value(json_object_get(o, "node_uid"));
+    snprintf(cluster, clen, "%s", cu);
+    n = strlen(b64);
+    if (n == 0 || n % 4 || !(blob = malloc(n / 4 * 3 + 1)) || EVP_DecodeBlock(blob, (const unsigned char *)b64, (int)n) < 0) {
+        inectl_fail("node join: the sealed secrets are not base64");
+        goto out;
+    }
+    blen = n / 4 * 3 - (b64[n - 1] == '=') - (b64[n - 2] == '=');
+    if (jointoken_envelope_key(a->token, &ek) < 0 || jointoken_envelope_purpose(purpose, sizeof purpose, *uid) < 0 ||
+        seal_open(ek, purpose, blob, blen, &plain, &plen) < 0) {
+        inectl_fail("node join: cannot open the sealed secrets: %s", ine_err_msg());
+        goto out;
+    }
+    if (!(*secrets = ine__v1__join_secrets__unpack(NULL, plen, plain)) || (*secrets)->node_uid != *uid ||
+        strcmp((*secrets)->cluster_uid, cluster) || (*secrets)->seal_key.len != SEAL_KEY_LEN) {
+        inectl_fail("node join: the sealed secrets do not match the answer (node %u, cluster %s)", *uid, cluster);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc && *secrets) {
+        ine__v1__join_secrets__free_unpacked(*secrets, NULL);
+        *secrets = NULL;
+    }
+    seal_free_secret(plain, plen);
+    seal_key_free(ek);
+    free(blob);
+    if (req) OPENSSL_cleanse(req, strlen(req));
+    free(req);
+    json_decref(in);
+    json_decref(o);
+    node__buf_wipe(&b);
+    return rc;
+}
+
+/* The envelope's secrets as the credentials repl_sync borrows. */
+static int node__creds(const Ine__V1__JoinSecrets *s, repl_creds *c, pki_key **key)
+{
+    X509 *leaf = NULL, *x;
+    STACK_OF(X509) *roots = NULL, *dummy = NULL;
+    memset(c, 0, sizeof *c);
+    if (tlsconf_pem_certs(s->cert_pem, &c->cert, &dummy) < 0) goto fail;
+    sk_X509_pop_free(dummy, X509_free);
+    dummy = NULL;
+    if (s->chain_pem && *s->chain_pem) {
+        if (tlsconf_pem_certs(s->chain_pem, &leaf, &c->chain) < 0) goto fail;
+        sk_X509_unshift(c->chain, leaf);
+        leaf = NULL;
+    }
+    if (pki_key_from_der(s->key_der.data, s->key_der.len, key) < 0) goto fail;
+    c->key = pki_evp(*key);
+    if (!(c->trust = X509_STORE_new()) || tlsconf_pem_certs(s->ca_pem, &leaf, &roots) < 0) goto fail;
+    X509_STORE_add_cert(c->trust, leaf);
+    while ((x = sk_X509_shift(roots))) {
+        X509_STORE_add_cert(c->trust, x);
+        X509_free(x);
+    }
+    X509_free(leaf);
+    sk_X509_free(roots);
+    return 0;
+fail:
+    X509_free(leaf);
+    sk_X509_pop_free(roots, X509_free);
+    sk_X509_pop_free(dummy, X509_free);
+    return inectl_fail("node join: the received certificates do not parse: %s", ine_err_msg());
+}
+
+static void node__creds_free(repl_creds *c, pki_key *key)
+{
+    X509_free(c->cert);
+    sk_X509_pop_free(c->chain, X509_free);
+    X509_STORE_free(c->trust);
+    pki_key_free(key);
+    memset(c, 0, sizeof *c);
+}
+
+int inectl_node_join(int argc, char **argv)
+{
+    const char *dd = inectl_g.data_dir;
+    join_args a;
+    char *ca_pem = NULL, cluster[64] = "", path[DATADIR_MAX];
+    Ine__V1__JoinSecrets *s = NULL;
+    repl_conf conf = {0};
+    repl_creds creds = {0};
+    pki_key *key = NULL;
+    uint32_t uid = 0;
+    uint64_t head = 0;
+    int rc = 1;
+
+    if (node__parse_join(argc, argv, &a) || node__dd_busy(dd)) goto out;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (node__fetch_ca(&a, &ca_pem) || node__post_join(&a, ca_pem, &uid, cluster, sizeof cluster, &s)) goto out;
+    conf.node_uid = uid;
+    snprintf(conf.master_address, sizeof conf.master_address, "%s", a.master);
+    conf.master_port = a.transport_port;
+    snprintf(conf.cluster_uid, sizeof conf.cluster_uid, "%s", cluster);
+    /* The master recorded the node: a failure from here on is fixed by running the same join
+     * again (same token and address answer the same node) on a clean data dir. */
+    if (datadir_create(dd) < 0 || datadir_path(dd, SEAL_KEY_FILE, path, sizeof path) < 0 ||
+        seal_key_write(path, s->seal_key.data, s->seal_key.len) < 0) {
+        inectl_fail("node join: node %u was added, but writing its seal key failed: %s", uid, ine_err_msg());
+        goto out;
+    }
+    if (repl_conf_save(dd, &conf) < 0) {
+        inectl_fail("node join: node %u was added, but writing %s failed: %s", uid, REPL_CONF_FILE, ine_err_msg());
+        goto out;
+    }
+    if (node__creds(s, &creds, &key)) goto out;
+    if (repl_sync(dd, &conf, &creds, inectl_g.timeout_ms, &head) < 0) {
+        inectl_fail("node join: node %u joined cluster %s (seal.key and %s are written in %s), but the first "
+                    "replication failed: %s; ine-replica --data-dir %s will catch up", uid, cluster, REPL_CONF_FILE, dd,
+                    ine_err_msg(), dd);
+        goto out;
+    }
+    if (inectl_g.json) {
+        json_t *o = json_pack("{s:I, s:s, s:I, s:s}", "node_uid", (json_int_t)uid, "cluster_uid", cluster, "head_seq",
+                              (json_int_t)head, "data_dir", dd);
+        json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        fputc('\n', stdout);
+        json_decref(o);
+    } else {
+        printf("node %u joined cluster %s; log replicated to seq %llu\n", uid, cluster, (unsigned long long)head);
+        printf("next, on this machine:\n  ine-replica --data-dir %s          (keeps the log in sync with %s)\n"
+               "  ine-transport --data-dir %s --node %u\n", dd, a.master, dd, uid);
+    }
+    rc = 0;
+out:
+    node__creds_free(&creds, key);
+    if (s) {
+        if (s->seal_key.data) OPENSSL_cleanse(s->seal_key.data, s->seal_key.len);
+        if (s->key_der.data) OPENSSL_cleanse(s->key_der.data, s->key_der.len);
+        ine__v1__join_secrets__free_unpacked(s, NULL);
+    }
+    free(ca_pem);
+    OPENSSL_cleanse(a.tokbuf, sizeof a.tokbuf);
+    curl_global_cleanup();
+    return rc;
+}
