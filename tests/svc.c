@@ -184,7 +184,7 @@ int svc_cluster_init(svc_cluster *c, const char *user, const char *password)
     else
         rc = svc_inectl(c, &out, &err, "cluster", "create", "name", "test", "nodes", "127.0.0.1,127.0.0.2", "ca_key_bits", "2048", NULL);
     if (rc != 0) svc__fail("inectl cluster create exited %d: %s", rc, err);
-    free(out);
+    c->create_out = out;
     free(err);
     return rc ? -1 : 0;
 }
@@ -294,6 +294,7 @@ void svc_cluster_free(svc_cluster *c)
     free(c->dd);
     free(c->ca_log);
     free(c->policy_log);
+    free(c->create_out);
     memset(c, 0, sizeof *c);
 }
 

@@ -39,6 +39,7 @@ typedef struct {
     char *policy_log;   /* ine-policy's stderr, <dir>/ine-policy.log */
     pid_t ca, policy;   /* 0 when not running */
     int port;           /* the REST port of the last ine-policy started */
+    char *create_out;   /* what inectl cluster create printed (the CA fingerprint, a join token) */
 } svc_cluster;
 
 /* A fresh temp dir and `inectl cluster create name test nodes 127.0.0.1,127.0.0.2` with

@@ -1,0 +1,408 @@
+/* test_join.c — nodes joining a cluster, through the real binaries on loopback: the CA and
+ * first join token printed by `inectl cluster create`, REST POST /v1/nodes/join (node added,
+ * ine-ca issues its certificates, the secrets arrive sealed under the token and open with it),
+ * an idempotent retry, and every refusal changing nothing: malformed, unknown, expired and
+ * reused tokens, an address already a node's, bad fields, and `inectl node join` with a wrong
+ * fingerprint (refused before anything is sent) or a data dir already in use.
+ *
+ * `inectl node join` is exercised up to repl_sync (seal.key and replica.conf written); the
+ * replication itself belongs to lib/repl.c's own tests. */
+#include <criterion/criterion.h>
+
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "err.h"
+#include "evlog.h"
+#include "jointoken.h"
+#include "proj.h"
+#include "repl.h"
+#include "seal.h"
+#include "sealed.h"
+#include "svc.h"
+#include "testutil.h"
+
+#include "ine/v1/join.pb-c.h"
+
+static svc_cluster c;
+
+static void setup(void)
+{
+    cr_assert_eq(svc_cluster_init(&c, "admin", "pw"), 0, "%s", svc_why());
+    cr_assert_eq(svc_start_ca(&c, 60000), 0, "%s\n%s", svc_why(), svc_tail(c.ca_log));
+    cr_assert_eq(svc_start_policy(&c, 1, 60000), 0, "%s\n%s", svc_why(), svc_tail(c.policy_log));
+}
+
+static void teardown(void) { svc_cluster_free(&c); }
+
+TestSuite(join, .init = setup, .fini = teardown, .timeout = 300);
+
+/* "<label> <value>" from inectl's text output. */
+static void scan(const char *out, const char *label, char *v, size_t len)
+{
+    const char *p = strstr(out, label);
+    size_t n = 0;
+    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
+    p += strlen(label);
+    while (*p == ' ') p++;
+    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
+    cr_assert_gt(n, 0, "%s", out);
+    memcpy(v, p, n);
+    v[n] = 0;
+}
+
+static void new_token(const char *ttl, char token[JOINTOKEN_STR_LEN + 1], char fpr[65])
+{
+    char *out, *err, f[65];
+    int rc = ttl ? svc_inectl(&c, &out, &err, "node", "token", "create", "ttl", ttl, NULL)
+                 : svc_inectl(&c, &out, &err, "node", "token", "create", NULL);
+    cr_assert_eq(rc, 0, "%s", err);
+    scan(out, "join token", token, JOINTOKEN_STR_LEN + 1);
+    scan(out, "ca fingerprint", fpr ? fpr : f, 65);
+    cr_assert(strstr(out, "(single use, expires "), "%s", out);
+    free(out);
+    free(err);
+}
+
+/* One HTTPS request with the curl tool (-k: these tests check the API, not the pinning, which
+ * inectl node join does); the status, the body in *body (malloc'd). */
+static long http(const char *method, const char *path, const char *data, char **body)
+{
+    char url[128], *out = NULL, *err = NULL, *nl;
+    long status = 0;
+    snprintf(url, sizeof url, "https://127.0.0.1:%d%s", c.port, path);
+    char *argv[] = {"/usr/bin/curl", "-sk", "--noproxy", "*", "-X", (char *)method, "-H", "Content-Type: application/json",
+                    "--max-time", "120", "-w", "\n%{http_code}", url, data ? "--data-binary" : NULL, (char *)data, NULL};
+    cr_assert_eq(tu_run(argv, NULL, &out, &err), 0, "curl: %s", err);
+    nl = strrchr(out, '\n');
+    cr_assert_not_null(nl);
+    status = atol(nl + 1);
+    *nl = 0;
+    *body = out;
+    free(err);
+    return status;
+}
+
+static long join_post(const char *token, const char *address, const char *name, char **body)
+{
+    char data[512];
+    if (name) snprintf(data, sizeof data, "{\"token\":\"%s\",\"address\":\"%s\",\"name\":\"%s\"}", token, address, name);
+    else snprintf(data, sizeof data, "{\"token\":\"%s\",\"address\":\"%s\"}", token, address);
+    return http("POST", "/v1/nodes/join", data, body);
+}
+
+static const char *json_str(const char *body, const char *key)
+{
+    static char v[8192];
+    json_t *o = json_loads(body, 0, NULL);
+    cr_assert_not_null(o, "not JSON: %s", body);
+    const char *s = json_string_value(json_object_get(o, key));
+    snprintf(v, sizeof v, "%s", s ? s : "");
+    json_decref(o);
+    return v;
+}
+
+static long json_int(const char *body, const char *key)
+{
+    json_t *o = json_loads(body, 0, NULL);
+    cr_assert_not_null(o, "not JSON: %s", body);
+    long v = (long)json_integer_value(json_object_get(o, key));
+    json_decref(o);
+    return v;
+}
+
+/* A refused join: the status and error_code, and the log byte-for-byte as before. */
+static void refused(const char *token, const char *address, const char *name, long status, const char *code)
+{
+    svc_snap s;
+    char *body;
+    cr_assert_eq(svc_snap_take(c.dd, &s), 0, "%s", svc_why());
+    long st = join_post(token, address, name, &body);
+    cr_assert_eq(st, status, "%s: HTTP %ld: %s", code, st, body);
+    cr_assert_str_eq(json_str(body, "error_code"), code, "%s", body);
+    cr_assert_neq(strlen(json_str(body, "description")), 0);
+    cr_assert_null(strstr(body, token), "the reply does not repeat the token");
+    cr_assert_eq(svc_snap_same(c.dd, &s), 0, "%s: %s", code, svc_why());
+    svc_snap_free(&s);
+    free(body);
+}
+
+/* The envelope opened with the token. */
+static Ine__V1__JoinSecrets *open_secrets(const char *body, const char *token)
+{
+    const char *b64 = json_str(body, "secrets");
+    size_t n = strlen(b64), blen;
+    unsigned char *blob = malloc(n);
+    uint8_t *plain = NULL;
+    size_t plen = 0;
+    seal_key *k;
+    char purpose[64];
+    cr_assert(n > 0 && n % 4 == 0, "%s", body);
+    cr_assert_geq(EVP_DecodeBlock(blob, (const unsigned char *)b64, (int)n), 0);
+    blen = n / 4 * 3 - (b64[n - 1] == '=') - (b64[n - 2] == '=');
+    cr_assert_eq(jointoken_envelope_key(token, &k), INE_OK);
+    cr_assert_eq(jointoken_envelope_purpose(purpose, sizeof purpose, (uint32_t)json_int(body, "node_uid")), INE_OK);
+    cr_assert_eq(seal_open(k, purpose, blob, blen, &plain, &plen), INE_OK, "the envelope opens with the token: %s",
+                 ine_err_msg());
+    Ine__V1__JoinSecrets *s = ine__v1__join_secrets__unpack(NULL, plen, plain);
+    cr_assert_not_null(s);
+    seal_free_secret(plain, plen);
+    seal_key_free(k);
+    free(blob);
+    return s;
+}
+
+static void load_state(proj_state *st, evlog_t **log)
+{
+    char *p = tu_path(c.dd, "log");
+    evlog_opts o = {.read_only = 1};
+    cr_assert_eq(evlog_open(p, &o, log), INE_OK);
+    cr_assert_eq(proj_build(*log, 0, st), INE_OK);
+    free(p);
+}
+
+Test(join, cluster_create_token_joins_a_node_that_gets_its_certificates_sealed)
+{
+    char token[JOINTOKEN_STR_LEN + 1], fpr[65], *body;
+    scan(c.create_out, "ca fingerprint", fpr, sizeof fpr);
+    scan(c.create_out, "join token", token, sizeof token);
+    cr_assert_eq(strncmp(token, "inejt_", 6), 0);
+
+    /* The public CA endpoint needs no credentials and shows the printed fingerprint. */
+    cr_assert_eq(http("GET", "/v1/cluster/ca", NULL, &body), 200, "%s", body);
+    cr_assert_str_eq(json_str(body, "fingerprint_sha256"), fpr);
+    cr_assert(strstr(json_str(body, "ca_pem"), "BEGIN CERTIFICATE"));
+    free(body);
+
+    long st = join_post(token, "127.0.0.3", "third", &body);
+    cr_assert_eq(st, 200, "HTTP %ld: %s\n%s", st, body, svc_tail(c.policy_log));
+    cr_assert_eq(json_int(body, "node_uid"), 3);
+    cr_assert_null(strstr(body, "PRIVATE KEY"), "no key in clear: %s", body);
+    cr_assert_null(strstr(body, token));
+
+    /* The log: node 3 added with the token's id, and ine-ca issued both its certificates. */
+    proj_state ps;
+    evlog_t *log;
+    jointoken t;
+    load_state(&ps, &log);
+    cr_assert_eq(jointoken_parse(token, &t), INE_OK);
+    const proj_node *n = proj_node_find(&ps, 3);
+    cr_assert_not_null(n);
+    cr_assert_str_eq(n->address, "127.0.0.3");
+    cr_assert_str_eq(n->name, "third");
+    cr_assert_str_eq(n->join_token_id, t.id);
+    cr_assert_eq(proj_join_token_find(&ps, t.id)->used_by, 3);
+    const proj_cert *cp = proj_cert_find(&ps, 3, INE__V1__PLANE__PLANE_CONTROL);
+    cr_assert_not_null(cp);
+    cr_assert_not_null(proj_cert_find(&ps, 3, INE__V1__PLANE__PLANE_DATA));
+    cr_assert_str_eq(json_str(body, "cluster_uid"), ps.cluster.uid);
+
+    /* The envelope holds the cluster's seal key, node 3's control-plane certificate and its key. */
+    Ine__V1__JoinSecrets *s = open_secrets(body, token);
+    char *kp = tu_path(c.dd, "seal.key");
+    size_t klen;
+    char *kb = tu_read_file(kp, &klen);
+    cr_assert_eq(s->seal_key.len, klen);
+    cr_assert_eq(memcmp(s->seal_key.data, kb, klen), 0);
+    cr_assert_str_eq(s->cert_pem, cp->cert.cert_pem);
+    cr_assert(strstr(s->ca_pem, ps.ca.cert.cert_pem), "the CA is among the roots");
+    cr_assert_eq(s->node_uid, 3);
+    seal_key *seal;
+    pki_key *key;
+    uint8_t *der;
+    size_t dlen;
+    cr_assert_eq(seal_key_load(kp, &seal), INE_OK);
+    cr_assert_eq(sealed_load_key(log, seal, cp->issued_seq, &key), INE_OK);
+    cr_assert_eq(pki_key_to_der(key, &der, &dlen), INE_OK);
+    cr_assert_eq(s->key_der.len, dlen);
+    cr_assert_eq(memcmp(s->key_der.data, der, dlen), 0, "the node key as sealed in the log");
+    /* Nothing of the key or the seal key in the reply's text, in any encoding we would use. */
+    char b64[4096];
+    EVP_EncodeBlock((unsigned char *)b64, der, 48);
+    cr_assert_null(strstr(body, b64));
+    EVP_EncodeBlock((unsigned char *)b64, (unsigned char *)kb, 30);
+    cr_assert_null(strstr(body, b64));
+    pki_secret_free(der, dlen);
+    pki_key_free(key);
+    seal_key_free(seal);
+    ine__v1__join_secrets__free_unpacked(s, NULL);
+    free(kb);
+    free(kp);
+    uint64_t seq = ps.applied_seq;
+    proj_free(&ps);
+    evlog_close(log);
+    free(body);
+
+    /* A retry (the reply was lost) answers the same node and writes nothing. */
+    svc_snap snap;
+    cr_assert_eq(svc_snap_take(c.dd, &snap), 0);
+    cr_assert_eq(snap.last_seq, seq);
+    cr_assert_eq(join_post(token, "127.0.0.3", "third", &body), 200, "%s", body);
+    cr_assert_eq(json_int(body, "node_uid"), 3);
+    s = open_secrets(body, token);
+    ine__v1__join_secrets__free_unpacked(s, NULL);
+    free(body);
+    cr_assert_eq(svc_snap_same(c.dd, &snap), 0, "%s", svc_why());
+    svc_snap_free(&snap);
+    /* From another address the same token is used up. */
+    refused(token, "127.0.0.4", NULL, 403, "token_used");
+    cr_assert_eq(svc_count_events(c.dd, INE__V1__EVENT__BODY_NODE_ADDED), 3);
+}
+
+Test(join, bad_tokens_and_bad_fields_are_refused_and_change_nothing)
+{
+    char token[JOINTOKEN_STR_LEN + 1], old[JOINTOKEN_STR_LEN + 1], unknown[JOINTOKEN_STR_LEN + 1], *body;
+    jointoken u;
+    cr_assert_eq(jointoken_new(&u), INE_OK);
+    snprintf(unknown, sizeof unknown, "%s", u.token);
+    new_token(NULL, token, NULL);
+    new_token("1", old, NULL);
+    {
+        /* Let the 1 s token expire (setting up the case, not asserting on time). */
+        struct timespec ts = {2, 100000000};
+        nanosleep(&ts, NULL);
+    }
+    refused("inejt_0123", "127.0.0.3", NULL, 401, "token_malformed");
+    refused(unknown, "127.0.0.3", NULL, 401, "token_unknown");
+    refused(old, "127.0.0.3", NULL, 403, "token_expired");
+    refused(token, "127.0.0.1", NULL, 409, "address_taken");
+    refused(token, "300.1.2.3", NULL, 400, "bad_address");
+    refused(token, "127.0.0.3", "bad name!", 400, "bad_name");
+    {
+        svc_snap s;
+        cr_assert_eq(svc_snap_take(c.dd, &s), 0);
+        cr_assert_eq(http("POST", "/v1/nodes/join", "{\"address\":\"127.0.0.3\"}", &body), 400, "%s", body);
+        cr_assert_str_eq(json_str(body, "error_code"), "missing_field");
+        free(body);
+        cr_assert_eq(http("POST", "/v1/nodes/join", "{\"token\":\"x\",\"address\":\"127.0.0.3\",\"admin\":true}", &body), 400,
+                     "%s", body);
+        cr_assert_str_eq(json_str(body, "error_code"), "unknown_field");
+        free(body);
+        cr_assert_eq(http("GET", "/v1/nodes/join", NULL, &body), 405, "%s", body);
+        free(body);
+        cr_assert_eq(svc_snap_same(c.dd, &s), 0, "%s", svc_why());
+        svc_snap_free(&s);
+    }
+    /* The other endpoints still want credentials. */
+    cr_assert_eq(http("GET", "/v1/nodes", NULL, &body), 401, "%s", body);
+    free(body);
+    /* None of the refusals used the good token up. */
+    cr_assert_eq(join_post(token, "127.0.0.3", NULL, &body), 200, "%s", body);
+    cr_assert_eq(json_int(body, "node_uid"), 3);
+    free(body);
+    /* The token appears in no log line of the services. */
+    char *pl = tu_read_file(c.policy_log, NULL), *cl = tu_read_file(c.ca_log, NULL);
+    cr_assert_null(strstr(pl, token));
+    cr_assert_null(strstr(pl, old));
+    cr_assert_null(strstr(cl, token));
+    free(pl);
+    free(cl);
+}
+
+/* inectl --data-dir <jdd> node join ... with the master's REST port; status, out and err. */
+static int node_join(const char *jdd, const char *token, const char *fpr, const char *address, const char *stdin_text,
+                     char **out, char **err)
+{
+    char port[16];
+    snprintf(port, sizeof port, "%d", c.port);
+    char *argv[] = {(char *)tu_bin("inectl"), "--data-dir", (char *)jdd, "--timeout", "30", "node", "join", "master", "127.0.0.1",
+                    "rest_port", port, "transport_port", "23342", "token", (char *)token, "ca_fingerprint", (char *)fpr,
+                    "address", (char *)address, NULL};
+    return tu_run(argv, stdin_text, out, err);
+}
+
+Test(join, inectl_node_join_refuses_a_wrong_fingerprint_before_sending_anything)
+{
+    char token[JOINTOKEN_STR_LEN + 1], fpr[65], wrong[65], *out, *err;
+    new_token(NULL, token, fpr);
+    snprintf(wrong, sizeof wrong, "%s", fpr);
+    wrong[0] = wrong[0] == 'a' ? 'b' : 'a';
+    char *jdd = tu_path(c.dir, "joiner"), *key = tu_path(jdd, "seal.key");
+    svc_snap s;
+    cr_assert_eq(svc_snap_take(c.dd, &s), 0);
+    int rc = node_join(jdd, token, wrong, "127.0.0.3", NULL, &out, &err);
+    cr_assert_eq(rc, 1, "%s%s", out, err);
+    cr_assert(strstr(err, fpr) && strstr(err, wrong), "names both fingerprints: %s", err);
+    cr_assert(strstr(err, "nothing was sent"), "%s", err);
+    cr_assert_null(strstr(out, token));
+    cr_assert_null(strstr(err, token));
+    cr_assert_eq(svc_snap_same(c.dd, &s), 0, "the master's log is unchanged: %s", svc_why());
+    struct stat st;
+    cr_assert_neq(stat(key, &st), 0, "no seal.key in the joiner's data dir");
+    free(out);
+    free(err);
+    /* The token was not spent: it still joins. */
+    char *body;
+    cr_assert_eq(join_post(token, "127.0.0.3", NULL, &body), 200, "%s", body);
+    free(body);
+    svc_snap_free(&s);
+    free(jdd);
+    free(key);
+}
+
+Test(join, inectl_node_join_writes_the_seal_key_and_replica_conf)
+{
+    char token[JOINTOKEN_STR_LEN + 1], fpr[65], *out, *err;
+    new_token(NULL, token, fpr);
+    char *jdd = tu_path(c.dir, "joiner"), *key = tu_path(jdd, "seal.key"), *mkey = tu_path(c.dd, "seal.key");
+
+    /* A data dir already holding a seal key is refused before anything is sent. */
+    char *busy = tu_path(c.dir, "busy"), *bkey = tu_path(busy, "seal.key");
+    cr_assert_eq(mkdir(busy, 0700), 0);
+    cr_assert_eq(seal_key_create(bkey), INE_OK);
+    svc_snap s;
+    cr_assert_eq(svc_snap_take(c.dd, &s), 0);
+    cr_assert_eq(node_join(busy, token, fpr, "127.0.0.3", NULL, &out, &err), 1, "%s", out);
+    cr_assert(strstr(err, "already has a seal key"), "%s", err);
+    cr_assert_eq(svc_snap_same(c.dd, &s), 0, "%s", svc_why());
+    svc_snap_free(&s);
+    free(out);
+    free(err);
+
+    /* The token from standard input, so it is not in the process list. */
+    char line[JOINTOKEN_STR_LEN + 2];
+    snprintf(line, sizeof line, "%s\n", token);
+    int rc = node_join(jdd, "-", fpr, "127.0.0.3", line, &out, &err);
+    /* repl_sync has no master transport to talk to here: the join itself must have succeeded. */
+    if (rc != 0) cr_assert(strstr(err, "first replication failed"), "exit %d: %s%s", rc, out, err);
+    else cr_assert(strstr(out, "node 3 joined cluster"), "%s", out);
+    cr_assert_null(strstr(out, token));
+    cr_assert_null(strstr(err, token));
+    cr_assert_null(strstr(out, "PRIVATE KEY"));
+    struct stat st;
+    cr_assert_eq(stat(key, &st), 0, "%s", err);
+    cr_assert_eq(st.st_mode & 0777, 0600);
+    size_t l1, l2;
+    char *k1 = tu_read_file(key, &l1), *k2 = tu_read_file(mkey, &l2);
+    cr_assert_eq(l1, 32);
+    cr_assert_eq(l1, l2);
+    cr_assert_eq(memcmp(k1, k2, l1), 0, "the cluster's seal key");
+    repl_conf rcf;
+    cr_assert_eq(repl_conf_load(jdd, &rcf), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(rcf.node_uid, 3);
+    cr_assert_str_eq(rcf.master_address, "127.0.0.1");
+    cr_assert_eq(rcf.master_port, 23342);
+    proj_state ps;
+    evlog_t *log;
+    load_state(&ps, &log);
+    cr_assert_str_eq(rcf.cluster_uid, ps.cluster.uid);
+    cr_assert_not_null(proj_cert_find(&ps, 3, INE__V1__PLANE__PLANE_CONTROL));
+    proj_free(&ps);
+    evlog_close(log);
+    free(out);
+    free(err);
+
+    /* Running it again on the same data dir is refused (it is a cluster's now). */
+    cr_assert_eq(node_join(jdd, token, fpr, "127.0.0.3", NULL, &out, &err), 1);
+    cr_assert(strstr(err, "already has a seal key"), "%s", err);
+    free(out);
+    free(err);
+    free(k1); free(k2); free(jdd); free(key); free(mkey); free(busy); free(bkey);
+}
