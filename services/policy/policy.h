@@ -2,6 +2,7 @@
  *   main.c   arguments, start-up, the libevent loop (log follow + ZeroMQ commands on a timer)
  *   ops.c    the policy operations: validate against the projection, append, reply
  *   rest.c   the HTTPS REST API (libevent evhttp over OpenSSL bufferevents)
+ *   join.c   GET /v1/cluster/ca and POST /v1/nodes/join (no credentials: the join token)
  *   reqids.c the request ids already recorded, so a retry answers with its first outcome
  * The service owns nodes, databases and the cluster policy. Every change is validated against
  * the caught-up projection and written as one append whose request id makes retries safe. */
