@@ -273,8 +273,9 @@ const char *proj_root_state_name(proj_root_state s);
  * It never holds key material or the password hash: sealed blobs appear only as their length
  * ("sealed_key_bytes"). Certificate PEMs are left out to keep it readable (serial,
  * fingerprint, subject, issuer and validity identify them); roots carry fingerprint, kind
- * and subject. "alert_settings" appears only once an operator changed one, so documents of
- * logs without such a change stay as they were. NULL on allocation failure. */
+ * and subject. "alert_settings" appears only once an operator changed one, "join_tokens" only
+ * once a token was issued (and a node's "join_token_id" only if it joined with one), so
+ * documents of logs without them stay as they were. NULL on allocation failure. */
 json_t *proj_to_json(const proj_state *st);
 
 #endif

@@ -172,6 +172,27 @@ static json_t *proj__nodes_json(proj__jctx *c, const proj_state *st)
         proj__bool(c, o, "removed", n->removed);
         proj__seq(c, o, "added_seq", n->added_seq);
         proj__seq(c, o, "removed_seq", n->removed_seq);
+        /* Only for nodes that joined, so documents of older logs stay as they were. */
+        if (n->join_token_id && *n->join_token_id) proj__str(c, o, "join_token_id", n->join_token_id);
+        proj__append(c, a, o);
+    }
+    return a;
+}
+
+/* Join tokens by id, expiry and use; never the hash (it is not secret, but it is no use to
+ * a reader either). */
+static json_t *proj__tokens_json(proj__jctx *c, const proj_state *st)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < st->n_join_tokens; i++) {
+        const proj_join_token *k = &st->join_tokens[i];
+        json_t *o = proj__obj(c);
+        if (!o) break;
+        proj__str(c, o, "token_id", k->token_id);
+        proj__time_s(c, o, "expires", k->expires_at, 1);
+        proj__seq(c, o, "issued_seq", k->issued_seq);
+        proj__int(c, o, "used_by_node", k->used_by);
+        proj__seq(c, o, "used_seq", k->used_seq);
         proj__append(c, a, o);
     }
     return a;
@@ -375,6 +396,7 @@ json_t *proj_to_json(const proj_state *st)
     proj__set(&c, o, "customer_fallbacks", proj__fallbacks_json(&c, st));
     proj__set(&c, o, "alerts", proj__alerts_json(&c, st));
     if (st->n_alert_settings) proj__set(&c, o, "alert_settings", proj__settings_json(&c, st));
+    if (st->n_join_tokens) proj__set(&c, o, "join_tokens", proj__tokens_json(&c, st));
     if (!c.failed) return o;
     json_decref(o);
 oom:

@@ -135,6 +135,19 @@ Test(jointoken, verdicts_unknown_expired_used_ok)
     apply_issued(&st, &b, 5000);
     cr_assert_eq(st.n_join_tokens, 2);
     cr_assert_eq(jointoken_check(&st, b.token, 1000, &k), JOINTOKEN_USED);
+    /* The state's JSON lists the tokens by id and use, and the node's token id. */
+    json_t *j = proj_to_json(&st);
+    cr_assert_not_null(j);
+    json_t *toks = json_object_get(j, "join_tokens");
+    cr_assert_eq(json_array_size(toks), 2);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(toks, 1), "token_id")), b.id);
+    cr_assert_eq(json_integer_value(json_object_get(json_array_get(toks, 1), "used_by_node")), 2);
+    char *dump = json_dumps(j, 0);
+    cr_assert_null(strstr(dump, "sha"), "no hash in the JSON");
+    free(dump);
+    cr_assert_str_eq(json_string_value(json_object_get(json_array_get(json_object_get(j, "nodes"), 1), "join_token_id")), b.id);
+    cr_assert_null(json_object_get(json_array_get(json_object_get(j, "nodes"), 0), "join_token_id"));
+    json_decref(j);
     cr_assert_str_eq(jointoken_verdict_code(JOINTOKEN_USED), "token_used");
     cr_assert_str_eq(jointoken_verdict_code(JOINTOKEN_EXPIRED), "token_expired");
     cr_assert_str_eq(jointoken_verdict_code(JOINTOKEN_UNKNOWN), "token_unknown");
