@@ -1,6 +1,6 @@
 /* test_jointoken.c — join tokens: their form, parsing, the verdicts against a projection
  * (unknown, expired, used, ok), the projection's record of issue and use, the envelope key
- * (HKDF of the token) and purpose, seal_key_write, and replica.conf (repl_conf_load/save). */
+ * (HKDF of the token) and purpose, and seal_key_write. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -15,7 +15,6 @@
 #include "err.h"
 #include "jointoken.h"
 #include "proj.h"
-#include "repl.h"
 #include "seal.h"
 #include "testutil.h"
 
@@ -239,63 +238,5 @@ Test(jointoken, seal_key_write_is_0600_and_never_overwrites)
     cr_assert_eq(seal_key_bytes(k, back), INE_OK);
     cr_assert_eq(back[0], 0x5a, "the first key stays");
     seal_key_free(k);
-    free(p);
-}
-
-Test(jointoken, replica_conf_round_trip_and_every_field_checked)
-{
-    repl_conf c = {.node_uid = 2, .master_address = "10.200.0.1", .master_port = 3342, .cluster_uid = "0123abcd"}, r;
-    char *p = tu_path(dir, "replica.conf");
-    struct stat st;
-    cr_assert_eq(repl_conf_load(dir, &r), INE_ENOTFOUND, "no file: not a replica");
-    cr_assert_eq(repl_conf_save(dir, &c), INE_OK, "%s", ine_err_msg());
-    cr_assert_eq(stat(p, &st), 0);
-    cr_assert_eq(st.st_mode & 0777, 0644);
-    char *text = tu_read_file(p, NULL);
-    cr_assert_str_eq(text, "node_uid 2\nmaster_address 10.200.0.1\nmaster_port 3342\ncluster_uid 0123abcd\n");
-    free(text);
-    cr_assert_eq(repl_conf_load(dir, &r), INE_OK, "%s", ine_err_msg());
-    cr_assert_eq(r.node_uid, 2);
-    cr_assert_str_eq(r.master_address, "10.200.0.1");
-    cr_assert_eq(r.master_port, 3342);
-    cr_assert_str_eq(r.cluster_uid, "0123abcd");
-
-    /* Saving refuses bad values and leaves the file as it was. */
-    repl_conf bad = c;
-    bad.master_port = 70000;
-    cr_assert_eq(repl_conf_save(dir, &bad), INE_EINVAL);
-    bad = c;
-    snprintf(bad.master_address, sizeof bad.master_address, "not an address");
-    cr_assert_eq(repl_conf_save(dir, &bad), INE_EINVAL);
-    bad = c;
-    bad.node_uid = 0;
-    cr_assert_eq(repl_conf_save(dir, &bad), INE_EINVAL);
-    bad = c;
-    snprintf(bad.cluster_uid, sizeof bad.cluster_uid, "UP PER");
-    cr_assert_eq(repl_conf_save(dir, &bad), INE_EINVAL);
-    cr_assert_eq(repl_conf_load(dir, &r), INE_OK);
-    cr_assert_eq(r.master_port, 3342);
-
-    /* Loading names what is wrong. */
-    struct { const char *text, *why; } cases[] = {
-        {"node_uid 2\nmaster_address 10.0.0.1\nmaster_port 3342\n", "lacks cluster_uid"},
-        {"node_uid x\nmaster_address 10.0.0.1\nmaster_port 3342\ncluster_uid a\n", "node_uid takes a number"},
-        {"node_uid 2\nmaster_address 10.0.0.1\nmaster_port 99999\ncluster_uid a\n", "master_port takes a number"},
-        {"node_uid 2\nmaster_address a..b\nmaster_port 3342\ncluster_uid a\n", "master_address 'a..b'"},
-        {"node_uid 2\nnode_uid 3\nmaster_address 10.0.0.1\nmaster_port 3342\ncluster_uid a\n", "set twice"},
-        {"node_uid 2\ncolour red\n", "unknown key 'colour'"},
-        {"node_uid\n", "expected 'key value'"},
-        {NULL, NULL}};
-    for (int i = 0; cases[i].text; i++) {
-        cr_assert_eq(tu_write_file(p, cases[i].text, strlen(cases[i].text)), 0);
-        cr_assert_eq(repl_conf_load(dir, &r), INE_EINVAL, "case %d", i);
-        cr_assert(strstr(ine_err_msg(), cases[i].why), "case %d: %s", i, ine_err_msg());
-    }
-    /* Comments and blank lines are fine. */
-    const char *ok = "# a replica\n\nnode_uid 7\nmaster_address ::1\nmaster_port 1\ncluster_uid u-1\n";
-    cr_assert_eq(tu_write_file(p, ok, strlen(ok)), 0);
-    cr_assert_eq(repl_conf_load(dir, &r), INE_OK, "%s", ine_err_msg());
-    cr_assert_eq(r.node_uid, 7);
-    cr_assert_str_eq(r.master_address, "::1");
     free(p);
 }
