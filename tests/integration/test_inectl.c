@@ -3,6 +3,7 @@
  * bad input (nothing created), passwords stored only hashed, and time moved for the whole
  * process with libfaketime. */
 #include <criterion/criterion.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -186,7 +187,48 @@ Test(inectl, bad_input_is_refused_with_a_clear_line_and_creates_nothing)
     refused("must be 'enabled' or 'disabled'", "cluster", "create", "name", "x", "nodes", "::1",
             "data_internode_encryption", "maybe", NULL);
     refused("'nodes' needs a value", "cluster", "create", "name", "x", "nodes", NULL);
+    refused("ca_key_bits (or $INE_CA_KEY_BITS) takes 2048..16384", "cluster", "create", "name", "x", "nodes", "::1", "ca_key_bits",
+            "1024", NULL);
+    refused("no event log at", "node", "token", "create", NULL);
+    refused("ttl takes 1..", "node", "token", "create", "ttl", "0", NULL);
+    refused("ca_fingerprint must be 64 hex digits", "node", "join", "master", "127.0.0.1", "token",
+            "inejt_0000000000000000000000000000000000000000000000000000000000000000", "ca_fingerprint", "abc", "address",
+            "127.0.0.2", NULL);
+    refused("the join token is malformed", "node", "join", "master", "127.0.0.1", "token", "secret-token", "ca_fingerprint",
+            "0000000000000000000000000000000000000000000000000000000000000000", "address", "127.0.0.2", NULL);
     refused("unknown command", "cluster", "explode", NULL);
+}
+
+Test(inectl, cluster_create_json_has_the_fingerprint_and_token_and_token_create_adds_one)
+{
+    char *out, *err;
+    cr_assert_eq(inectl(&out, &err, "--json", "cluster", "create", "name", "j", "nodes", "127.0.0.1", NULL), 0, "%s", err);
+    json_t *o = json_loads(out, 0, NULL);
+    cr_assert_not_null(o, "%s", out);
+    const char *fpr = json_string_value(json_object_get(o, "ca_fingerprint_sha256"));
+    const char *tok = json_string_value(json_object_get(o, "join_token"));
+    cr_assert(fpr && strlen(fpr) == 64, "%s", out);
+    cr_assert(tok && strlen(tok) == 70 && !strncmp(tok, "inejt_", 6), "%s", out);
+    cr_assert_not_null(json_string_value(json_object_get(o, "join_token_expires")), "%s", out);
+    char fp[65];
+    snprintf(fp, sizeof fp, "%s", fpr);
+    json_decref(o);
+    free(out); free(err);
+    /* Another token: a new line in the log, the same fingerprint, a different token. */
+    cr_assert_eq(inectl(&out, &err, "node", "token", "create", "ttl", "600", NULL), 0, "%s", err);
+    cr_assert(strstr(out, "join token inejt_") && strstr(out, "(single use, expires "), "%s", out);
+    cr_assert(strstr(out, fp), "%s", out);
+    free(out); free(err);
+    evlog_t *log = open_ro();
+    uint64_t last;
+    evlog_event *ev;
+    cr_assert_eq(evlog_last_seq(log, &last), INE_OK);
+    cr_assert_eq(evlog_read(log, last, &ev), INE_OK);
+    cr_assert_eq(ev->body_case, INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED);
+    int64_t ttl = ev->join_token_issued->expires_at - ine_clock_now();
+    cr_assert(ttl > 500 && ttl <= 600, "%lld", (long long)ttl);
+    evlog_event_free(ev);
+    evlog_close(log);
 }
 
 Test(inectl, password_from_stdin_and_encryption_default)
