@@ -303,13 +303,15 @@ void rest_join_route(rest_ctx *c, const char *path)
     join__post(c);
 }
 
-void rest_join_stop(policy_t *p)
+int rest_join_stop(policy_t *p)
 {
+    int n = 0;
     (void)p;
-    while (join__waiting) {
+    for (; join__waiting; n++) {
         join_pending *w = join__waiting;
         rest_ctx c = {.p = w->p, .req = w->req};
         rest_error(&c, 503, "shutting_down", "ine-policy is stopping; retry the join with the same token and address");
         join__free(w);
     }
+    return n;
 }

@@ -52,9 +52,13 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
+    policy_t *p = arg;
+    struct timeval flush = {0, 200 * 1000};
     (void)sig;
     (void)what;
-    event_base_loopbreak(arg);
+    /* Joins waiting for certificates get their 503 on the wire before the loop ends. */
+    if (policy_rest_drain(p) > 0) event_base_loopexit(p->base, &flush);
+    else event_base_loopbreak(p->base);
 }
 
 static int policy_open(policy_t *p)
@@ -138,8 +142,8 @@ int main(int argc, char **argv)
         return 1;
     }
     tick = event_new(p.base, -1, EV_PERSIST, on_tick, &p);
-    sigint = evsignal_new(p.base, SIGINT, on_signal, p.base);
-    sigterm = evsignal_new(p.base, SIGTERM, on_signal, p.base);
+    sigint = evsignal_new(p.base, SIGINT, on_signal, &p);
+    sigterm = evsignal_new(p.base, SIGTERM, on_signal, &p);
     if (!tick || !sigint || !sigterm || event_add(tick, &tv) || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
         fprintf(stderr, "ine-policy: cannot set up the event loop\n");
         rc = 1;

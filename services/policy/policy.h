@@ -85,5 +85,7 @@ int policy_rest_start(policy_t *p);
 /* Called on the timer: (re)load the serving certificate when it changed. */
 void policy_rest_tick(policy_t *p);
 void policy_rest_stop(policy_t *p);
+/* At shutdown: answer requests still waiting (joins) with 503; how many there were. */
+int policy_rest_drain(policy_t *p);
 
 #endif

@@ -365,6 +365,8 @@ int policy_rest_start(policy_t *p)
     return INE_OK;
 }
 
+int policy_rest_drain(policy_t *p) { return p->rest ? rest_join_stop(p) : 0; }
+
 void policy_rest_stop(policy_t *p)
 {
     struct policy_rest *r = p->rest;

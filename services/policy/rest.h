@@ -42,7 +42,7 @@ void rest_route(rest_ctx *c, const char *path);
 /* 1 for a path served without authentication (the join token, or nothing, is the credential). */
 int rest_join_public(const char *path);
 void rest_join_route(rest_ctx *c, const char *path);
-/* Answer (503) and drop joins still waiting for certificates. */
-void rest_join_stop(policy_t *p);
+/* Answer (503) and drop joins still waiting for certificates; how many there were. */
+int rest_join_stop(policy_t *p);
 
 #endif

@@ -254,6 +254,9 @@ Test(join, cluster_create_token_joins_a_node_that_gets_its_certificates_sealed)
     /* From another address the same token is used up. */
     refused(token, "127.0.0.4", NULL, 403, "token_used");
     cr_assert_eq(svc_count_events(c.dd, INE__V1__EVENT__BODY_NODE_ADDED), 3);
+    /* Both services stop cleanly (no crash, no sanitizer report). */
+    cr_assert_eq(svc_stop_policy(&c), 0, "%s", svc_tail(c.policy_log));
+    cr_assert_eq(svc_stop_ca(&c), 0, "%s", svc_tail(c.ca_log));
 }
 
 Test(join, bad_tokens_and_bad_fields_are_refused_and_change_nothing)
@@ -304,6 +307,7 @@ Test(join, bad_tokens_and_bad_fields_are_refused_and_change_nothing)
     cr_assert_null(strstr(cl, token));
     free(pl);
     free(cl);
+    cr_assert_eq(svc_stop_policy(&c), 0, "%s", svc_tail(c.policy_log));
 }
 
 /* inectl --data-dir <jdd> node join ... with the master's REST port; status, out and err. */
@@ -405,4 +409,57 @@ Test(join, inectl_node_join_writes_the_seal_key_and_replica_conf)
     free(out);
     free(err);
     free(k1); free(k2); free(jdd); free(key); free(mkey); free(busy); free(bkey);
+}
+
+/* The whole file as text (malloc'd), "" if missing. */
+static char *slurp(const char *path)
+{
+    char *s = tu_read_file(path, NULL);
+    return s ? s : strdup("");
+}
+
+Test(join, a_join_waiting_for_the_ca_survives_a_policy_restart_as_a_retry)
+{
+    char token[JOINTOKEN_STR_LEN + 1], data[256], url[128], *body;
+    new_token(NULL, token, NULL);
+    /* Without ine-ca the join is recorded but its reply waits for the certificates. */
+    cr_assert_eq(svc_stop_ca(&c), 0, "%s", svc_tail(c.ca_log));
+    snprintf(data, sizeof data, "{\"token\":\"%s\",\"address\":\"127.0.0.3\"}", token);
+    snprintf(url, sizeof url, "https://127.0.0.1:%d/v1/nodes/join", c.port);
+    char *out = tu_path(c.dir, "curl.out");
+    char *argv[] = {"/usr/bin/curl", "-sk", "--noproxy", "*", "-X", "POST", "--max-time", "120", "--data-binary", data, url, NULL};
+    pid_t cp = svc_spawn(argv, NULL, out);
+    cr_assert_gt(cp, 0);
+    int waited = 0, st = 0;
+    for (char *log = NULL;; waited += 50) {
+        log = slurp(c.policy_log);
+        int seen = strstr(log, "join: node 3 (127.0.0.3) added") != NULL;
+        free(log);
+        if (seen) break;
+        cr_assert_lt(waited, 60000, "the join was not recorded:\n%s", svc_tail(c.policy_log));
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(svc_running(cp, &st), 1, "the reply waits for the certificates");
+    /* Stopping ine-policy answers the waiting join (503) and exits cleanly. */
+    cr_assert_eq(svc_stop_policy(&c), 0, "%s", svc_tail(c.policy_log));
+    for (waited = 0; svc_running(cp, &st); waited += 50) {
+        cr_assert_lt(waited, 60000, "curl still waits");
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    char *got = slurp(out);
+    cr_assert(strstr(got, "shutting_down"), "%s", got);
+    free(got);
+    /* With the services back, the same token and address answer node 3 (nothing new written
+     * by the join itself; ine-ca issues the certificates). */
+    cr_assert_eq(svc_start_ca(&c, 60000), 0, "%s\n%s", svc_why(), svc_tail(c.ca_log));
+    cr_assert_eq(svc_start_policy(&c, 1, 60000), 0, "%s\n%s", svc_why(), svc_tail(c.policy_log));
+    cr_assert_eq(join_post(token, "127.0.0.3", NULL, &body), 200, "%s", body);
+    cr_assert_eq(json_int(body, "node_uid"), 3);
+    Ine__V1__JoinSecrets *s = open_secrets(body, token);
+    ine__v1__join_secrets__free_unpacked(s, NULL);
+    free(body);
+    cr_assert_eq(svc_count_events(c.dd, INE__V1__EVENT__BODY_NODE_ADDED), 3, "one node added, not two");
+    free(out);
 }
