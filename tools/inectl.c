@@ -27,7 +27,7 @@ static const char *usage_text =
     "commands:\n"
     "  cluster create name <name> nodes <addr>[,<addr>...]\n"
     "                 [username <user> password <password|->]\n"
-    "                 [data_internode_encryption enabled|disabled]\n"
+    "                 [data_internode_encryption enabled|disabled] [ca_key_bits N]\n"
     "      Create a new cluster in DIR: the seal key and the first events of its log.\n"
     "      'password -' reads the password from the first line of standard input.\n"
     "      Refuses a directory that already holds a cluster. Also creates the cluster CA\n"
