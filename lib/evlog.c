@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #define EVLOG__BATCH_RECORDS 1024
 #define EVLOG__BATCH_BYTES (4u << 20)
@@ -29,6 +30,21 @@ struct evlog {
 };
 
 static const uint8_t evlog__zero_hash[EVLOG_HASH_LEN];
+
+/* Free space below which an I/O error at commit is the disk being full. */
+#define EVLOG__FULL_SLACK (1u << 20)
+
+/* LMDB reports a write the file system cut short (it filled part-way through) as EIO, not
+ * ENOSPC: tell the operator the disk is full when it is. */
+static int evlog__commit_err(evlog_t *log, int mrc)
+{
+    const char *path = NULL;
+    struct statvfs sv;
+    if (mrc == EIO && mdb_env_get_path(log->env, &path) == 0 && path && statvfs(path, &sv) == 0 &&
+        (unsigned long long)sv.f_bavail * sv.f_frsize < EVLOG__FULL_SLACK)
+        mrc = ENOSPC;
+    return ine__err_mdb(mrc, "commit of the event log append");
+}
 
 static void evlog__put_be64(uint8_t b[8], uint64_t v)
 {
@@ -308,7 +324,7 @@ int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_o
         int mrc = mdb_txn_commit(txn);
         txn = NULL;
         if (mrc != 0) {
-            rc = ine__err_mdb(mrc, "commit of the event log append");
+            rc = evlog__commit_err(log, mrc);
             goto err;
         }
     }
@@ -364,7 +380,7 @@ int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len)
         int mrc = mdb_txn_commit(txn);
         txn = NULL;
         if (mrc != 0) {
-            rc = ine__err_mdb(mrc, "commit of the event log append");
+            rc = evlog__commit_err(log, mrc);
             goto err;
         }
     }
