@@ -56,6 +56,13 @@ int inectl_node_token_create(int argc, char **argv)
         if (*end || !*v || ttl < 1 || ttl > JOINTOKEN_TTL_MAX_S)
             return inectl_fail("node token create: ttl takes 1..%d seconds, not '%s'", JOINTOKEN_TTL_MAX_S, v);
     }
+    {
+        /* Tokens are the master's to issue: a follower's log is a replica and takes no writes. */
+        repl_conf rcf;
+        if (repl_conf_load(inectl_g.data_dir, &rcf) == 0)
+            return inectl_fail("%s is follower node %u's data dir: create join tokens on the master, %s", inectl_g.data_dir,
+                               rcf.node_uid, rcf.master_address);
+    }
     if (inectl_load_state(&st)) {
         proj_free(&st);
         return 1;
