@@ -5,11 +5,15 @@
  * reused tokens, an address already a node's, bad fields, and `inectl node join` with a wrong
  * fingerprint (refused before anything is sent) or a data dir already in use.
  *
- * `inectl node join` is exercised up to repl_sync (seal.key and replica.conf written); the
- * replication itself belongs to lib/repl.c's own tests. */
+ * `inectl node join` end to end: against the master's transport, it replicates the log
+ * (record for record); without one, seal.key and replica.conf are still written and the
+ * failed first replication is named. */
 #include <criterion/criterion.h>
 
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,4 +466,72 @@ Test(join, a_join_waiting_for_the_ca_survives_a_policy_restart_as_a_retry)
     free(body);
     cr_assert_eq(svc_count_events(c.dd, INE__V1__EVENT__BODY_NODE_ADDED), 3, "one node added, not two");
     free(out);
+}
+
+/* 1 once something accepts TCP connections on 127.0.0.1:port. */
+static int accepting(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0), ok;
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    if (fd >= 0) close(fd);
+    return ok;
+}
+
+Test(join, inectl_node_join_replicates_the_masters_log_end_to_end)
+{
+    char token[JOINTOKEN_STR_LEN + 1], fpr[65], port[16], rport[16], *out, *err;
+    new_token(NULL, token, fpr);
+    /* The master's transport (node 1) serves replication on the control plane. */
+    int tport = svc_free_port();
+    snprintf(port, sizeof port, "%d", tport);
+    char *tlog = tu_path(c.dir, "transport-1.log");
+    char *targv[] = {(char *)tu_bin("ine-transport"), "--data-dir", c.dd, "--node", "1", "--port", port, NULL};
+    pid_t tp = svc_spawn(targv, NULL, tlog);
+    cr_assert_gt(tp, 0);
+    for (int waited = 0; !accepting(tport); waited += 50) {
+        cr_assert_lt(waited, 60000, "the master's transport does not listen:\n%s", svc_tail(tlog));
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+    char *jdd = tu_path(c.dir, "joiner");
+    snprintf(rport, sizeof rport, "%d", c.port);
+    char *argv[] = {(char *)tu_bin("inectl"), "--data-dir", jdd, "--timeout", "60", "node", "join", "master", "127.0.0.1",
+                    "rest_port", rport, "transport_port", port, "token", token, "ca_fingerprint", fpr, "address", "127.0.0.3",
+                    "name", "third", NULL};
+    int rc = tu_run(argv, NULL, &out, &err);
+    cr_assert_eq(rc, 0, "exit %d: %s%s\n%s", rc, out, err, svc_tail(tlog));
+    proj_state ps;
+    evlog_t *log;
+    load_state(&ps, &log);
+    char want[128];
+    snprintf(want, sizeof want, "node 3 joined cluster %s; log replicated to seq ", ps.cluster.uid);
+    cr_assert(strstr(out, want), "%s", out);
+    unsigned long long head = strtoull(strstr(out, want) + strlen(want), NULL, 10);
+    cr_assert_geq(head, proj_cert_find(&ps, 3, INE__V1__PLANE__PLANE_DATA)->issued_seq, "the node's certificates are in its replica");
+    cr_assert(strstr(out, "ine-replica --data-dir") && strstr(out, "--node 3"), "what to start next: %s", out);
+    cr_assert_null(strstr(out, token));
+    cr_assert_null(strstr(err, token));
+    /* The replica is the master's log, record for record. */
+    char *fl = tu_path(jdd, "log");
+    evlog_t *flog;
+    evlog_opts o = {.read_only = 1};
+    cr_assert_eq(evlog_open(fl, &o, &flog), INE_OK, "%s", ine_err_msg());
+    for (uint64_t s = 1; s <= head; s++) {
+        uint8_t *a, *b;
+        size_t al, bl;
+        cr_assert_eq(evlog_read_raw(log, s, &a, &al), INE_OK);
+        cr_assert_eq(evlog_read_raw(flog, s, &b, &bl), INE_OK, "seq %llu", (unsigned long long)s);
+        cr_assert(al == bl && !memcmp(a, b, al), "seq %llu differs", (unsigned long long)s);
+        free(a);
+        free(b);
+    }
+    evlog_verify_report rep;
+    cr_assert_eq(evlog_verify(flog, &rep), INE_OK, "%s", rep.reason);
+    evlog_close(flog);
+    proj_free(&ps);
+    evlog_close(log);
+    cr_assert_eq(svc_stop(tp, 10000), 0, "%s", svc_tail(tlog));
+    free(out); free(err); free(fl); free(jdd); free(tlog);
 }
