@@ -70,7 +70,7 @@ struct tp_conn {
     tp_conn *peer;                /* the other end of a relay */
     tp_buf in;                    /* bytes read from this connection, to be written to peer */
     tp_buf out;                   /* frames this connection sends itself (headers, heartbeats) */
-    uint8_t frame[TP_FRAME_MAX + 2];
+    uint8_t *frame;               /* TP_FRAME_MAX + 2 bytes while a frame is being read, else NULL */
     size_t frame_len;
     int rd_eof;                   /* this side sent EOF (it sends nothing more) */
     int wr_shut;                  /* we passed an EOF on to this side (shutdown / close_notify) */
