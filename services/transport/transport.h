@@ -107,6 +107,7 @@ typedef struct {
     int64_t next_try_ms;
     int64_t last_heartbeat_ms;
     char served[3][65];           /* what it said it serves, per plane 1..2 (fingerprints) */
+    SSL_SESSION *session[3];      /* per plane: the last session it gave us, to resume streams */
 } tp_peer;
 
 struct tp {
@@ -128,6 +129,7 @@ struct tp {
     /* TLS contexts per plane (index 1, 2); swapped on change, open connections keep theirs. */
     SSL_CTX *srv[3], *cli[3];
     uint64_t ctx_cert_seq[3];
+    unsigned ctx_gen;             /* bumped on every rebuild: tickets from before are refused */
     char trust_key[4096];         /* the bundle's fingerprints the contexts were built with */
     char serving_fp[3][65], serving_serial[3][64];
     /* What the contexts serve (cur), and the certificate served before a change of root
@@ -188,5 +190,7 @@ int tp_state_open(tp_t *tp);
 void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
 void tp_state_close(tp_t *tp);
 const proj_node *tp_self(tp_t *tp);
+/* Offer the session last cached for c's peer node and plane (an outgoing stream). */
+void tp_session_offer(tp_conn *c);
 
 #endif
