@@ -227,6 +227,13 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
         SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
     }
     SSL_CTX_set_num_tickets(srv, 1);
+    /* Read ahead: one recv() per TLS record (and part of the next) where OpenSSL otherwise
+     * makes two (the 5-byte header, then the body): half the reads of a bulk relay. The relay
+     * reads until SSL_read wants the socket, so nothing waits unseen in the buffer. A larger
+     * buffer (four records) cut reads further but cost +24 % instructions on the reading
+     * node: OpenSSL moves the unread rest to the front of the buffer for every record. */
+    SSL_CTX_set_read_ahead(srv, 1);
+    SSL_CTX_set_read_ahead(cli, 1);
     SSL_CTX_free(tp->srv[plane]);
     SSL_CTX_free(tp->cli[plane]);
     tp->srv[plane] = srv;
