@@ -130,6 +130,7 @@ static void tp__free(tp_conn *c, const char *why)
     tp__buf_put(tp, &c->in);
     tp__buf_put(tp, &c->out);
     free(c->frame);
+    tp_repl_free(c);
     if (c->prev) c->prev->next = c->next;
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -205,6 +206,9 @@ static ssize_t tp__write(tp_conn *c, const uint8_t *buf, size_t len)
     default: ERR_clear_error(); return -1;
     }
 }
+
+ssize_t tp_conn_read(tp_conn *c, uint8_t *buf, size_t len) { return tp__read(c, buf, len); }
+ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len) { return tp__write(c, buf, len); }
 
 /* --- frames (headers, accepts, heartbeats) ---------------------------------------------------- */
 
