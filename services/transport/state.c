@@ -228,6 +228,10 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
         SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
     }
     SSL_CTX_set_num_tickets(srv, 1);
+    /* No server-side session store: resumption is by ticket only. With a session id context
+     * set (tp__contexts), OpenSSL would otherwise keep every TLS 1.2 session (up to 20,480,
+     * each with the client's certificate) in the context. */
+    SSL_CTX_set_session_cache_mode(srv, SSL_SESS_CACHE_OFF);
     /* Read ahead: one recv() per TLS record (and part of the next) where OpenSSL otherwise
      * makes two (the 5-byte header, then the body): half the reads of a bulk relay. The relay
      * reads until SSL_read wants the socket, so nothing waits unseen in the buffer. A larger
