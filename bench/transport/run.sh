@@ -12,6 +12,11 @@
 # loopback (the direct iperf3 figure). Prints a table, writes results.tsv and transport.png.
 #
 #   bench/transport/run.sh [--quick] [--tls 1.3|1.2] [--out DIR] [--install] [--profile]
+#                          [--only "VARIANT..."] [--hold]
+#
+# --only: measure only these variants (e.g. "ine-tls haproxy"); everything is still set up.
+# --hold: set everything up, print the fronts, and wait (for experiments by hand) until killed.
+# INE_TP_WRAP="valgrind --tool=callgrind ...": run each ine-transport under this command.
 #
 # --profile: instead of the workloads, perf-record both ine-transport processes during one
 # iperf3 stream through ine-tls, print their on-CPU and run-queue shares (schedstat), and
@@ -24,7 +29,7 @@ cd "$(dirname "$0")/../.."
 SRC=$PWD
 HERE=$SRC/bench/transport
 
-QUICK=0 TLS=1.3 OUT=/tmp/ine-bench-tp INSTALL=0 PROFILE=0
+QUICK=0 TLS=1.3 OUT=/tmp/ine-bench-tp INSTALL=0 PROFILE=0 ONLY="" HOLD=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) QUICK=1 ;;
@@ -32,7 +37,9 @@ while [ $# -gt 0 ]; do
     --out) OUT=$2; shift ;;
     --install) INSTALL=1 ;;
     --profile) PROFILE=1 ;;
-    -h|--help) sed -n 2,21p "$0"; exit 0 ;;
+    --only) ONLY=$2; shift ;;
+    --hold) HOLD=1 ;;
+    -h|--help) sed -n 2,26p "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -89,6 +96,7 @@ declare -A FRONT_HOST=([direct]=$B [ine-tls]=$A [ine-plain]=$A [stunnel]=$A [hap
 declare -A FRONT_IPERF=([direct]=$IPERF_PORT [ine-tls]=12001 [ine-plain]=12002 [stunnel]=13001 [haproxy]=14001)
 declare -A FRONT_REDIS=([direct]=$REDIS_PORT [ine-tls]=12003 [ine-plain]=12004 [stunnel]=13003 [haproxy]=14003)
 VARIANTS="direct ine-tls ine-plain stunnel haproxy"
+want() { [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]; }
 
 # --- the servers ------------------------------------------------------------------------------
 start iperf3 iperf3 -s -B $B -p $IPERF_PORT
@@ -112,8 +120,8 @@ fi
 "$BIN/inectl" cluster create name bench nodes $A,$B username admin@example.com password - <<<"bench-password-not-secret" >/dev/null
 start ine-ca "$BIN/ine-ca" --data-dir "$INE_DATA_DIR" --ca-key-bits 2048 --check-interval 60
 start ine-policy "$BIN/ine-policy" --data-dir "$INE_DATA_DIR" --rest-port 0
-start ine-tp1 "$BIN/ine-transport" --node 1 --data-dir "$INE_DATA_DIR"
-start ine-tp2 "$BIN/ine-transport" --node 2 --data-dir "$INE_DATA_DIR"
+start ine-tp1 ${INE_TP_WRAP:-} "$BIN/ine-transport" --node 1 --data-dir "$INE_DATA_DIR"
+start ine-tp2 ${INE_TP_WRAP:-} "$BIN/ine-transport" --node 2 --data-dir "$INE_DATA_DIR"
 echo -n "bench: waiting for the certificates "
 for i in $(seq 120); do
   if "$OUT/bin/export_cert" "$INE_DATA_DIR" 1 "$OUT/tls/a.crt" "$OUT/tls/a.key" "$OUT/tls/ca.crt" 2>/dev/null &&
@@ -236,6 +244,12 @@ for p in "ine-tls $B:3342 data.ine" "stunnel $B:13103 -" "haproxy $B:14103 -"; d
   echo "bench: $1 negotiates: $got"
 done
 
+if [ $HOLD = 1 ]; then
+  for v in $VARIANTS; do echo "bench: $v: iperf3 ${FRONT_HOST[$v]}:${FRONT_IPERF[$v]}, redis ${FRONT_HOST[$v]}:${FRONT_REDIS[$v]}, pids ${PAIR[$v]:--}"; done
+  echo "bench: holding (kill $$ to stop)"
+  while :; do sleep 3600 & PIDS="$PIDS $!"; wait $!; done
+fi
+
 if [ $PROFILE = 1 ]; then
   command -v perf >/dev/null || { echo "run.sh: --profile needs perf (apt-get install linux-perf)" >&2; exit 1; }
   for n in 1 2; do
@@ -284,6 +298,7 @@ rss_kb() { local s=0 p; for p in "$@"; do s=$((s + $(awk '/^VmRSS/ {print $2}' "
 echo "bench: RSS of the tunnel processes over $IDLE idle connections each"
 IDLE_FDS=()
 for v in ine-plain ine-tls stunnel haproxy; do
+  want "$v" || continue
   before=$(rss_kb ${PAIR[$v]})
   # (bash warns that the previous coproc still exists: it does, on purpose)
   coproc IDLE_CL { "$OUT/bin/connclient" idle "${FRONT_HOST[$v]}" "${FRONT_REDIS[$v]}" $IDLE; } 2>/dev/null
@@ -300,6 +315,7 @@ for fd in "${IDLE_FDS[@]}"; do eval "exec $fd>&-"; done
 sleep 3
 
 for v in $VARIANTS; do
+  want "$v" || continue
   h=${FRONT_HOST[$v]}
   echo "bench: $v"
   for par in 1 8; do
@@ -325,13 +341,25 @@ for v in $VARIANTS; do
   port=${FRONT_REDIS[$v]}
   case $v in stunnel) port=13005 ;; haproxy) port=14005 ;; esac
   r=$("$OUT/bin/connclient" rate "$h" "$port" "$CT" 8)
-  put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
-  echo "  new connections (full handshakes): $r"
+  [ "$v" != ine-tls ] && put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
+  echo "  new connections ($( [ "$v" = ine-tls ] && echo "ine's default: its streams resume" || echo "full handshakes")): $r"
   case $v in stunnel|haproxy)
     r=$("$OUT/bin/connclient" rate "$h" "${FRONT_REDIS[$v]}" "$CT" 8)
     put "$v" conns_resumed_s "$(echo "$r" | awk '{print $2}')"
     echo "  new connections (resumed): $r" ;;
   esac
+  if [ "$v" = ine-tls ]; then
+    # ine's own streams resume (what it does per client connection, measured above as
+    # "resumed"); the full-handshake figure needs node A restarted with resumption off.
+    r_res=$r
+    put "$v" conns_resumed_s "$(echo "$r_res" | awk '{print $2}')"
+    kill "$PID_ine_tp1"; wait "$PID_ine_tp1" 2>/dev/null || true
+    INE_TRANSPORT_RESUME=0 start ine-tp1 ${INE_TP_WRAP:-} "$BIN/ine-transport" --node 1 --data-dir "$INE_DATA_DIR"
+    for _ in $(seq 60); do ping_ok $A "${FRONT_REDIS[$v]}" && break; sleep 1; done
+    r=$("$OUT/bin/connclient" rate "$h" "$port" "$CT" 8)
+    put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
+    echo "  new connections (node A restarted with INE_TRANSPORT_RESUME=0: full handshakes): $r"
+  fi
 done
 
 echo "bench: load average at end: $(cut -d" " -f1-3 /proc/loadavg)"

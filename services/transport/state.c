@@ -135,6 +135,62 @@ static void tp__cred_swap(tp_t *tp, int plane, tp_cred *next)
     memset(next, 0, sizeof *next);
 }
 
+/* Resumption of the streams we open to other nodes: per peer node and plane, the last
+ * session it gave us (a TLS 1.3 ticket, a TLS 1.2 session id). A resumed handshake is still
+ * mutual TLS, but skips the certificates and both RSA signatures; the session carries the
+ * peer certificate of the full handshake it came from, so tp_peer_identity checks the same
+ * identity on every stream. A new certificate applies to the next stream at once: both
+ * sides drop what they resumed from whenever a context is rebuilt (our certificate, or the
+ * trust bundle, changed) — the client its cached sessions (tp__sessions_drop), the server
+ * every ticket it issued before (a new session id context, see tp__contexts). */
+static tp_peer *tp__peer_of(tp_t *tp, uint32_t node)
+{
+    for (size_t i = 0; i < tp->n_peers; i++)
+        if (tp->peers[i].node_uid == node) return &tp->peers[i];
+    return NULL;
+}
+
+static void tp__sessions_drop(tp_t *tp, int plane)
+{
+    for (size_t i = 0; i < tp->n_peers; i++) {
+        for (int p = 1; p <= 2; p++) {
+            if (plane && p != plane) continue;
+            SSL_SESSION_free(tp->peers[i].session[p]);
+            tp->peers[i].session[p] = NULL;
+        }
+    }
+}
+
+/* OpenSSL hands us each new client session (after the handshake, or with each ticket). */
+static int tp__new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    tp_conn *c = SSL_get_app_data(ssl);
+    tp_peer *pr;
+    char why[200];
+    uint32_t node;
+    if (!c || c->plane < 1 || c->plane > 2 || !c->peer_node || !(pr = tp__peer_of(c->tp, c->peer_node))) return 0;
+    /* A session of a context since replaced, or of a peer we would refuse, is not kept. */
+    if (SSL_get_SSL_CTX(ssl) != c->tp->cli[c->plane]) return 0;
+    if (tp_peer_identity(c->tp, ssl, c->plane, &node, why, sizeof why) < 0 || (node && node != c->peer_node)) return 0;
+    SSL_SESSION_free(pr->session[c->plane]);
+    pr->session[c->plane] = sess;
+    return 1; /* the reference is ours */
+}
+
+/* INE_TRANSPORT_RESUME=0 makes every stream a full handshake (the benchmark measures both). */
+static int tp__resume(void)
+{
+    const char *v = getenv("INE_TRANSPORT_RESUME");
+    return !v || strcmp(v, "0") != 0;
+}
+
+void tp_session_offer(tp_conn *c)
+{
+    tp_peer *pr = c->plane >= 1 && c->plane <= 2 ? tp__peer_of(c->tp, c->peer_node) : NULL;
+    SSL_SESSION *s = pr ? pr->session[c->plane] : NULL;
+    if (s && SSL_SESSION_is_resumable(s) && SSL_set_session(c->ssl, s) != 1) ERR_clear_error();
+}
+
 static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *trust, const STACK_OF(X509_NAME) *names)
 {
     X509 *leaf = NULL;
@@ -161,13 +217,34 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     SSL_CTX_set0_CA_list(cli, SSL_dup_CA_list(names));
     SSL_CTX_set_cert_cb(srv, tp_cert_cb, tp);
     SSL_CTX_set_cert_cb(cli, tp_cert_cb, tp);
-    /* Resumption makes reconnects cheap; tickets are per process, never shared. */
-    SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
+    /* Resumption (see tp__new_session): the client keeps its sessions itself, one per peer
+     * node and plane; the server issues one ticket per handshake (the client keeps only the
+     * latest). Tickets are sealed with the server context's keys: never shared, and gone
+     * with the process. */
+    if (tp__resume()) {
+        SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+        SSL_CTX_sess_set_new_cb(cli, tp__new_session);
+    } else {
+        SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_OFF);
+    }
+    SSL_CTX_set_num_tickets(srv, 1);
+    /* No server-side session store: resumption is by ticket only. With a session id context
+     * set (tp__contexts), OpenSSL would otherwise keep every TLS 1.2 session (up to 20,480,
+     * each with the client's certificate) in the context. */
+    SSL_CTX_set_session_cache_mode(srv, SSL_SESS_CACHE_OFF);
+    /* Read ahead: one recv() per TLS record (and part of the next) where OpenSSL otherwise
+     * makes two (the 5-byte header, then the body): half the reads of a bulk relay. The relay
+     * reads until SSL_read wants the socket, so nothing waits unseen in the buffer. A larger
+     * buffer (four records) cut reads further but cost +24 % instructions on the reading
+     * node: OpenSSL moves the unread rest to the front of the buffer for every record. */
+    SSL_CTX_set_read_ahead(srv, 1);
+    SSL_CTX_set_read_ahead(cli, 1);
     SSL_CTX_free(tp->srv[plane]);
     SSL_CTX_free(tp->cli[plane]);
     tp->srv[plane] = srv;
     tp->cli[plane] = cli;
     srv = cli = NULL;
+    tp__sessions_drop(tp, plane);
     tp->ctx_cert_seq[plane] = c->issued_seq;
     snprintf(tp->serving_fp[plane], sizeof tp->serving_fp[plane], "%s", c->cert.fingerprint);
     snprintf(tp->serving_serial[plane], sizeof tp->serving_serial[plane], "%s", c->cert.serial_hex);
@@ -233,7 +310,7 @@ static void tp__contexts(tp_t *tp)
     char key[sizeof tp->trust_key];
     X509_STORE *trust = NULL;
     STACK_OF(X509_NAME) *names = NULL;
-    int trust_changed;
+    int trust_changed, rebuilt = 0;
     tp__trust_key(&tp->st, key, sizeof key);
     trust_changed = strcmp(key, tp->trust_key) != 0;
     for (int p = 1; p <= 2; p++) {
@@ -245,8 +322,19 @@ static void tp__contexts(tp_t *tp)
             logline(LOGLINE_ERROR, c->issued_seq, "%s", ine_err_msg());
             continue;
         }
+        rebuilt = 1;
         logline(LOGLINE_INFO, c->issued_seq, "now serving %s-plane certificate %s", proj_plane_name(p), tp->serving_serial[p]);
         tp_record_activation(tp, tp->node_uid, p, tp->serving_fp[p], tp->serving_serial[p]);
+    }
+    if (rebuilt) {
+        /* Tickets name the session id context they were issued under: a new one on every
+         * rebuild makes the server refuse (fall back to a full handshake for) sessions from
+         * before it, whichever plane's context sealed them. Both planes share it, because
+         * OpenSSL checks it before the SNI callback switches to the data-plane context. */
+        char sid[32];
+        int n = snprintf(sid, sizeof sid, "ine-transport/%u", ++tp->ctx_gen);
+        for (int p = 1; p <= 2; p++)
+            if (tp->srv[p]) SSL_CTX_set_session_id_context(tp->srv[p], (const unsigned char *)sid, (unsigned)n);
     }
     sk_X509_NAME_pop_free(names, X509_NAME_free);
     /* A previous certificate is only useful while its root is trusted. */
@@ -364,6 +452,8 @@ static void tp__peers(tp_t *tp)
             continue;
         }
         if (tp->peers[i].conn) tp_conn_close(tp->peers[i].conn, "node removed");
+        SSL_SESSION_free(tp->peers[i].session[1]);
+        SSL_SESSION_free(tp->peers[i].session[2]);
         tp->peers[i] = tp->peers[--tp->n_peers];
     }
 }
@@ -416,6 +506,7 @@ void tp_state_close(tp_t *tp)
         free(tp->eps[i]);
     }
     free(tp->eps);
+    tp__sessions_drop(tp, 0);
     free(tp->peers);
     if (tp->listener) evconnlistener_free(tp->listener);
     for (int p = 1; p <= 2; p++) {

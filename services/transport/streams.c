@@ -197,6 +197,7 @@ static tp_conn *tp__open_stream(tp_t *tp, uint32_t node, int plane, uint32_t db_
     }
     SSL_set_app_data(c->ssl, c);
     SSL_set_tlsext_host_name(c->ssl, tp__sni(plane));
+    tp_session_offer(c);
     SSL_set_connect_state(c->ssl);
     return c;
 }

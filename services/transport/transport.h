@@ -73,7 +73,7 @@ struct tp_conn {
     tp_conn *peer;                /* the other end of a relay */
     tp_buf in;                    /* bytes read from this connection, to be written to peer */
     tp_buf out;                   /* frames this connection sends itself (headers, heartbeats) */
-    uint8_t frame[TP_FRAME_MAX + 2];
+    uint8_t *frame;               /* TP_FRAME_MAX + 2 bytes while a frame is being read, else NULL */
     size_t frame_len;
     int rd_eof;                   /* this side sent EOF (it sends nothing more) */
     int wr_shut;                  /* we passed an EOF on to this side (shutdown / close_notify) */
@@ -111,6 +111,7 @@ typedef struct {
     int64_t next_try_ms;
     int64_t last_heartbeat_ms;
     char served[3][65];           /* what it said it serves, per plane 1..2 (fingerprints) */
+    SSL_SESSION *session[3];      /* per plane: the last session it gave us, to resume streams */
 } tp_peer;
 
 struct tp {
@@ -132,6 +133,7 @@ struct tp {
     /* TLS contexts per plane (index 1, 2); swapped on change, open connections keep theirs. */
     SSL_CTX *srv[3], *cli[3];
     uint64_t ctx_cert_seq[3];
+    unsigned ctx_gen;             /* bumped on every rebuild: tickets from before are refused */
     char trust_key[4096];         /* the bundle's fingerprints the contexts were built with */
     char serving_fp[3][65], serving_serial[3][64];
     /* What the contexts serve (cur), and the certificate served before a change of root
@@ -205,6 +207,8 @@ int tp_state_open(tp_t *tp);
 void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
 void tp_state_close(tp_t *tp);
 const proj_node *tp_self(tp_t *tp);
+/* Offer the session last cached for c's peer node and plane (an outgoing stream). */
+void tp_session_offer(tp_conn *c);
 /* Record that `node` serves the certificate `fp` on `plane` (CertificateActivated), once per
  * fingerprint; only a node whose log is authoritative appends. */
 void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial);
