@@ -1,0 +1,373 @@
+/* test_netns.c — nodes on separate network stacks (issue #8, part 4): three hosts made with
+ * `ip netns` and veth pairs to a bridge (tests/netns.h), each running its node's real binaries
+ * on its own address and the default port 3342. h1 is the master (ine-ca, ine-policy and its
+ * ine-transport on the cluster's data dir); h2 and h3 are followers, each with a data dir of its
+ * own holding the seal key and a replica of the log, running their ine-transport; a redis-server
+ * in h2 is the database's shard. A capture of h2's link shows that a marker written through h3's
+ * endpoint crosses it only inside TLS on 3342 while the database's encryption is on, and in
+ * clear once it is off; with every service of h1 killed, data keeps flowing between h3 and h2.
+ *
+ * The followers' replicas are made and fed by the test (the records copied as they are, as
+ * ine-replica will do over the control plane). A transport appends the activation of the
+ * certificates it serves, and a follower must not append to its replica, so the followers'
+ * transports first run on the master's data dir (the hosts share the filesystem, not the
+ * network) until their activations are recorded, as a follower's would be forwarded. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "datadir.h"
+#include "err.h"
+#include "evlog.h"
+#include "netns.h"
+#include "proj.h"
+#include "testutil.h"
+
+#define TP_PORT 3342    /* each host has its own stack: the real ports */
+#define SHARD_PORT 6379
+#define DB_PORT 12000
+
+static nn_t nn;
+static char *dd[4];          /* dd[1]: the master's data dir; dd[2], dd[3]: the followers' */
+static evlog_t *mlog;        /* read-only view of the master's log */
+static proj_state st;
+static cl_proc *tp[4];
+
+static void setup(void) { proj_init(&st); }
+static void teardown(void)
+{
+    nn_destroy(&nn);
+    evlog_close(mlog);
+    mlog = NULL;
+    proj_free(&st);
+    for (int h = 1; h <= 3; h++) {
+        free(dd[h]);
+        dd[h] = NULL;
+    }
+}
+TestSuite(netns, .init = setup, .fini = teardown, .timeout = 240);
+
+static const proj_state *state(void)
+{
+    cr_assert_eq(proj_update(mlog, &st), INE_OK, "%s", ine_err_msg());
+    return &st;
+}
+
+/* inectl on the master's data dir, run inside h1; asserts success. */
+static void inectl(const char *what, ...)
+{
+    char *argv[40], *out = NULL, *err = NULL;
+    int i = 0, rc;
+    va_list ap;
+    argv[i++] = strdup(tu_bin("inectl"));
+    argv[i++] = "--data-dir";
+    argv[i++] = dd[1];
+    va_start(ap, what);
+    for (char *a; (a = va_arg(ap, char *)) && i < 39;) argv[i++] = a;
+    va_end(ap);
+    argv[i] = NULL;
+    rc = nn_run(&nn, 1, argv, &out, &err);
+    cr_assert_eq(rc, 0, "inectl %s: %s%s", what, out, err);
+    free(argv[0]);
+    free(out);
+    free(err);
+}
+
+/* --- the followers' replicas ------------------------------------------------------------------ */
+
+/* Copy the master's records the replica lacks, byte for byte (evlog_append_raw re-checks each
+ * record's link, so a replica that diverged fails here). */
+static void replica_sync(int h)
+{
+    char *p = tu_path(dd[h], "log");
+    evlog_t *dst = NULL;
+    uint64_t have = 0, last = 0;
+    cr_assert_eq(evlog_open(p, NULL, &dst), INE_OK, "%s", ine_err_msg());
+    free(p);
+    cr_assert_eq(evlog_last_seq(dst, &have), INE_OK);
+    cr_assert_eq(evlog_last_seq(mlog, &last), INE_OK);
+    cr_assert_leq(have, last, "host %d's replica is ahead of the master: it appended records of its own", h);
+    if (have) { /* its head is the master's record at that seq: nothing of its own */
+        uint8_t *a = NULL, *b = NULL;
+        size_t al = 0, bl = 0;
+        cr_assert_eq(evlog_read_raw(dst, have, &a, &al), INE_OK, "%s", ine_err_msg());
+        cr_assert_eq(evlog_read_raw(mlog, have, &b, &bl), INE_OK, "%s", ine_err_msg());
+        cr_assert(al == bl && !memcmp(a, b, al), "host %d's replica diverged from the master at seq %llu", h, (unsigned long long)have);
+        free(a);
+        free(b);
+    }
+    for (uint64_t s = have + 1; s <= last; s++) {
+        uint8_t *raw = NULL;
+        size_t len = 0;
+        cr_assert_eq(evlog_read_raw(mlog, s, &raw, &len), INE_OK, "%s", ine_err_msg());
+        cr_assert_eq(evlog_append_raw(dst, s, raw, len), INE_OK, "host %d's replica, seq %llu: %s", h, (unsigned long long)s, ine_err_msg());
+        free(raw);
+    }
+    evlog_close(dst);
+}
+
+static void replica_make(int h)
+{
+    char name[16], *src, *dst, *data;
+    size_t len = 0;
+    int fd;
+    snprintf(name, sizeof name, "h%d", h);
+    dd[h] = nn_path(&nn, name);
+    cr_assert_eq(datadir_create(dd[h]), INE_OK, "%s", ine_err_msg());
+    src = tu_path(dd[1], "seal.key");
+    dst = tu_path(dd[h], "seal.key");
+    cr_assert(data = tu_read_file(src, &len));
+    fd = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    cr_assert_geq(fd, 0, "cannot create %s", dst);
+    cr_assert_eq(write(fd, data, len), (ssize_t)len);
+    close(fd);
+    free(data);
+    free(src);
+    free(dst);
+    replica_sync(h);
+}
+
+/* --- transports -------------------------------------------------------------------------------- */
+
+static void tp_start(int h, const char *data_dir)
+{
+    char node[8], name[32];
+    snprintf(node, sizeof node, "%d", h);
+    snprintf(name, sizeof name, "h%d-transport", h);
+    char *argv[] = {(char *)tu_bin("ine-transport"), "--data-dir", (char *)data_dir, "--node", node, "--handshake-timeout", "3000", NULL};
+    tp[h] = nn_spawn(&nn, h, name, argv);
+}
+
+static int activated(int h)
+{
+    for (int p = 1; p <= 2; p++) {
+        const proj_cert *pc = proj_cert_find(state(), (uint32_t)h, p);
+        const proj_activation *a = proj_activation_find(&st, (uint32_t)h, p);
+        if (!pc || !a || !a->fingerprint || strcmp(a->fingerprint, pc->cert.fingerprint)) return 0;
+    }
+    return 1;
+}
+
+/* Transport h has its control-plane streams to the hosts in `peers` up and hears their
+ * heartbeats (naming their current data-plane certificates), after mark. */
+static void wait_mesh(int h, size_t mark, const int *peers, int n_peers)
+{
+    char text[200];
+    for (int i = 0; i < n_peers; i++) {
+        int m = peers[i];
+        snprintf(text, sizeof text, "control-plane stream to node %d up", m);
+        cr_assert(cl_wait_log(tp[h], mark, text, CL_WAIT_MS), "h%d: %s", h, text);
+        snprintf(text, sizeof text, "node %d serves data-plane certificate %s", m, proj_cert_find(state(), (uint32_t)m, 2)->cert.serial_hex);
+        cr_assert(cl_wait_log(tp[h], mark, text, CL_WAIT_MS), "h%d: %s", h, text);
+    }
+}
+
+/* Tune the database on the master, feed the followers, wait until every live transport applied it. */
+static void set_encryption(int on)
+{
+    const char *text = on ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
+    size_t marks[4];
+    for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    inectl("tune db", "tune", "db", "cache", "data_internode_encryption", on ? "enabled" : "disabled", NULL);
+    replica_sync(2);
+    replica_sync(3);
+    for (int h = 1; h <= 3; h++)
+        if (tp[h]->pid) cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport applied the toggle", h);
+}
+
+/* --- data -------------------------------------------------------------------------------------- */
+
+static void marker(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "ine-marker-%s-%d-%ld", tag, getpid(), (long)cl_now_ms());
+}
+
+/* SET through host `via`'s endpoint (the client inside that host), asserting it worked. */
+static void db_set(int via, const char *key, const char *val)
+{
+    char *r = nn_redis_cli(&nn, via, nn_addr(&nn, via), DB_PORT, "SET", key, val, NULL);
+    cr_assert(r && !strcmp(r, "OK"), "SET %s through h%d's endpoint: %s", key, via, r ? r : "(failed)");
+    free(r);
+}
+
+static void db_get(int via, const char *addr, int port, const char *key, const char *want, const char *what)
+{
+    char *r = nn_redis_cli(&nn, via, addr, port, "GET", key, NULL);
+    cr_assert(r && !strcmp(r, want), "GET %s %s: %s", key, what, r ? r : "(failed)");
+    free(r);
+}
+
+/* A value that crosses h3 -> h2 in clear whatever the database's setting (a redis-cli in h3
+ * straight to the shard): once the capture holds it, it holds everything before it. */
+static void sentinel(char *buf, size_t len, const char *tag)
+{
+    char *r;
+    marker(buf, len, tag);
+    r = nn_redis_cli(&nn, 3, nn_addr(&nn, 2), SHARD_PORT, "ECHO", buf, NULL);
+    cr_assert(r && !strcmp(r, buf), "ECHO to the shard from h3: %s", r ? r : "(failed)");
+    free(r);
+}
+
+Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
+{
+    char nodes[128], shard[64], text[200], m1[96], m2[96], sent[96], filter[128];
+    const char *a1, *a2, *a3;
+    size_t marks[4];
+    nn_capture cap;
+    cl_load load;
+    int64_t t0 = cl_now_ms();
+
+    nn_create(&nn, 3);
+    a1 = nn_addr(&nn, 1);
+    a2 = nn_addr(&nn, 2);
+    a3 = nn_addr(&nn, 3);
+
+    /* h1: the master. */
+    dd[1] = nn_path(&nn, "h1");
+    snprintf(nodes, sizeof nodes, "%s,%s,%s", a1, a2, a3);
+    inectl("cluster create", "cluster", "create", "name", "netns", "nodes", nodes, NULL);
+    {
+        char *argv[] = {(char *)tu_bin("ine-ca"), "--data-dir", dd[1], "--ca-key-bits", "2048", "--check-interval", "1", NULL};
+        nn_spawn(&nn, 1, "h1-ca", argv);
+    }
+    {
+        char *argv[] = {(char *)tu_bin("ine-policy"), "--data-dir", dd[1], "--rest-port", "0", NULL};
+        nn_spawn(&nn, 1, "h1-policy", argv);
+    }
+    {
+        char *p = tu_path(dd[1], "log");
+        evlog_opts eo = {.read_only = 1};
+        cr_assert_eq(evlog_open(p, &eo, &mlog), INE_OK, "%s", ine_err_msg());
+        free(p);
+    }
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        int have = 0;
+        for (int h = 1; h <= 3; h++)
+            for (int p = 1; p <= 2; p++) have += proj_cert_find(state(), (uint32_t)h, p) != NULL;
+        if (have == 6) break;
+        cr_assert(cl_now_ms() < end, "the CA issued %d of 6 certificates in time", have);
+        usleep(50 * 1000);
+    }
+
+    /* Every transport in its own host; the followers' first run records their activations. */
+    for (int h = 1; h <= 3; h++) tp_start(h, dd[1]);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS; !(activated(1) && activated(2) && activated(3)); usleep(50 * 1000))
+        cr_assert(cl_now_ms() < end, "every node activated its certificates");
+    for (int h = 2; h <= 3; h++) {
+        cr_assert_eq(cl_kill(tp[h], SIGTERM), 0, "h%d's transport stopped cleanly", h);
+        replica_make(h);
+        marks[h] = cl_log_mark(tp[h]);
+        tp_start(h, dd[h]);
+    }
+    wait_mesh(1, 0, (int[]){2, 3}, 2);
+    wait_mesh(2, marks[2], (int[]){1, 3}, 2);
+    wait_mesh(3, marks[3], (int[]){1, 2}, 2);
+    cr_log_info("three hosts meshed after %lld ms", (long long)(cl_now_ms() - t0));
+
+    /* The shard in h2, and a database whose endpoint every host serves. */
+    {
+        char *argv[] = {"/usr/bin/redis-server", "--bind", (char *)a2, "--port", "6379", "--save", "", "--appendonly", "no",
+                        "--protected-mode", "no", "--dir", dd[2], NULL};
+        cr_assert_eq(access(argv[0], X_OK), 0, "redis-server is installed by scripts/install-deps.sh");
+        nn_spawn(&nn, 2, "h2-redis", argv);
+        for (int64_t end = cl_now_ms() + CL_WAIT_MS;; usleep(50 * 1000)) {
+            char *pong = nn_redis_cli(&nn, 2, a2, SHARD_PORT, "PING", NULL);
+            int ok = pong && !strcmp(pong, "PONG");
+            free(pong);
+            if (ok) break;
+            cr_assert(cl_now_ms() < end, "redis-server in h2 did not start");
+        }
+    }
+    for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    snprintf(shard, sizeof shard, "%s:%d", a2, SHARD_PORT);
+    inectl("create db", "create", "db", "name", "cache", "port", "12000", "shard_node", "2", "shard_address", shard,
+           "data_internode_encryption", "enabled", NULL);
+    replica_sync(2);
+    replica_sync(3);
+    for (int h = 1; h <= 3; h++) {
+        snprintf(text, sizeof text, "(cache): endpoint on %s:%d", nn_addr(&nn, h), DB_PORT);
+        cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport opened the endpoint", h);
+    }
+
+    /* Encryption on: h3's transport reaches the shard through h2's 3342, in TLS. */
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", TP_PORT, SHARD_PORT);
+    nn_capture_start(&nn, 2, &cap, "capture-on", filter, TP_PORT);
+    marker(m1, sizeof m1, "tls");
+    db_set(3, "k1", m1);
+    db_get(3, a3, DB_PORT, "k1", m1, "through h3's endpoint");
+    db_get(2, a2, DB_PORT, "k1", m1, "through h2's endpoint");
+    db_get(2, a2, SHARD_PORT, "k1", m1, "from the shard itself");
+    sentinel(sent, sizeof sent, "sentinel-on");
+    nn_capture_stop(&cap, sent);
+    cr_assert(nn_capture_has(&cap, NULL, sent), "the capture holds what crossed the link in clear");
+    cr_assert_not(nn_capture_has(&cap, NULL, m1), "the marker never crossed the link in clear");
+    snprintf(text, sizeof text, "ip.src == %s && ip.dst == %s && tcp.dstport == %d && tls.handshake.type == 1 && "
+                                "tls.handshake.extensions_server_name == \"data.ine\"", a3, a2, TP_PORT);
+    cr_assert_geq(nn_capture_count(&cap, text), 1, "h3 opened data-plane TLS streams to h2's 3342");
+    snprintf(text, sizeof text, "ip.src == %s && tcp.port == %d && (tls.record.opaque_type == 23 || tls.record.content_type == 23)", a3,
+             TP_PORT);
+    cr_assert_geq(nn_capture_count(&cap, text), 2, "h3's data crossed to 3342 in TLS application records");
+    snprintf(text, sizeof text, "ip.src == %s && tcp.dstport == %d", a3, SHARD_PORT);
+    cr_assert_eq(nn_capture_count(&cap, text) > 0, 1, "the sentinel went to the shard directly");
+    snprintf(text, sizeof text, "tcp.port == %d && frame contains \"k1\"", SHARD_PORT);
+    cr_assert_eq(nn_capture_count(&cap, text), 0, "no command of the database crossed to the shard's port");
+    nn_capture_free(&cap);
+
+    /* Encryption off: h3's transport goes straight to the shard, the marker crosses in clear. */
+    set_encryption(0);
+    nn_capture_start(&nn, 2, &cap, "capture-off", filter, TP_PORT);
+    marker(m2, sizeof m2, "plain");
+    db_set(3, "k2", m2);
+    db_get(3, a3, DB_PORT, "k2", m2, "through h3's endpoint");
+    db_get(2, a2, SHARD_PORT, "k2", m2, "from the shard itself");
+    nn_capture_stop(&cap, m2);
+    snprintf(text, sizeof text, "ip.src == %s && ip.dst == %s && tcp.dstport == %d", a3, a2, SHARD_PORT);
+    cr_assert(nn_capture_has(&cap, text, m2), "the marker crossed from h3 to the shard in clear");
+    cr_assert_eq(nn_capture_count(&cap, "tls.handshake.extensions_server_name == \"data.ine\""), 0, "no data-plane stream crossed 3342");
+    nn_capture_free(&cap);
+
+    /* On again, then h1 goes away: every service of the master killed at once. */
+    set_encryption(1);
+    db_set(3, "k3", "on-again");
+    db_get(2, a2, SHARD_PORT, "k3", "on-again", "from the shard itself");
+    nn_load_start(&nn, 3, &load, a3, DB_PORT, "held-through-h3");
+    cr_assert(cl_load_progress(&load, 20, CL_WAIT_MS), "the held connection flows: %s", load.last_error);
+    for (int h = 2; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    cr_assert_eq(nn_kill_host(&nn, 1, SIGKILL), 3, "h1's CA, policy and transport were killed");
+    for (int h = 2; h <= 3; h++)
+        cr_assert(cl_wait_log(tp[h], marks[h], "control-plane stream to node 1 lost", CL_WAIT_MS), "h%d saw the master go", h);
+
+    /* Data keeps flowing between h3 and h2: on the held stream, and on new ones (new TLS
+     * handshakes with the certificates and trust the followers last knew), for a few seconds. */
+    {
+        int rounds = 0;
+        for (int64_t end = cl_now_ms() + 5000; cl_now_ms() < end; rounds++) {
+            char key[32], val[96];
+            snprintf(key, sizeof key, "away-%d", rounds);
+            marker(val, sizeof val, key);
+            db_set(3, key, val);
+            db_get(3, a3, DB_PORT, key, val, "through h3's endpoint, master away");
+            db_get(2, a2, SHARD_PORT, key, val, "from the shard, master away");
+            usleep(200 * 1000);
+        }
+        cr_assert(cl_load_progress(&load, 50, CL_WAIT_MS), "the held connection still flows: %s", load.last_error);
+        cr_assert_eq(cl_load_stop(&load), 0, "held connection: %s", load.last_error);
+        cr_log_info("master away: %d rounds of new connections and %ld INCRs on a held one went through", rounds, load.ops);
+        cr_assert_geq(rounds, 5);
+    }
+    for (int h = 2; h <= 3; h++) {
+        char *log;
+        cr_assert_neq(tp[h]->pid, 0);
+        cr_assert_eq(cl_kill(tp[h], SIGTERM), 0, "h%d's transport exited cleanly (no crash, no sanitizer report)", h);
+        log = cl_log_since(tp[h], 0);
+        cr_assert_null(strstr(log, "cannot record"), "a follower never appended to its replica:\n%s", log);
+        free(log);
+    }
+    cr_log_info("test_netns took %lld ms", (long long)(cl_now_ms() - t0));
+}
