@@ -307,6 +307,19 @@ int nn_kill_host(nn_t *nn, int host, int sig)
     return killed;
 }
 
+void nn_link_set(nn_t *nn, int host, int up)
+{
+    char *out = NULL;
+    cr_assert(host >= 1 && host <= nn->n, "no host %d", host);
+    /* The bridge's end: the host's own view of its interface stays as it was. */
+    cr_assert_eq(cl_sh(&out, 30, NN_IP " -n %s link set h%d %s", nn->ns[0], host, up ? "up" : "down"), 0, "link of host %d: %s", host, out);
+    free(out);
+    if (up)
+        for (int g = 1; g <= nn->n; g++)
+            for (int64_t end = cl_now_ms() + CL_WAIT_MS; g != host && !nn__reaches(nn, host, g); nn__sleep_ms(50))
+                cr_assert(cl_now_ms() < end, "host %d reaches host %d again", host, g);
+}
+
 int nn_run(nn_t *nn, int host, char *const argv[], char **out, char **err)
 {
     int rc;
@@ -378,17 +391,22 @@ void nn_capture_start(nn_t *nn, int host, nn_capture *cap, const char *name, con
     cr_assert(cl_wait_log(cap->p, 0, "Capturing on", CL_WAIT_MS), "tshark started capturing on host %d", host);
 }
 
-void nn_capture_stop(nn_capture *cap, const char *sentinel)
+int nn_capture_seen(const nn_capture *cap, const char *text, int timeout_ms)
 {
-    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+    for (int64_t end = cl_now_ms() + timeout_ms;;) {
         size_t len = 0;
         char *d = tu_read_file(cap->file, &len);
-        int found = d && tu_contains(d, len, sentinel, strlen(sentinel));
+        int found = d && tu_contains(d, len, text, strlen(text));
         free(d);
-        if (found) break;
-        cr_assert(cl_now_ms() < end, "'%s' never reached the capture %s", sentinel, cap->file);
-        nn__sleep_ms(100);
+        if (found) return 1;
+        if (cl_now_ms() > end) return 0;
+        nn__sleep_ms(50);
     }
+}
+
+void nn_capture_stop(nn_capture *cap, const char *sentinel)
+{
+    cr_assert(nn_capture_seen(cap, sentinel, CL_WAIT_MS), "'%s' never reached the capture %s", sentinel, cap->file);
     cl_kill(cap->p, SIGINT);
 }
 

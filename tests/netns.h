@@ -58,6 +58,9 @@ cl_proc *nn_spawn(nn_t *nn, int host, const char *name, char *const argv[]);
 /* Signal every process the test started on host and reap it (SIGKILL after 10 s); how many. */
 int nn_kill_host(nn_t *nn, int host, int sig);
 
+/* Take host's link down (its cable pulled: nothing reaches it, not even a refusal) or up again. */
+void nn_link_set(nn_t *nn, int host, int up);
+
 /* Run argv inside host and wait: its exit status; stdout/stderr in out/err (may be NULL). */
 int nn_run(nn_t *nn, int host, char *const argv[], char **out, char **err);
 /* redis-cli -h addr -p port ARGS... (NULL-terminated) run inside host: its stdout (trimmed,
@@ -76,8 +79,13 @@ typedef struct {
     int tls_port;  /* decoded as TLS by the queries */
 } nn_capture;
 
-/* tshark -i eth0 -f filter inside host, writing <dir>/<name>.pcapng; returns once it captures. */
+/* tshark -i eth0 -f filter inside host, writing <dir>/<name>.pcapng; returns once tshark says it
+ * captures (see nn_capture_seen). */
 void nn_capture_start(nn_t *nn, int host, nn_capture *cap, const char *name, const char *filter, int tls_port);
+/* Whether text shows in the file within timeout_ms. tshark reports that it captures a moment
+ * before packets really reach the file: a test sends probes until one shows before it relies
+ * on the capture. */
+int nn_capture_seen(const nn_capture *cap, const char *text, int timeout_ms);
 /* Wait until `sentinel` shows in the file (every packet before it has been written), then stop
  * tshark. Asserts that it showed. */
 void nn_capture_stop(nn_capture *cap, const char *sentinel);

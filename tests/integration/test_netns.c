@@ -214,6 +214,17 @@ static void sentinel(char *buf, size_t len, const char *tag)
     free(r);
 }
 
+/* Probe until the capture demonstrably holds what crosses h2's link. */
+static void capture_ready(nn_capture *cap)
+{
+    char probe[96];
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        sentinel(probe, sizeof probe, "probe");
+        if (nn_capture_seen(cap, probe, 1000)) return;
+        cr_assert(cl_now_ms() < end, "the capture on h2's link never showed a probe");
+    }
+}
+
 Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
 {
     char nodes[128], shard[64], text[200], m1[96], m2[96], sent[96], filter[128];
@@ -298,6 +309,7 @@ Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
     /* Encryption on: h3's transport reaches the shard through h2's 3342, in TLS. */
     snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", TP_PORT, SHARD_PORT);
     nn_capture_start(&nn, 2, &cap, "capture-on", filter, TP_PORT);
+    capture_ready(&cap);
     marker(m1, sizeof m1, "tls");
     db_set(3, "k1", m1);
     db_get(3, a3, DB_PORT, "k1", m1, "through h3's endpoint");
@@ -309,7 +321,7 @@ Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
     cr_assert_not(nn_capture_has(&cap, NULL, m1), "the marker never crossed the link in clear");
     snprintf(text, sizeof text, "ip.src == %s && ip.dst == %s && tcp.dstport == %d && tls.handshake.type == 1 && "
                                 "tls.handshake.extensions_server_name == \"data.ine\"", a3, a2, TP_PORT);
-    cr_assert_geq(nn_capture_count(&cap, text), 1, "h3 opened data-plane TLS streams to h2's 3342");
+    cr_assert_geq(nn_capture_count(&cap, text), 2, "h3 opened a data-plane TLS stream to h2's 3342 for each of its two clients");
     snprintf(text, sizeof text, "ip.src == %s && tcp.port == %d && (tls.record.opaque_type == 23 || tls.record.content_type == 23)", a3,
              TP_PORT);
     cr_assert_geq(nn_capture_count(&cap, text), 2, "h3's data crossed to 3342 in TLS application records");
@@ -322,6 +334,7 @@ Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
     /* Encryption off: h3's transport goes straight to the shard, the marker crosses in clear. */
     set_encryption(0);
     nn_capture_start(&nn, 2, &cap, "capture-off", filter, TP_PORT);
+    capture_ready(&cap);
     marker(m2, sizeof m2, "plain");
     db_set(3, "k2", m2);
     db_get(3, a3, DB_PORT, "k2", m2, "through h3's endpoint");
@@ -342,6 +355,9 @@ Test(netns, encryption_on_the_link_and_data_flows_while_the_master_is_away)
     cr_assert_eq(nn_kill_host(&nn, 1, SIGKILL), 3, "h1's CA, policy and transport were killed");
     for (int h = 2; h <= 3; h++)
         cr_assert(cl_wait_log(tp[h], marks[h], "control-plane stream to node 1 lost", CL_WAIT_MS), "h%d saw the master go", h);
+
+    /* And its cable pulled: the followers' attempts to reach it now go unanswered. */
+    nn_link_set(&nn, 1, 0);
 
     /* Data keeps flowing between h3 and h2: on the held stream, and on new ones (new TLS
      * handshakes with the certificates and trust the followers last knew), for a few seconds. */
