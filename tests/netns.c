@@ -173,6 +173,8 @@ void nn_create(nn_t *nn, int n)
                nn->ns[0], nn->ns[0]);
     if (rc != 0) {
         char *o = out;
+        size_t len = strlen(o);
+        while (len && (o[len - 1] == '\n' || o[len - 1] == ' ')) o[--len] = 0;
         out = NULL;
         cl_sh(&out, 30, NN_IP " netns del %s", nn->ns[0]);
         free(out);
