@@ -129,6 +129,7 @@ static void tp__free(tp_conn *c, const char *why)
     if (c->fd >= 0) close(c->fd);
     tp__buf_put(tp, &c->in);
     tp__buf_put(tp, &c->out);
+    tp_repl_free(c);
     if (c->prev) c->prev->next = c->next;
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;
@@ -204,6 +205,9 @@ static ssize_t tp__write(tp_conn *c, const uint8_t *buf, size_t len)
     default: ERR_clear_error(); return -1;
     }
 }
+
+ssize_t tp_conn_read(tp_conn *c, uint8_t *buf, size_t len) { return tp__read(c, buf, len); }
+ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len) { return tp__write(c, buf, len); }
 
 /* --- frames (headers, accepts, heartbeats) ---------------------------------------------------- */
 

@@ -7,6 +7,7 @@
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
+#include "repl.h"
 #include "sealed.h"
 #include "tlsconf.h"
 
@@ -191,32 +192,38 @@ out:
     return rc;
 }
 
-/* Record that this node now serves the certificate (once per fingerprint, across restarts). */
-static void tp__activate(tp_t *tp, int plane)
+/* Record that a node now serves a certificate (once per fingerprint, across restarts). Each
+ * node records its own when its log is the master's; the master also records what the
+ * followers' heartbeats say they serve, since a follower's log is a replica it must not write.
+ * Only the node's current certificate is recorded: a lagging node serving an older one is not
+ * "activated". */
+void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial)
 {
-    const proj_activation *a = proj_activation_find(&tp->st, tp->node_uid, plane);
+    const proj_activation *a = proj_activation_find(&tp->st, node, plane);
+    const proj_cert *cur = proj_cert_find(&tp->st, node, plane);
     Ine__V1__CertificateActivated b = INE__V1__CERTIFICATE_ACTIVATED__INIT;
     evlog_event ev = INE__V1__EVENT__INIT;
     char reqid[128];
     uint64_t seq = 0, last;
     int rc;
-    if (a && a->fingerprint && !strcmp(a->fingerprint, tp->serving_fp[plane])) return;
-    b.node_uid = tp->node_uid;
+    if (tp->replica || !fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
+    if (a && a->fingerprint && !strcmp(a->fingerprint, fp)) return;
+    b.node_uid = node;
     b.plane = plane;
-    b.fingerprint_sha256 = tp->serving_fp[plane];
-    b.serial_hex = tp->serving_serial[plane];
+    b.fingerprint_sha256 = (char *)fp;
+    b.serial_hex = (char *)serial;
     ev.producer = "ine-transport";
     ev.actor = "ine-transport";
     ev.body_case = INE__V1__EVENT__BODY_CERTIFICATE_ACTIVATED;
     ev.certificate_activated = &b;
-    snprintf(reqid, sizeof reqid, "activate/%u/%d/%s", tp->node_uid, plane, tp->serving_fp[plane]);
+    snprintf(reqid, sizeof reqid, "activate/%u/%d/%s", node, plane, fp);
     rc = evlog_append_one(tp->log, &ev, reqid, &seq);
     if (rc < 0) {
         logline(LOGLINE_ERROR, 0, "cannot record the activation: %s", ine_err_msg());
         return;
     }
     if (rc == 0) {
-        logline(LOGLINE_INFO, seq, "now serving %s-plane certificate %s", proj_plane_name(plane), tp->serving_serial[plane]);
+        logline(LOGLINE_INFO, seq, "recorded that node %u serves %s-plane certificate %s", node, proj_plane_name(plane), serial);
         if (evlog_last_seq(tp->log, &last) == 0) follow_pub_hint(tp->pub, last);
     }
 }
@@ -238,7 +245,8 @@ static void tp__contexts(tp_t *tp)
             logline(LOGLINE_ERROR, c->issued_seq, "%s", ine_err_msg());
             continue;
         }
-        tp__activate(tp, p);
+        logline(LOGLINE_INFO, c->issued_seq, "now serving %s-plane certificate %s", proj_plane_name(p), tp->serving_serial[p]);
+        tp_record_activation(tp, tp->node_uid, p, tp->serving_fp[p], tp->serving_serial[p]);
     }
     sk_X509_NAME_pop_free(names, X509_NAME_free);
     /* A previous certificate is only useful while its root is trusted. */
@@ -382,6 +390,7 @@ int tp_state_open(tp_t *tp)
     GUARD(datadir_path(tp->data_dir, "log", p, sizeof p));
     GUARD(evlog_open(p, NULL, &tp->log));
     GUARD(datadir_path(tp->data_dir, "run", tp->run_dir, sizeof tp->run_dir));
+    tp->replica = repl_is_replica(tp->data_dir);
     if (!(tp->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     {
         char producer[32];

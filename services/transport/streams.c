@@ -331,7 +331,7 @@ static int tp__send_accept(tp_conn *c)
 }
 
 /* Refuse a stream: tell the peer why (best effort: it may have hung up already), log, close. */
-static void tp__refuse_stream(tp_conn *c, const char *why)
+void tp_stream_refuse(tp_conn *c, const char *why)
 {
     Ine__V1__StreamAccept a = INE__V1__STREAM_ACCEPT__INIT;
     a.ok = 0;
@@ -391,6 +391,8 @@ static void tp__control_read(tp_conn *c)
                     logline(LOGLINE_INFO, 0, "node %u serves %s-plane certificate %s", hb->node_uid, p == 2 ? "data" : "control",
                             hb->served[i]->serial_hex);
                 }
+                /* A follower appends nothing to its replica: the master records what it serves. */
+                if (p == 1 || p == 2) tp_record_activation(c->tp, hb->node_uid, p, hb->served[i]->fingerprint_sha256, hb->served[i]->serial_hex);
             }
         }
         ine__v1__heartbeat__free_unpacked(hb, NULL);
@@ -427,13 +429,18 @@ static void tp__accept_header(tp_conn *c)
     }
     if (!c->peer_node || h->from_node_uid != c->peer_node) {
         ine__v1__stream_header__free_unpacked(h, NULL);
-        return tp__refuse_stream(c, why);
+        return tp_stream_refuse(c, why);
     }
     if ((int)h->plane != c->plane) {
         snprintf(why, sizeof why, "a %s-plane certificate cannot open a %s-plane stream", c->plane == 2 ? "data" : "control",
                  h->plane == 2 ? "data" : "control");
         ine__v1__stream_header__free_unpacked(h, NULL);
-        return tp__refuse_stream(c, why);
+        return tp_stream_refuse(c, why);
+    }
+    if (h->plane == INE__V1__PLANE__PLANE_CONTROL && h->replicate) {
+        tp_repl_start(c, h);
+        ine__v1__stream_header__free_unpacked(h, NULL);
+        return;
     }
     if (h->plane == INE__V1__PLANE__PLANE_CONTROL) {
         ine__v1__stream_header__free_unpacked(h, NULL);
@@ -452,8 +459,8 @@ static void tp__accept_header(tp_conn *c)
     else if (!self || d->shard_node_uid != self->uid) snprintf(why, sizeof why, "database %u has no shard on this node", c->db_uid);
     else if (!d->data_internode_encryption) snprintf(why, sizeof why, "database %u has data_internode_encryption disabled", c->db_uid);
     else if (tp__split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
-    if (*why) return tp__refuse_stream(c, why);
-    if (!(shard = tp__connect(tp, host, port, TP_K_SHARD))) return tp__refuse_stream(c, "the shard is unreachable");
+    if (*why) return tp_stream_refuse(c, why);
+    if (!(shard = tp__connect(tp, host, port, TP_K_SHARD))) return tp_stream_refuse(c, "the shard is unreachable");
     shard->db_uid = c->db_uid;
     c->remote = shard->remote = 1;
     c->peer = shard;
@@ -570,6 +577,7 @@ void tp_conn_event(tp_conn *c, int readable, int writable)
         if (readable) return tp__control_read(c);
         return tp_conn_want(c, 1, c->out.data != NULL);
     case TP_S_WAIT_PEER: return tp_conn_want(c, 0, 0);
+    case TP_S_REPL: return tp_repl_event(c, readable, writable);
     }
 }
 

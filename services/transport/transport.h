@@ -36,6 +36,7 @@
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
+typedef struct tp_repl tp_repl;
 
 typedef enum {
     TP_S_ACCEPT_HS,   /* 3342 server: TLS handshake */
@@ -46,9 +47,10 @@ typedef enum {
     TP_S_RELAY,       /* bytes flow to/from the peer connection */
     TP_S_CONTROL,     /* control-plane stream: heartbeat frames */
     TP_S_WAIT_PEER,   /* endpoint client: waiting for its upstream to be ready */
+    TP_S_REPL,        /* 3342 server: sending the log to a follower (repl.c) */
 } tp_state;
 
-typedef enum { TP_K_ENDPOINT, TP_K_UPSTREAM, TP_K_STREAM_IN, TP_K_SHARD, TP_K_CONTROL_OUT, TP_K_CONTROL_IN } tp_kind;
+typedef enum { TP_K_ENDPOINT, TP_K_UPSTREAM, TP_K_STREAM_IN, TP_K_SHARD, TP_K_CONTROL_OUT, TP_K_CONTROL_IN, TP_K_REPL_OUT } tp_kind;
 
 typedef struct {
     uint8_t *data;    /* NULL while empty: idle connections hold no buffer */
@@ -80,6 +82,7 @@ struct tp_conn {
     int want_write_for_read;      /* SSL_read asked for writability */
     int want_read_for_write;      /* SSL_write asked for readability */
     char desc[96];                /* "127.0.0.2:51234" for log lines */
+    tp_repl *repl;                /* a follower's replication stream (repl.c); NULL otherwise */
 };
 
 typedef struct {
@@ -143,6 +146,7 @@ struct tp {
     tp_peer *peers;
     size_t n_peers;
     uint64_t refused, accepted;   /* counters for logs and tests */
+    int replica;                  /* the data dir is a follower's (replica.conf): append nothing */
     uint8_t *pool[64];            /* free relay buffers, so busy connections do not malloc */
     int n_pool;
 };
@@ -167,6 +171,9 @@ int tp_read_frame_bytes(tp_conn *c);
 int tp_flush(tp_conn *c);
 /* The same, but a failed write only returns -1: c stays for the caller to close. */
 int tp_flush_try(tp_conn *c);
+/* Raw I/O for streams that manage their own buffers: > 0 bytes, 0 would block, < 0 ended. */
+ssize_t tp_conn_read(tp_conn *c, uint8_t *buf, size_t len);
+ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len);
 /* Describe an address for logs. */
 void tp_describe(tp_conn *c, const struct sockaddr *sa);
 
@@ -183,10 +190,22 @@ int tp_cert_cb(SSL *ssl, void *arg);
 /* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
 
+/* Refuse a stream after its header: tell the peer why (StreamAccept ok=false), log, close. */
+void tp_stream_refuse(tp_conn *c, const char *why);
+
+/* --- repl.c: serving the log to followers --- */
+void tp_repl_start(tp_conn *c, const Ine__V1__StreamHeader *h);
+void tp_repl_event(tp_conn *c, int readable, int writable);
+void tp_repl_tick(tp_t *tp);                           /* new records, keepalives */
+void tp_repl_free(tp_conn *c);
+
 /* --- state.c --- */
 int tp_state_open(tp_t *tp);
 void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
 void tp_state_close(tp_t *tp);
 const proj_node *tp_self(tp_t *tp);
+/* Record that `node` serves the certificate `fp` on `plane` (CertificateActivated), once per
+ * fingerprint; only a node whose log is authoritative appends. */
+void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial);
 
 #endif
