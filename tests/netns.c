@@ -41,13 +41,13 @@ static void nn__sleep_ms(int ms)
 
 /* The calling thread moves into a host's network stack (sockets it creates, and processes it
  * forks, belong there) and back. Only the network namespace changes: files are shared. */
-static void nn__enter(nn_t *nn, int host)
+void nn_enter(nn_t *nn, int host)
 {
     cr_assert(host >= 1 && host <= nn->n, "no host %d", host);
     cr_assert_eq(setns(nn->ns_fd[host], CLONE_NEWNET), 0, "setns into %s: %s", nn->ns[host], strerror(errno));
 }
 
-static void nn__leave(nn_t *nn)
+void nn_leave(nn_t *nn)
 {
     cr_assert_eq(setns(nn->self_fd, CLONE_NEWNET), 0, "setns back: %s", strerror(errno));
 }
@@ -132,9 +132,9 @@ static int nn__reaches(nn_t *nn, int from, int to)
     struct pollfd pf;
     int fd, err = 0;
     socklen_t el = sizeof err;
-    nn__enter(nn, from);
+    nn_enter(nn, from);
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    nn__leave(nn);
+    nn_leave(nn);
     if (fd < 0) return 0;
     inet_pton(AF_INET, nn->addr[to], &sa.sin_addr);
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) err = 0;
@@ -325,9 +325,9 @@ void nn_link_set(nn_t *nn, int host, int up)
 int nn_run(nn_t *nn, int host, char *const argv[], char **out, char **err)
 {
     int rc;
-    nn__enter(nn, host);
+    nn_enter(nn, host);
     rc = tu_run(argv, NULL, out, err);
-    nn__leave(nn);
+    nn_leave(nn);
     return rc;
 }
 
@@ -365,17 +365,17 @@ char *nn_redis_cli(nn_t *nn, int host, const char *addr, int port, ...)
 int nn_resp_open(nn_t *nn, int host, cl_resp *r, const char *addr, int port)
 {
     int rc;
-    nn__enter(nn, host);
+    nn_enter(nn, host);
     rc = cl_resp_open(r, addr, port);
-    nn__leave(nn);
+    nn_leave(nn);
     return rc;
 }
 
 void nn_load_start(nn_t *nn, int host, cl_load *l, const char *addr, int port, const char *key)
 {
-    nn__enter(nn, host);
+    nn_enter(nn, host);
     cl_load_start(l, addr, port, key); /* on failure it asserts; nn_destroy moves us back */
-    nn__leave(nn);
+    nn_leave(nn);
 }
 
 /* --- captures --------------------------------------------------------------------------------- */

@@ -52,6 +52,12 @@ const char *nn_addr(const nn_t *nn, int host);
 /* <dir>/name (malloc'd). */
 char *nn_path(const nn_t *nn, const char *name);
 
+/* Move the calling thread into host's network stack (sockets it creates and processes it forks
+ * belong there; files are shared) and back. For a library call that connects (repl_sync);
+ * nn_destroy moves back if an assertion jumped out in between. */
+void nn_enter(nn_t *nn, int host);
+void nn_leave(nn_t *nn);
+
 /* Run argv (argv[0] a path) inside host, output to <dir>/<name>.log. The process dies with the
  * test. Returns its slot. */
 cl_proc *nn_spawn(nn_t *nn, int host, const char *name, char *const argv[]);
