@@ -19,6 +19,7 @@
 #include "proj.h"
 #include "inectl.h"
 #include "logline.h"
+#include "repl.h"
 #include "rpc.h"
 
 static const char *usage_text =
@@ -84,10 +85,8 @@ int inectl_fail(const char *fmt, ...)
     return 1;
 }
 
-/* 0 when the service's socket file is left by an instance that is gone (killed, crashed):
- * ZeroMQ would queue the request there and wait out the whole timeout. A plain connect()
- * answers at once; anything but "refused" (listening, busy, no file) is left to rpc_call. */
-/* Send packed request bytes to a service and decode its Reply. */
+/* Send packed request bytes to a service and decode its Reply. A follower runs no CA or
+ * policy service (its log is a replica): say where changes are made instead of timing out. */
 static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t len)
 {
     char run[DATADIR_MAX];
@@ -100,6 +99,14 @@ static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t le
     if (datadir_path(inectl_g.data_dir, "run", run, sizeof run) < 0) {
         inectl_fail("%s", ine_err_msg());
         return NULL;
+    }
+    {
+        repl_conf rcf;
+        if (repl_conf_load(inectl_g.data_dir, &rcf) == 0) {
+            inectl_fail("%s is follower node %u's data dir (its log is a replica of the master's): run this on the master, "
+                        "%s, or use the master's REST API", inectl_g.data_dir, rcf.node_uid, rcf.master_address);
+            return NULL;
+        }
     }
     z = zmq_ctx_new();
     rc = rpc_call(z, run, service, buf, len, inectl_g.timeout_ms, &out, &olen);

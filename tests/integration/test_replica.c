@@ -141,6 +141,20 @@ Test(replica, catches_up_from_empty_and_from_any_seq_and_follows_new_events)
     wait_same(partial, r3);
     /* The master's transport said who replicates what. */
     cr_assert(cl_wait_log(&c.tp[1], 0, "node 2 replicates the log from seq 1 ", CL_WAIT_MS));
+    /* Operators read a follower's state from its own log; changes go to the master. */
+    {
+        char *out = NULL, *err = NULL;
+        char *info[] = {(char *)tu_bin("inectl"), "--data-dir", partial, "info", "db", "after", NULL};
+        char *tune[] = {(char *)tu_bin("inectl"), "--data-dir", partial, "tune", "db", "after", "data_internode_encryption", "disabled", NULL};
+        cr_assert_eq(tu_run(info, NULL, &out, &err), 0, "%s", err);
+        cr_assert(strstr(out, "after"), "%s", out);
+        free(out);
+        free(err);
+        cr_assert_neq(tu_run(tune, NULL, &out, &err), 0);
+        cr_assert(strstr(err, "follower node 3") && strstr(err, "run this on the master"), "%s", err);
+        free(out);
+        free(err);
+    }
     free(empty);
     free(partial);
 }
