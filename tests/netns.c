@@ -172,13 +172,15 @@ void nn_create(nn_t *nn, int n)
     rc = cl_sh(&out, 30, NN_IP " netns add %s && " NN_IP " -n %s link add br0 type bridge && " NN_IP " -n %s link set br0 up", nn->ns[0],
                nn->ns[0], nn->ns[0]);
     if (rc != 0) {
-        char *o = out;
-        size_t len = strlen(o);
-        while (len && (o[len - 1] == '\n' || o[len - 1] == ' ')) o[--len] = 0;
+        char why[300];
+        size_t len;
+        snprintf(why, sizeof why, "%s", out && out[strspn(out, " \n")] ? out : "no message");
+        for (len = strlen(why); len && (why[len - 1] == '\n' || why[len - 1] == ' ');) why[--len] = 0;
+        free(out);
         out = NULL;
         cl_sh(&out, 30, NN_IP " netns del %s", nn->ns[0]);
         free(out);
-        cr_skip_test("ip netns is unusable here (%s)", o[strspn(o, " \n")] ? o : "no message");
+        cr_skip_test("ip netns is unusable here (%s)", why);
     }
     free(out);
     nn__guard_start(nn);
