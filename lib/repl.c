@@ -231,13 +231,19 @@ static int repl__connect(repl__conn *k, int timeout_ms)
     return INE_OK;
 }
 
+/* Whether a failed SSL call ran into the socket's receive/send timeout. */
+static int repl__timed_out(int e, int sys)
+{
+    return e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE || (e == SSL_ERROR_SYSCALL && (sys == EAGAIN || sys == EWOULDBLOCK));
+}
+
 static int repl__io_error(repl__conn *k, int r, const char *what)
 {
-    int e = SSL_get_error(k->ssl, r), sys = errno;
+    int sys = errno, e = SSL_get_error(k->ssl, r);
     if (k->o->stop && *k->o->stop) return ine_err(INE_EAGAIN, "stopped");
     ERR_clear_error();
     if (e == SSL_ERROR_ZERO_RETURN) return ine_err(INE_EIO, "the master closed the stream while %s", what);
-    if (e == SSL_ERROR_SYSCALL && (sys == EAGAIN || sys == EWOULDBLOCK))
+    if (repl__timed_out(e, sys))
         return ine_err(INE_EIO, "the master sent nothing for %d ms while %s (gone or hung)", k->o->io_timeout_ms ? k->o->io_timeout_ms : REPL_IO_TIMEOUT_MS, what);
     return ine_err(INE_EIO, "the connection to the master broke while %s", what);
 }
@@ -248,7 +254,9 @@ static int repl__read(repl__conn *k, void *buf, size_t len, const char *what)
     while (got < len) {
         int r = SSL_read_ex(k->ssl, (uint8_t *)buf + got, len - got, &n);
         if (r != 1) {
-            if (SSL_get_error(k->ssl, r) == SSL_ERROR_SYSCALL && errno == EINTR && !(k->o->stop && *k->o->stop)) continue;
+            int sys = errno;
+            if (SSL_get_error(k->ssl, r) == SSL_ERROR_SYSCALL && sys == EINTR && !(k->o->stop && *k->o->stop)) continue;
+            errno = sys;
             return repl__io_error(k, r, what);
         }
         got += n;
@@ -284,12 +292,16 @@ static int repl__handshake(repl__conn *k, const repl_creds *cr, SSL_CTX **ctx)
     if (!(k->ssl = SSL_new(*ctx)) || !SSL_set_tlsext_host_name(k->ssl, "control.ine") || !SSL_set_fd(k->ssl, k->fd))
         return ine_err_ossl(INE_ECRYPTO, "SSL_new");
     if ((r = SSL_connect(k->ssl)) != 1) {
+        int sys = errno;
         long v = SSL_get_verify_result(k->ssl);
+        if (repl__timed_out(SSL_get_error(k->ssl, r), sys)) {
+            ERR_clear_error();
+            return ine_err(INE_EIO, "the master at %s accepted the connection but did not answer the TLS handshake (hung?)", k->peer);
+        }
         if (v != X509_V_OK) {
             ERR_clear_error();
             return ine_err(INE_EAUTH, "the master's certificate at %s was refused: %s", k->peer, X509_verify_cert_error_string(v));
         }
-        (void)r;
         rc = ine_err_ossl(INE_EAUTH, "TLS handshake with the master");
         return ine_err(rc, "%s (%s)", ine_err_msg(), k->peer);
     }

@@ -539,6 +539,10 @@ static void tp__client_ack(tp_conn *c)
     tp_conn_deadline(c, 0);
     if (c->kind == TP_K_CONTROL_OUT) {
         c->state = TP_S_CONTROL;
+        {
+            tp_peer *pr = tp__peer(c->tp, c->peer_node);
+            if (pr) pr->last_heartbeat_ms = ine_clock_mono_ms();
+        }
         logline(LOGLINE_INFO, 0, "control-plane stream to node %u up", c->peer_node);
         tp__heartbeat_send(c);
         return tp_conn_want(c, 1, c->out.data != NULL);
@@ -589,6 +593,14 @@ void tp_heartbeat_tick(tp_t *tp)
     for (size_t i = 0; i < tp->n_peers; i++) {
         tp_peer *p = &tp->peers[i];
         if (p->conn) {
+            /* A peer that stopped answering (hung, or the network between us dropped packets
+             * without a reset) would keep a dead stream open for ever: TCP alone never says. */
+            if (p->conn->state == TP_S_CONTROL && now - p->last_heartbeat_ms > TP_HEARTBEAT_DEAD_MS) {
+                char why[96];
+                snprintf(why, sizeof why, "no heartbeat for %lld ms", (long long)(now - p->last_heartbeat_ms));
+                tp_conn_close(p->conn, why);
+                continue;
+            }
             if (p->conn->state == TP_S_CONTROL) tp__heartbeat_send(p->conn);
             continue;
         }

@@ -32,6 +32,7 @@
 #define TP_DEFAULT_MAX_CONNS 20000
 #define TP_DEFAULT_HANDSHAKE_MS 10000
 #define TP_HEARTBEAT_MS 2000
+#define TP_HEARTBEAT_DEAD_MS 7000          /* an outgoing control stream silent this long is closed */
 #define TP_LINGER_MS 30000               /* a half-closed relay idle this long is closed */
 
 typedef struct tp tp_t;

@@ -10,6 +10,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -159,19 +160,39 @@ Test(replica, catches_up_from_empty_and_from_any_seq_and_follows_new_events)
     free(partial);
 }
 
-Test(replica, resumes_after_the_master_went_away_and_came_back)
+Test(replica, resumes_after_the_master_hung_or_died_and_came_back)
 {
     cl_opts o = {0};
     cl_start(&c, &o);
     char *dd = follower_make(3, c.port, cert_seq(3));
     cl_proc *r = replica_start(dd, "replica-3");
+    uint64_t master = 0;
     wait_same(dd, r);
-    size_t mark = cl_log_mark(r);
+
+    /* Hung: the master's transport stops answering but its connections stay open. */
+    size_t mark = cl_log_mark(r), mark2 = cl_log_mark(&c.tp[2]);
+    cr_assert_eq(kill(c.tp[1].pid, SIGSTOP), 0);
+    cr_assert(cl_wait_log(r, mark, "sent nothing for 3000 ms", CL_WAIT_MS), "the follower noticed: %s", cl_log_since(r, mark));
+    cr_assert(cl_wait_log(&c.tp[2], mark2, "control-plane stream to node 1 lost: no heartbeat", CL_WAIT_MS),
+              "node 2 noticed the hung peer: %s", cl_log_since(&c.tp[2], mark2));
+    {
+        char port[16], *out = NULL, *err = NULL;
+        snprintf(port, sizeof port, "%d", cl_free_port());
+        cr_assert_eq(cl_inectl(&c, &out, &err, "create", "db", "name", "while-hung", "port", port, "shard_node", "2", "shard_address",
+                               "127.0.0.2:1", NULL), 0, "%s", err);
+        free(out);
+        free(err);
+    }
+    cr_assert_eq(evlog_last_seq(c.log, &master), INE_OK);
+    cr_assert_lt(last_of(dd), master, "the follower cannot have it yet");
+    cr_assert_eq(kill(c.tp[1].pid, SIGCONT), 0);
+    wait_same(dd, r);
+
+    /* Dead: killed, the log moves on, it comes back. */
+    mark = cl_log_mark(r);
     cl_tp_stop(&c, 1, SIGKILL);
     cr_assert(cl_wait_log(r, mark, "retrying", CL_WAIT_MS), "the follower noticed: %s", cl_log_since(r, mark));
-    /* The master's log moves on while the follower cannot reach it. */
     cl_create_db(&c, "while-away", cl_free_port(), 2, "127.0.0.2:1", 1);
-    uint64_t master = 0;
     cr_assert_eq(evlog_last_seq(c.log, &master), INE_OK);
     cr_assert_lt(last_of(dd), master, "the follower cannot have it yet");
     cl_tp_start(&c, 1);
