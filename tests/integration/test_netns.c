@@ -435,8 +435,9 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     }
     for (int h = 2; h <= 3; h++) replica_caught_up(h);
 
-    for (int h = 2; h <= 3; h++) {
+    for (int h = 1; h <= 3; h++) {
         cr_assert_eq(cl_kill(tp[h], SIGTERM), 0, "h%d's transport exited cleanly (no crash, no sanitizer report)", h);
+        if (h == 1) continue;
         cr_assert_eq(cl_kill(rep[h], SIGTERM), 0, "h%d's ine-replica exited cleanly", h);
     }
     cr_log_info("test_netns took %lld ms", (long long)(cl_now_ms() - t0));
