@@ -1,13 +1,14 @@
-/* test_netns.c — nodes on separate network stacks (issue #8, part 4): three hosts made with
+/* test_netns.c — nodes on separate network stacks (issue #8, parts 2-4): three hosts made with
  * `ip netns` and veth pairs to a bridge (tests/netns.h), each running its node's real binaries
- * on its own address and the default ports. h1 is the master (ine-ca, ine-policy with REST on
- * h1's address, and its ine-transport, on the cluster's data dir); h2 and h3 are followers, each
- * with a data dir of its own (seal key, replica.conf, a replica of the log) running ine-replica,
- * which keeps the replica in sync over h1's 3342, and its ine-transport; a redis-server in h2 is
- * the database's shard. A capture of h2's link shows that a marker written through h3's endpoint
+ * on its own address and the default ports. h1 is the master: `inectl cluster create` with h1
+ * alone, then ine-ca, ine-policy (REST on h1's address) and its ine-transport. h2 and h3 join
+ * from their own stacks with `inectl node join` (the first token from cluster create, the second
+ * from `node token create`, the CA fingerprint pinned), then run ine-replica, which keeps their
+ * replica of the log in sync over h1's 3342, and their ine-transport; a redis-server in h2 is the
+ * database's shard. A capture of h2's link shows that a marker written through h3's endpoint
  * crosses it only inside TLS on 3342 while the database's encryption is on, and in clear once it
  * is off. With every service of h1 killed and its cable pulled, data keeps flowing between h3
- * and h2; once h1 is back, a change made on the master reaches the followers by itself. */
+ * and h2; once h1 is back, a database created on the master reaches the followers by itself. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -60,8 +61,8 @@ static const proj_state *state(void)
     return &st;
 }
 
-/* inectl on the master's data dir, run inside h1; asserts success. */
-static void inectl(const char *what, ...)
+/* inectl on the master's data dir, run inside h1; asserts success and returns its output. */
+static char *inectl(const char *what, ...)
 {
     char *argv[40], *out = NULL, *err = NULL;
     int i = 0, rc;
@@ -76,11 +77,23 @@ static void inectl(const char *what, ...)
     rc = nn_run(&nn, 1, argv, &out, &err);
     cr_assert_eq(rc, 0, "inectl %s: %s%s", what, out, err);
     free(argv[0]);
-    free(out);
     free(err);
+    return out;
 }
 
-/* --- the nodes ------------------------------------------------------------------------------- */
+/* "<label> <value>" from inectl's text output. */
+static void scan(const char *out, const char *label, char *v, size_t len)
+{
+    const char *p = strstr(out, label);
+    size_t n = 0;
+    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
+    p += strlen(label);
+    while (*p == ' ') p++;
+    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
+    cr_assert_gt(n, 0, "%s", out);
+    memcpy(v, p, n);
+    v[n] = 0;
+}
 
 /* The size of <dir>/<name>.log now (a service restarted on a host logs on after it). */
 static size_t log_size(const char *name)
@@ -95,18 +108,18 @@ static size_t log_size(const char *name)
     return n;
 }
 
-/* The master's services, all in h1: the CA first, since the REST server needs node 1's
- * certificate (and the followers' first replication theirs). */
-static void master_start(void)
+/* The master's services, all in h1, on a cluster of `nodes` nodes: the CA first, since the REST
+ * server needs node 1's certificate. */
+static void master_start(int nodes)
 {
     char *ca[] = {(char *)tu_bin("ine-ca"), "--data-dir", dd[1], "--ca-key-bits", "2048", "--check-interval", "1", NULL};
     nn_spawn(&nn, 1, "h1-ca", ca);
     for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
         int have = 0;
-        for (int h = 1; h <= 3; h++)
+        for (int h = 1; h <= nodes; h++)
             for (int p = 1; p <= 2; p++) have += proj_cert_find(state(), (uint32_t)h, p) != NULL;
-        if (have == 6) break;
-        cr_assert(cl_now_ms() < end, "the CA issued %d of 6 certificates in time", have);
+        if (have == 2 * nodes) break;
+        cr_assert(cl_now_ms() < end, "the CA issued %d of %d certificates in time", have, 2 * nodes);
         usleep(50 * 1000);
     }
     char *pol[] = {(char *)tu_bin("ine-policy"), "--data-dir", dd[1], "--rest-addr", (char *)nn_addr(&nn, 1), "--rest-port", "9443", NULL};
@@ -117,42 +130,36 @@ static void master_start(void)
     cr_assert(cl_wait_log(tp[1], tmark, "node 1 listening on", CL_WAIT_MS), "h1's transport listens");
 }
 
-/* A follower's data dir for node h, as a join leaves it: the cluster's seal key, replica.conf
- * naming the master, and the log replicated over h1's 3342 (repl_sync from inside h, with the
- * node's control-plane certificate: what the join's envelope carries). */
-static void follower_make(int h)
+/* inectl node join, run inside host h on a fresh data dir; its exit status, output in *out. */
+static int node_join(int h, const char *token, const char *fpr, char **out)
 {
-    char name[16], *src, *dst, *data;
-    repl_conf conf = {.node_uid = (uint32_t)h, .master_port = TP_PORT};
-    repl_creds cr;
-    seal_key *seal = NULL;
-    uint64_t head = 0;
-    size_t len = 0;
-    int fd, rc;
+    char *err = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[h], "node", "join", "master", (char *)nn_addr(&nn, 1),
+                                 "token", (char *)token, "ca_fingerprint", (char *)fpr, "address", (char *)nn_addr(&nn, h), NULL};
+    int rc = nn_run(&nn, h, argv, out, &err);
+    char *both = NULL;
+    if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
+    free(*out);
+    free(err);
+    free(argv[0]);
+    *out = both;
+    return rc;
+}
+
+/* Host h joins the cluster from its own stack: it becomes node h, with the cluster's seal key,
+ * replica.conf and the log replicated over h1's 3342 in its data dir. */
+static void follower_join(int h, const char *token, const char *fpr)
+{
+    char name[16], want[64], *out = NULL;
+    repl_conf conf;
     snprintf(name, sizeof name, "h%d", h);
     dd[h] = nn_path(&nn, name);
-    cr_assert_eq(datadir_create(dd[h]), INE_OK, "%s", ine_err_msg());
-    src = tu_path(dd[1], "seal.key");
-    dst = tu_path(dd[h], "seal.key");
-    cr_assert(data = tu_read_file(src, &len));
-    fd = open(dst, O_WRONLY | O_CREAT | O_EXCL, 0600);
-    cr_assert_geq(fd, 0, "cannot create %s", dst);
-    cr_assert_eq(write(fd, data, len), (ssize_t)len);
-    close(fd);
-    free(data);
-    snprintf(conf.master_address, sizeof conf.master_address, "%s", nn_addr(&nn, 1));
-    snprintf(conf.cluster_uid, sizeof conf.cluster_uid, "%s", state()->cluster.uid);
-    cr_assert_eq(repl_conf_save(dd[h], &conf), INE_OK, "%s", ine_err_msg());
-    cr_assert_eq(seal_key_load(src, &seal), INE_OK, "%s", ine_err_msg());
-    cr_assert_eq(repl_creds_from_log(mlog, seal, (uint32_t)h, &cr), INE_OK, "%s", ine_err_msg());
-    nn_enter(&nn, h);
-    rc = repl_sync(dd[h], &conf, &cr, CL_WAIT_MS, &head);
-    nn_leave(&nn);
-    cr_assert_eq(rc, INE_OK, "h%d's first replication: %s", h, ine_err_msg());
-    repl_creds_free(&cr);
-    seal_key_free(seal);
-    free(src);
-    free(dst);
+    cr_assert_eq(node_join(h, token, fpr, &out), 0, "h%d's node join: %s", h, out);
+    snprintf(want, sizeof want, "node %d joined cluster %s", h, state()->cluster.uid);
+    cr_assert(strstr(out, want), "h%d's node join said: %s", h, out);
+    free(out);
+    cr_assert_eq(repl_conf_load(dd[h], &conf), INE_OK, "%s", ine_err_msg());
+    cr_assert_str_eq(conf.master_address, nn_addr(&nn, 1));
+    cr_assert_eq(conf.node_uid, (uint32_t)h);
 }
 
 static void follower_start(int h)
@@ -238,7 +245,7 @@ static void set_encryption(int on)
     const char *text = on ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
     size_t marks[4];
     for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
-    inectl("tune db", "tune", "db", "cache", "data_internode_encryption", on ? "enabled" : "disabled", NULL);
+    free(inectl("tune db", "tune", "db", "cache", "data_internode_encryption", on ? "enabled" : "disabled", NULL));
     for (int h = 1; h <= 3; h++)
         if (tp[h]->pid) cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport applied the toggle", h);
 }
@@ -289,7 +296,7 @@ static void capture_ready(nn_capture *cap)
 
 Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_catches_up)
 {
-    char nodes[128], shard[64], text[200], m1[96], m2[96], sent[96], filter[128];
+    char shard[64], text[200], m1[96], m2[96], sent[96], filter[128], fpr[80], wrong[80], token[160], *out = NULL;
     const char *a1, *a2, *a3;
     size_t marks[4];
     nn_capture cap;
@@ -301,23 +308,44 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     a2 = nn_addr(&nn, 2);
     a3 = nn_addr(&nn, 3);
 
-    /* h1: the master. */
+    /* h1: the master, alone in its cluster at first. */
     dd[1] = nn_path(&nn, "h1");
-    snprintf(nodes, sizeof nodes, "%s,%s,%s", a1, a2, a3);
-    inectl("cluster create", "cluster", "create", "name", "netns", "nodes", nodes, NULL);
+    out = inectl("cluster create", "cluster", "create", "name", "netns", "nodes", a1, NULL);
+    scan(out, "ca fingerprint", fpr, sizeof fpr);
+    scan(out, "join token", token, sizeof token);
+    free(out);
     {
         char *p = tu_path(dd[1], "log");
         evlog_opts eo = {.read_only = 1};
         cr_assert_eq(evlog_open(p, &eo, &mlog), INE_OK, "%s", ine_err_msg());
         free(p);
     }
-    master_start();
+    master_start(1);
 
-    /* h2, h3: followers, their log replicated over h1's 3342. */
-    for (int h = 2; h <= 3; h++) {
-        follower_make(h);
-        follower_start(h);
+    /* A wrong fingerprint (another CA's, as a man in the middle would show) is refused from h3
+     * before anything is sent: nothing written there, no node added. */
+    snprintf(wrong, sizeof wrong, "%s", fpr);
+    wrong[0] = wrong[0] == '0' ? '1' : '0';
+    dd[3] = nn_path(&nn, "h3");
+    cr_assert_neq(node_join(3, token, wrong, &out), 0, "a join pinning another fingerprint was refused: %s", out);
+    cr_assert(strstr(out, wrong), "the refusal names the pinned fingerprint: %s", out);
+    free(out);
+    {
+        char *k = tu_path(dd[3], "seal.key");
+        cr_assert_neq(access(k, F_OK), 0, "no seal key written on h3");
+        free(k);
     }
+    cr_assert_eq(state()->n_nodes, 1, "no node was added");
+    free(dd[3]);
+    dd[3] = NULL;
+
+    /* h2 joins with the token printed at creation, h3 with a new one. */
+    follower_join(2, token, fpr);
+    out = inectl("node token create", "node", "token", "create", NULL);
+    scan(out, "join token", token, sizeof token);
+    free(out);
+    follower_join(3, token, fpr);
+    for (int h = 2; h <= 3; h++) follower_start(h);
     for (int64_t end = cl_now_ms() + CL_WAIT_MS; !(activated(1) && activated(2) && activated(3)); usleep(50 * 1000))
         cr_assert(cl_now_ms() < end, "the master recorded that every node serves its certificates");
     for (int h = 1; h <= 3; h++) wait_mesh(h, 0);
@@ -339,8 +367,8 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     }
     for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
     snprintf(shard, sizeof shard, "%s:%d", a2, SHARD_PORT);
-    inectl("create db", "create", "db", "name", "cache", "port", "12000", "shard_node", "2", "shard_address", shard,
-           "data_internode_encryption", "enabled", NULL);
+    free(inectl("create db", "create", "db", "name", "cache", "port", "12000", "shard_node", "2", "shard_address", shard,
+                "data_internode_encryption", "enabled", NULL));
     for (int h = 1; h <= 3; h++) {
         snprintf(text, sizeof text, "(cache): endpoint on %s:%d", nn_addr(&nn, h), DB_PORT);
         cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport opened the endpoint", h);
@@ -418,10 +446,10 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     /* h1 comes back; a database created on the master reaches the followers by themselves. */
     nn_link_set(&nn, 1, 1);
     for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]); /* h1's: the restarted one logs on after it */
-    master_start();
+    master_start(3);
     wait_mesh(1, marks[1]);
-    inectl("create db", "create", "db", "name", "later", "port", "12001", "shard_node", "2", "shard_address", shard,
-           "data_internode_encryption", "enabled", NULL);
+    free(inectl("create db", "create", "db", "name", "later", "port", "12001", "shard_node", "2", "shard_address", shard,
+                "data_internode_encryption", "enabled", NULL));
     for (int h = 1; h <= 3; h++) {
         snprintf(text, sizeof text, "(later): endpoint on %s:%d", nn_addr(&nn, h), DB_PORT + 1);
         cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport opened the new database's endpoint", h);
