@@ -1,0 +1,471 @@
+/* test_netns.c — nodes on separate network stacks (issue #8, parts 2-4): three hosts made with
+ * `ip netns` and veth pairs to a bridge (tests/netns.h), each running its node's real binaries
+ * on its own address and the default ports. h1 is the master: `inectl cluster create` with h1
+ * alone, then ine-ca, ine-policy (REST on h1's address) and its ine-transport. h2 and h3 join
+ * from their own stacks with `inectl node join` (the first token from cluster create, the second
+ * from `node token create`, the CA fingerprint pinned), then run ine-replica, which keeps their
+ * replica of the log in sync over h1's 3342, and their ine-transport; a redis-server in h2 is the
+ * database's shard. A capture of h2's link shows that a marker written through h3's endpoint
+ * crosses it only inside TLS on 3342 while the database's encryption is on, and in clear once it
+ * is off. With every service of h1 killed and its cable pulled, data keeps flowing between h3
+ * and h2; once h1 is back, a database created on the master reaches the followers by itself. */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cluster.h"
+#include "datadir.h"
+#include "err.h"
+#include "evlog.h"
+#include "netns.h"
+#include "proj.h"
+#include "repl.h"
+#include "seal.h"
+#include "testutil.h"
+
+#define TP_PORT 3342    /* each host has its own stack: the real ports */
+#define SHARD_PORT 6379
+#define DB_PORT 12000
+
+static nn_t nn;
+static char *dd[4];          /* dd[1]: the master's data dir; dd[2], dd[3]: the followers' */
+static evlog_t *mlog;        /* read-only view of the master's log */
+static proj_state st;
+static cl_proc *tp[4], *rep[4]; /* each host's transport; the followers' ine-replica */
+
+static void tp_start(int h, const char *data_dir);
+
+static void setup(void) { proj_init(&st); }
+static void teardown(void)
+{
+    nn_destroy(&nn);
+    evlog_close(mlog);
+    mlog = NULL;
+    proj_free(&st);
+    for (int h = 1; h <= 3; h++) {
+        free(dd[h]);
+        dd[h] = NULL;
+    }
+}
+TestSuite(netns, .init = setup, .fini = teardown, .timeout = 240);
+
+static const proj_state *state(void)
+{
+    cr_assert_eq(proj_update(mlog, &st), INE_OK, "%s", ine_err_msg());
+    return &st;
+}
+
+/* inectl on the master's data dir, run inside h1; asserts success and returns its output. */
+static char *inectl(const char *what, ...)
+{
+    char *argv[40], *out = NULL, *err = NULL;
+    int i = 0, rc;
+    va_list ap;
+    argv[i++] = strdup(tu_bin("inectl"));
+    argv[i++] = "--data-dir";
+    argv[i++] = dd[1];
+    va_start(ap, what);
+    for (char *a; (a = va_arg(ap, char *)) && i < 39;) argv[i++] = a;
+    va_end(ap);
+    argv[i] = NULL;
+    rc = nn_run(&nn, 1, argv, &out, &err);
+    cr_assert_eq(rc, 0, "inectl %s: %s%s", what, out, err);
+    free(argv[0]);
+    free(err);
+    return out;
+}
+
+/* "<label> <value>" from inectl's text output. */
+static void scan(const char *out, const char *label, char *v, size_t len)
+{
+    const char *p = strstr(out, label);
+    size_t n = 0;
+    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
+    p += strlen(label);
+    while (*p == ' ') p++;
+    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
+    cr_assert_gt(n, 0, "%s", out);
+    memcpy(v, p, n);
+    v[n] = 0;
+}
+
+/* The size of <dir>/<name>.log now (a service restarted on a host logs on after it). */
+static size_t log_size(const char *name)
+{
+    char fn[64], *p;
+    struct stat sb;
+    size_t n;
+    snprintf(fn, sizeof fn, "%s.log", name);
+    p = nn_path(&nn, fn);
+    n = stat(p, &sb) == 0 ? (size_t)sb.st_size : 0;
+    free(p);
+    return n;
+}
+
+/* The master's services, all in h1, on a cluster of `nodes` nodes: the CA first, since the REST
+ * server needs node 1's certificate. */
+static void master_start(int nodes)
+{
+    char *ca[] = {(char *)tu_bin("ine-ca"), "--data-dir", dd[1], "--ca-key-bits", "2048", "--check-interval", "1", NULL};
+    nn_spawn(&nn, 1, "h1-ca", ca);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        int have = 0;
+        for (int h = 1; h <= nodes; h++)
+            for (int p = 1; p <= 2; p++) have += proj_cert_find(state(), (uint32_t)h, p) != NULL;
+        if (have == 2 * nodes) break;
+        cr_assert(cl_now_ms() < end, "the CA issued %d of %d certificates in time", have, 2 * nodes);
+        usleep(50 * 1000);
+    }
+    char *pol[] = {(char *)tu_bin("ine-policy"), "--data-dir", dd[1], "--rest-addr", (char *)nn_addr(&nn, 1), "--rest-port", "9443", NULL};
+    size_t pmark = log_size("h1-policy"), tmark = log_size("h1-transport");
+    cl_proc *policy = nn_spawn(&nn, 1, "h1-policy", pol);
+    tp_start(1, dd[1]);
+    cr_assert(cl_wait_log(policy, pmark, "started on", CL_WAIT_MS), "h1's ine-policy started");
+    cr_assert(cl_wait_log(tp[1], tmark, "node 1 listening on", CL_WAIT_MS), "h1's transport listens");
+}
+
+/* inectl node join, run inside host h on a fresh data dir; its exit status, output in *out. */
+static int node_join(int h, const char *token, const char *fpr, char **out)
+{
+    char *err = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[h], "node", "join", "master", (char *)nn_addr(&nn, 1),
+                                 "token", (char *)token, "ca_fingerprint", (char *)fpr, "address", (char *)nn_addr(&nn, h), NULL};
+    int rc = nn_run(&nn, h, argv, out, &err);
+    char *both = NULL;
+    if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
+    free(*out);
+    free(err);
+    free(argv[0]);
+    *out = both;
+    return rc;
+}
+
+/* Host h joins the cluster from its own stack: it becomes node h, with the cluster's seal key,
+ * replica.conf and the log replicated over h1's 3342 in its data dir. */
+static void follower_join(int h, const char *token, const char *fpr)
+{
+    char name[16], want[64], *out = NULL;
+    repl_conf conf;
+    snprintf(name, sizeof name, "h%d", h);
+    dd[h] = nn_path(&nn, name);
+    cr_assert_eq(node_join(h, token, fpr, &out), 0, "h%d's node join: %s", h, out);
+    snprintf(want, sizeof want, "node %d joined cluster %s", h, state()->cluster.uid);
+    cr_assert(strstr(out, want), "h%d's node join said: %s", h, out);
+    free(out);
+    cr_assert_eq(repl_conf_load(dd[h], &conf), INE_OK, "%s", ine_err_msg());
+    cr_assert_str_eq(conf.master_address, nn_addr(&nn, 1));
+    cr_assert_eq(conf.node_uid, (uint32_t)h);
+}
+
+static void follower_start(int h)
+{
+    char name[32];
+    snprintf(name, sizeof name, "h%d-replica", h);
+    char *argv[] = {(char *)tu_bin("ine-replica"), "--data-dir", dd[h], "--io-timeout", "8000", "--retry-max", "1000", NULL};
+    rep[h] = nn_spawn(&nn, h, name, argv);
+    tp_start(h, dd[h]);
+}
+
+/* Wait until follower h's replica holds the master's whole log, and check it is the master's
+ * byte for byte (a follower appends nothing of its own). */
+static void replica_caught_up(int h)
+{
+    char *p = tu_path(dd[h], "log");
+    evlog_opts eo = {.read_only = 1};
+    evlog_t *r = NULL;
+    uint64_t have = 0, last = 0;
+    cr_assert_eq(evlog_open(p, &eo, &r), INE_OK, "%s", ine_err_msg());
+    free(p);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;; usleep(50 * 1000)) {
+        cr_assert_eq(evlog_last_seq(mlog, &last), INE_OK);
+        cr_assert_eq(evlog_last_seq(r, &have), INE_OK);
+        if (have == last) break;
+        cr_assert(have < last, "h%d's replica is ahead of the master (%llu > %llu)", h, (unsigned long long)have, (unsigned long long)last);
+        cr_assert(cl_now_ms() < end, "h%d's replica stayed at seq %llu, the master is at %llu", h, (unsigned long long)have,
+                  (unsigned long long)last);
+    }
+    for (uint64_t s = 1; s <= have; s++) {
+        uint8_t *a = NULL, *b = NULL;
+        size_t al = 0, bl = 0;
+        cr_assert_eq(evlog_read_raw(r, s, &a, &al), INE_OK, "%s", ine_err_msg());
+        cr_assert_eq(evlog_read_raw(mlog, s, &b, &bl), INE_OK, "%s", ine_err_msg());
+        cr_assert(al == bl && !memcmp(a, b, al), "h%d's record %llu is not the master's", h, (unsigned long long)s);
+        free(a);
+        free(b);
+    }
+    evlog_close(r);
+}
+
+/* --- transports -------------------------------------------------------------------------------- */
+
+static void tp_start(int h, const char *data_dir)
+{
+    char node[8], name[32];
+    snprintf(node, sizeof node, "%d", h);
+    snprintf(name, sizeof name, "h%d-transport", h);
+    char *argv[] = {(char *)tu_bin("ine-transport"), "--data-dir", (char *)data_dir, "--node", node, "--handshake-timeout", "3000", NULL};
+    tp[h] = nn_spawn(&nn, h, name, argv);
+}
+
+/* Node h's current certificates are recorded as served (the master records the followers'
+ * from their heartbeats). */
+static int activated(int h)
+{
+    for (int p = 1; p <= 2; p++) {
+        const proj_cert *pc = proj_cert_find(state(), (uint32_t)h, p);
+        const proj_activation *a = proj_activation_find(&st, (uint32_t)h, p);
+        if (!pc || !a || !a->fingerprint || strcmp(a->fingerprint, pc->cert.fingerprint)) return 0;
+    }
+    return 1;
+}
+
+/* Transport h has its control-plane streams to the other hosts up and hears their heartbeats
+ * (naming their current data-plane certificates), after mark. */
+static void wait_mesh(int h, size_t mark)
+{
+    char text[200];
+    for (int m = 1; m <= 3; m++) {
+        if (m == h) continue;
+        snprintf(text, sizeof text, "control-plane stream to node %d up", m);
+        cr_assert(cl_wait_log(tp[h], mark, text, CL_WAIT_MS), "h%d: %s", h, text);
+        snprintf(text, sizeof text, "node %d serves data-plane certificate %s", m, proj_cert_find(state(), (uint32_t)m, 2)->cert.serial_hex);
+        cr_assert(cl_wait_log(tp[h], mark, text, CL_WAIT_MS), "h%d: %s", h, text);
+    }
+}
+
+/* Tune the database on the master; every live transport applies it (the followers once their
+ * ine-replica brought it). */
+static void set_encryption(int on)
+{
+    const char *text = on ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
+    size_t marks[4];
+    for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    free(inectl("tune db", "tune", "db", "cache", "data_internode_encryption", on ? "enabled" : "disabled", NULL));
+    for (int h = 1; h <= 3; h++)
+        if (tp[h]->pid) cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport applied the toggle", h);
+}
+
+/* --- data -------------------------------------------------------------------------------------- */
+
+static void marker(char *buf, size_t len, const char *tag)
+{
+    snprintf(buf, len, "ine-marker-%s-%d-%ld", tag, getpid(), (long)cl_now_ms());
+}
+
+/* SET through host `via`'s endpoint (the client inside that host), asserting it worked. */
+static void db_set(int via, const char *key, const char *val)
+{
+    char *r = nn_redis_cli(&nn, via, nn_addr(&nn, via), DB_PORT, "SET", key, val, NULL);
+    cr_assert(r && !strcmp(r, "OK"), "SET %s through h%d's endpoint: %s", key, via, r ? r : "(failed)");
+    free(r);
+}
+
+static void db_get(int via, const char *addr, int port, const char *key, const char *want, const char *what)
+{
+    char *r = nn_redis_cli(&nn, via, addr, port, "GET", key, NULL);
+    cr_assert(r && !strcmp(r, want), "GET %s %s: %s", key, what, r ? r : "(failed)");
+    free(r);
+}
+
+/* A value that crosses h3 -> h2 in clear whatever the database's setting (a redis-cli in h3
+ * straight to the shard): once the capture holds it, it holds everything before it. */
+static void sentinel(char *buf, size_t len, const char *tag)
+{
+    char *r;
+    marker(buf, len, tag);
+    r = nn_redis_cli(&nn, 3, nn_addr(&nn, 2), SHARD_PORT, "ECHO", buf, NULL);
+    cr_assert(r && !strcmp(r, buf), "ECHO to the shard from h3: %s", r ? r : "(failed)");
+    free(r);
+}
+
+/* Probe until the capture demonstrably holds what crosses h2's link. */
+static void capture_ready(nn_capture *cap)
+{
+    char probe[96];
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        sentinel(probe, sizeof probe, "probe");
+        if (nn_capture_seen(cap, probe, 1000)) return;
+        cr_assert(cl_now_ms() < end, "the capture on h2's link never showed a probe");
+    }
+}
+
+Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_catches_up)
+{
+    char shard[64], text[200], m1[96], m2[96], sent[96], filter[128], fpr[80], wrong[80], token[160], *out = NULL;
+    const char *a1, *a2, *a3;
+    size_t marks[4];
+    nn_capture cap;
+    cl_load load;
+    int64_t t0 = cl_now_ms();
+
+    nn_create(&nn, 3);
+    a1 = nn_addr(&nn, 1);
+    a2 = nn_addr(&nn, 2);
+    a3 = nn_addr(&nn, 3);
+
+    /* h1: the master, alone in its cluster at first. */
+    dd[1] = nn_path(&nn, "h1");
+    out = inectl("cluster create", "cluster", "create", "name", "netns", "nodes", a1, NULL);
+    scan(out, "ca fingerprint", fpr, sizeof fpr);
+    scan(out, "join token", token, sizeof token);
+    free(out);
+    {
+        char *p = tu_path(dd[1], "log");
+        evlog_opts eo = {.read_only = 1};
+        cr_assert_eq(evlog_open(p, &eo, &mlog), INE_OK, "%s", ine_err_msg());
+        free(p);
+    }
+    master_start(1);
+
+    /* A wrong fingerprint (another CA's, as a man in the middle would show) is refused from h3
+     * before anything is sent: nothing written there, no node added. */
+    snprintf(wrong, sizeof wrong, "%s", fpr);
+    wrong[0] = wrong[0] == '0' ? '1' : '0';
+    dd[3] = nn_path(&nn, "h3");
+    cr_assert_neq(node_join(3, token, wrong, &out), 0, "a join pinning another fingerprint was refused: %s", out);
+    cr_assert(strstr(out, wrong), "the refusal names the pinned fingerprint: %s", out);
+    free(out);
+    {
+        char *k = tu_path(dd[3], "seal.key");
+        cr_assert_neq(access(k, F_OK), 0, "no seal key written on h3");
+        free(k);
+    }
+    cr_assert_eq(state()->n_nodes, 1, "no node was added");
+    free(dd[3]);
+    dd[3] = NULL;
+
+    /* h2 joins with the token printed at creation, h3 with a new one. */
+    follower_join(2, token, fpr);
+    out = inectl("node token create", "node", "token", "create", NULL);
+    scan(out, "join token", token, sizeof token);
+    free(out);
+    follower_join(3, token, fpr);
+    for (int h = 2; h <= 3; h++) follower_start(h);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS; !(activated(1) && activated(2) && activated(3)); usleep(50 * 1000))
+        cr_assert(cl_now_ms() < end, "the master recorded that every node serves its certificates");
+    for (int h = 1; h <= 3; h++) wait_mesh(h, 0);
+    cr_log_info("three hosts meshed after %lld ms", (long long)(cl_now_ms() - t0));
+
+    /* The shard in h2, and a database whose endpoint every host serves. */
+    {
+        char *argv[] = {"/usr/bin/redis-server", "--bind", (char *)a2, "--port", "6379", "--save", "", "--appendonly", "no",
+                        "--protected-mode", "no", "--dir", dd[2], NULL};
+        cr_assert_eq(access(argv[0], X_OK), 0, "redis-server is installed by scripts/install-deps.sh");
+        nn_spawn(&nn, 2, "h2-redis", argv);
+        for (int64_t end = cl_now_ms() + CL_WAIT_MS;; usleep(50 * 1000)) {
+            char *pong = nn_redis_cli(&nn, 2, a2, SHARD_PORT, "PING", NULL);
+            int ok = pong && !strcmp(pong, "PONG");
+            free(pong);
+            if (ok) break;
+            cr_assert(cl_now_ms() < end, "redis-server in h2 did not start");
+        }
+    }
+    for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    snprintf(shard, sizeof shard, "%s:%d", a2, SHARD_PORT);
+    free(inectl("create db", "create", "db", "name", "cache", "port", "12000", "shard_node", "2", "shard_address", shard,
+                "data_internode_encryption", "enabled", NULL));
+    for (int h = 1; h <= 3; h++) {
+        snprintf(text, sizeof text, "(cache): endpoint on %s:%d", nn_addr(&nn, h), DB_PORT);
+        cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport opened the endpoint", h);
+    }
+
+    /* Encryption on: h3's transport reaches the shard through h2's 3342, in TLS. */
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", TP_PORT, SHARD_PORT);
+    nn_capture_start(&nn, 2, &cap, "capture-on", filter, TP_PORT);
+    capture_ready(&cap);
+    marker(m1, sizeof m1, "tls");
+    db_set(3, "k1", m1);
+    db_get(3, a3, DB_PORT, "k1", m1, "through h3's endpoint");
+    db_get(2, a2, DB_PORT, "k1", m1, "through h2's endpoint");
+    db_get(2, a2, SHARD_PORT, "k1", m1, "from the shard itself");
+    sentinel(sent, sizeof sent, "sentinel-on");
+    nn_capture_stop(&cap, sent);
+    cr_assert(nn_capture_has(&cap, NULL, sent), "the capture holds what crossed the link in clear");
+    cr_assert_not(nn_capture_has(&cap, NULL, m1), "the marker never crossed the link in clear");
+    snprintf(text, sizeof text, "ip.src == %s && ip.dst == %s && tcp.dstport == %d && tls.handshake.type == 1 && "
+                                "tls.handshake.extensions_server_name == \"data.ine\"", a3, a2, TP_PORT);
+    cr_assert_geq(nn_capture_count(&cap, text), 2, "h3 opened a data-plane TLS stream to h2's 3342 for each of its two clients");
+    snprintf(text, sizeof text, "ip.src == %s && tcp.port == %d && (tls.record.opaque_type == 23 || tls.record.content_type == 23)", a3,
+             TP_PORT);
+    cr_assert_geq(nn_capture_count(&cap, text), 2, "h3's data crossed to 3342 in TLS application records");
+    snprintf(text, sizeof text, "tcp.port == %d && frame contains \"k1\"", SHARD_PORT);
+    cr_assert_eq(nn_capture_count(&cap, text), 0, "no command of the database crossed to the shard's port");
+    nn_capture_free(&cap);
+
+    /* Encryption off: h3's transport goes straight to the shard, the marker crosses in clear. */
+    set_encryption(0);
+    nn_capture_start(&nn, 2, &cap, "capture-off", filter, TP_PORT);
+    capture_ready(&cap);
+    marker(m2, sizeof m2, "plain");
+    db_set(3, "k2", m2);
+    db_get(3, a3, DB_PORT, "k2", m2, "through h3's endpoint");
+    db_get(2, a2, SHARD_PORT, "k2", m2, "from the shard itself");
+    nn_capture_stop(&cap, m2);
+    snprintf(text, sizeof text, "ip.src == %s && ip.dst == %s && tcp.dstport == %d", a3, a2, SHARD_PORT);
+    cr_assert(nn_capture_has(&cap, text, m2), "the marker crossed from h3 to the shard in clear");
+    cr_assert_eq(nn_capture_count(&cap, "tls.handshake.extensions_server_name == \"data.ine\""), 0, "no data-plane stream crossed 3342");
+    nn_capture_free(&cap);
+
+    /* On again, then h1 goes away: every service of the master killed at once. */
+    set_encryption(1);
+    db_set(3, "k3", "on-again");
+    db_get(2, a2, SHARD_PORT, "k3", "on-again", "from the shard itself");
+    nn_load_start(&nn, 3, &load, a3, DB_PORT, "held-through-h3");
+    cr_assert(cl_load_progress(&load, 20, CL_WAIT_MS), "the held connection flows: %s", load.last_error);
+    for (int h = 2; h <= 3; h++) marks[h] = cl_log_mark(tp[h]);
+    cr_assert_eq(nn_kill_host(&nn, 1, SIGKILL), 3, "h1's CA, policy and transport were killed");
+    for (int h = 2; h <= 3; h++)
+        cr_assert(cl_wait_log(tp[h], marks[h], "control-plane stream to node 1 lost", CL_WAIT_MS), "h%d saw the master go", h);
+    /* And its cable pulled: the followers' attempts to reach it now go unanswered. */
+    nn_link_set(&nn, 1, 0);
+
+    /* Data keeps flowing between h3 and h2: on the held stream, and on new ones (new TLS
+     * handshakes with the certificates and trust the followers last knew), for a few seconds. */
+    {
+        int rounds = 0;
+        for (int64_t end = cl_now_ms() + 5000; rounds < 5 || cl_now_ms() < end; rounds++) {
+            char key[32], val[96];
+            snprintf(key, sizeof key, "away-%d", rounds);
+            marker(val, sizeof val, key);
+            db_set(3, key, val);
+            db_get(3, a3, DB_PORT, key, val, "through h3's endpoint, master away");
+            db_get(2, a2, SHARD_PORT, key, val, "from the shard, master away");
+            usleep(200 * 1000);
+        }
+        cr_assert(cl_load_progress(&load, 50, CL_WAIT_MS), "the held connection still flows: %s", load.last_error);
+        cr_assert_eq(cl_load_stop(&load), 0, "held connection: %s", load.last_error);
+        cr_log_info("master away: %d rounds of new connections and %ld INCRs on a held one went through", rounds, load.ops);
+    }
+    for (int h = 2; h <= 3; h++) cr_assert_neq(rep[h]->pid, 0, "h%d's ine-replica waits for the master", h);
+
+    /* h1 comes back; a database created on the master reaches the followers by themselves. */
+    nn_link_set(&nn, 1, 1);
+    for (int h = 1; h <= 3; h++) marks[h] = cl_log_mark(tp[h]); /* h1's: the restarted one logs on after it */
+    master_start(3);
+    wait_mesh(1, marks[1]);
+    free(inectl("create db", "create", "db", "name", "later", "port", "12001", "shard_node", "2", "shard_address", shard,
+                "data_internode_encryption", "enabled", NULL));
+    for (int h = 1; h <= 3; h++) {
+        snprintf(text, sizeof text, "(later): endpoint on %s:%d", nn_addr(&nn, h), DB_PORT + 1);
+        cr_assert(cl_wait_log(tp[h], marks[h], text, CL_WAIT_MS), "h%d's transport opened the new database's endpoint", h);
+    }
+    {
+        char *r = nn_redis_cli(&nn, 3, a3, DB_PORT + 1, "SET", "after", "master-back", NULL);
+        cr_assert(r && !strcmp(r, "OK"), "SET through h3's endpoint of the new database: %s", r ? r : "(failed)");
+        free(r);
+        db_get(1, a1, DB_PORT + 1, "after", "master-back", "through h1's endpoint of the new database");
+    }
+    for (int h = 2; h <= 3; h++) replica_caught_up(h);
+
+    for (int h = 1; h <= 3; h++) {
+        cr_assert_eq(cl_kill(tp[h], SIGTERM), 0, "h%d's transport exited cleanly (no crash, no sanitizer report)", h);
+        if (h == 1) continue;
+        cr_assert_eq(cl_kill(rep[h], SIGTERM), 0, "h%d's ine-replica exited cleanly", h);
+    }
+    cr_log_info("test_netns took %lld ms", (long long)(cl_now_ms() - t0));
+}
