@@ -135,6 +135,13 @@ static void tp__cred_swap(tp_t *tp, int plane, tp_cred *next)
     memset(next, 0, sizeof *next);
 }
 
+tp_peer *tp_peer_find(tp_t *tp, uint32_t node)
+{
+    for (size_t i = 0; i < tp->n_peers; i++)
+        if (tp->peers[i].node_uid == node) return &tp->peers[i];
+    return NULL;
+}
+
 /* Resumption of the streams we open to other nodes: per peer node and plane, the last
  * session it gave us (a TLS 1.3 ticket, a TLS 1.2 session id). A resumed handshake is still
  * mutual TLS, but skips the certificates and both RSA signatures; the session carries the
@@ -143,13 +150,6 @@ static void tp__cred_swap(tp_t *tp, int plane, tp_cred *next)
  * sides drop what they resumed from whenever a context is rebuilt (our certificate, or the
  * trust bundle, changed) — the client its cached sessions (tp__sessions_drop), the server
  * every ticket it issued before (a new session id context, see tp__contexts). */
-static tp_peer *tp__peer_of(tp_t *tp, uint32_t node)
-{
-    for (size_t i = 0; i < tp->n_peers; i++)
-        if (tp->peers[i].node_uid == node) return &tp->peers[i];
-    return NULL;
-}
-
 static void tp__sessions_drop(tp_t *tp, int plane)
 {
     for (size_t i = 0; i < tp->n_peers; i++) {
@@ -168,7 +168,7 @@ static int tp__new_session(SSL *ssl, SSL_SESSION *sess)
     tp_peer *pr;
     char why[200];
     uint32_t node;
-    if (!c || c->plane < 1 || c->plane > 2 || !c->peer_node || !(pr = tp__peer_of(c->tp, c->peer_node))) return 0;
+    if (!c || c->plane < 1 || c->plane > 2 || !c->peer_node || !(pr = tp_peer_find(c->tp, c->peer_node))) return 0;
     /* A session of a context since replaced, or of a peer we would refuse, is not kept. */
     if (SSL_get_SSL_CTX(ssl) != c->tp->cli[c->plane]) return 0;
     if (tp_peer_identity(c->tp, ssl, c->plane, &node, why, sizeof why) < 0 || (node && node != c->peer_node)) return 0;
@@ -186,7 +186,7 @@ static int tp__resume(void)
 
 void tp_session_offer(tp_conn *c)
 {
-    tp_peer *pr = c->plane >= 1 && c->plane <= 2 ? tp__peer_of(c->tp, c->peer_node) : NULL;
+    tp_peer *pr = c->plane >= 1 && c->plane <= 2 ? tp_peer_find(c->tp, c->peer_node) : NULL;
     SSL_SESSION *s = pr ? pr->session[c->plane] : NULL;
     if (s && SSL_SESSION_is_resumable(s) && SSL_set_session(c->ssl, s) != 1) ERR_clear_error();
 }

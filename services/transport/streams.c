@@ -359,13 +359,6 @@ static void tp__heartbeat_send(tp_conn *c)
     if (tp_send_frame(c, &hb.base) == 0) tp_flush(c);
 }
 
-static tp_peer *tp__peer(tp_t *tp, uint32_t node)
-{
-    for (size_t i = 0; i < tp->n_peers; i++)
-        if (tp->peers[i].node_uid == node) return &tp->peers[i];
-    return NULL;
-}
-
 /* Heartbeat frames on a control stream; the accepting side answers each with its own. */
 static void tp__control_read(tp_conn *c)
 {
@@ -383,7 +376,7 @@ static void tp__control_read(tp_conn *c)
             tp_conn_refuse(c, "malformed heartbeat on the control plane");
             return;
         }
-        if ((pr = tp__peer(c->tp, hb->node_uid))) {
+        if ((pr = tp_peer_find(c->tp, hb->node_uid))) {
             pr->last_heartbeat_ms = ine_clock_mono_ms();
             for (size_t i = 0; i < hb->n_served; i++) {
                 int p = hb->served[i]->plane;
@@ -541,7 +534,7 @@ static void tp__client_ack(tp_conn *c)
     if (c->kind == TP_K_CONTROL_OUT) {
         c->state = TP_S_CONTROL;
         {
-            tp_peer *pr = tp__peer(c->tp, c->peer_node);
+            tp_peer *pr = tp_peer_find(c->tp, c->peer_node);
             if (pr) pr->last_heartbeat_ms = ine_clock_mono_ms();
         }
         logline(LOGLINE_INFO, 0, "control-plane stream to node %u up", c->peer_node);

@@ -3,7 +3,8 @@
  * on (a capture of port P holds TLS records and never the marker) and off (nothing crosses P,
  * the marker goes straight to the shard); toggles close only the toggled database's remote
  * connections; a killed transport rebuilds from the log and the others reconnect; large values
- * and many concurrent pipelined clients cross the relay intact. */
+ * and many concurrent pipelined clients cross the relay intact; ine's own streams resume their TLS
+ * sessions (seen on the wire), and a rotation makes the next handshake a full one. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -405,5 +406,99 @@ Test(transport_data, a_client_that_half_closes_still_gets_its_answer)
     got = half_close_exchange(cl_addr(1), port, req);
     cr_assert_str_eq(got, want, "through node 1 (plaintext): '%s'", got);
     free(got);
+    cl_finish(&c);
+}
+
+/* Node `from`'s data-plane streams in the capture, in the order they were opened: for each,
+ * whether node 2 resumed its TLS session (its ServerHello carries the pre_shared_key extension,
+ * 41, which is in clear in TLS 1.3). Returns how many streams; resumed[] gets 0/1 each. */
+static int data_streams(capture *cap, int from, int *resumed, int max)
+{
+    char *hellos = NULL, *servers = NULL;
+    int n = 0, rc;
+    rc = cl_sh(&hellos, 60,
+               "/usr/bin/tshark -r '%s' -d tcp.port==%d,tls -Y 'tls.handshake.type == 1 && tls.handshake.extensions_server_name == \"data.ine\" "
+               "&& ip.src == %s' -T fields -e tcp.stream 2>/dev/null",
+               cap->file, c.port, cl_addr(from));
+    cr_assert_eq(rc, 0, "tshark -r: %s", hellos);
+    rc = cl_sh(&servers, 60, "/usr/bin/tshark -r '%s' -d tcp.port==%d,tls -Y 'tls.handshake.type == 2' -T fields -e tcp.stream -e tls.handshake.extension.type 2>/dev/null",
+               cap->file, c.port);
+    cr_assert_eq(rc, 0, "tshark -r: %s", servers);
+    for (char *l = hellos, *nl; *l && n < max; l = nl + 1) {
+        if (!(nl = strchr(l, '\n'))) break;
+        *nl = 0;
+        char want[32], *s;
+        snprintf(want, sizeof want, "%s\t", l);
+        /* A ServerHello line: "<stream>\t<ext>,<ext>,...". */
+        for (s = servers; s && strncmp(s, want, strlen(want)); s = strchr(s, '\n'), s = s ? s + 1 : NULL) {}
+        cr_assert(s, "stream %s: a ClientHello from node %d with no ServerHello from node 2", l, from);
+        char exts[128];
+        snprintf(exts, sizeof exts, ",%.*s,", (int)strcspn(s + strlen(want), "\n"), s + strlen(want));
+        resumed[n++] = strstr(exts, ",41,") != NULL;
+    }
+    free(hellos);
+    free(servers);
+    return n;
+}
+
+/* Each SET is a new redis-cli connection, so a new data-plane stream from node 1 to node 2. */
+static void new_streams(capture *cap, const char *filter, int shard_port, int db_port, int count, const char *tag)
+{
+    char m[96], key[32], probe[96];
+    marker(m, sizeof m, tag);
+    capture_start(cap, tag, filter);
+    /* tshark says it captures a moment before it does: write to the shard directly (in clear)
+     * until the capture holds it, so the first stream's handshake is not missed. */
+    marker(probe, sizeof probe, "probe");
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        free(cl_redis_cli(cl_addr(2), shard_port, "SET", "probe", probe, NULL));
+        size_t len = 0;
+        char *d = tu_read_file(cap->file, &len);
+        int found = d && tu_contains(d, len, probe, strlen(probe));
+        free(d);
+        if (found) break;
+        cr_assert(cl_now_ms() < end, "the capture never started holding packets");
+        usleep(100 * 1000);
+    }
+    for (int i = 0; i < count; i++) {
+        snprintf(key, sizeof key, "%s-%d", tag, i);
+        char *r = cl_redis_cli(cl_addr(1), db_port, "SET", key, m, NULL);
+        cr_assert(r && !strcmp(r, "OK"), "SET %d through node 1: %s", i, r ? r : "(failed)");
+        free(r);
+    }
+    capture_stop(cap, m);
+}
+
+Test(transport_data, streams_resume_their_tls_sessions_and_a_rotation_makes_the_next_handshake_full)
+{
+    char filter[128], *out = NULL, *err = NULL;
+    capture cap;
+    int shard_port = cl_free_port(), db_port = cl_free_port(), resumed[16], n;
+
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
+    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
+    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
+
+    /* Once node 1 holds a ticket from node 2, its next streams skip the certificates. */
+    new_streams(&cap, filter, shard_port, db_port, 4, "resume-before");
+    n = data_streams(&cap, 1, resumed, 16);
+    cr_assert_eq(n, 4, "four SETs, four data-plane streams from node 1 (got %d)", n);
+    for (int i = 1; i < n; i++) cr_assert(resumed[i], "stream %d of %d from node 1 resumed its TLS session", i + 1, n);
+    free(cap.file);
+
+    /* A rotation: the first stream after it is a full handshake (on the new certificates, which
+     * test_transport_rotation checks are the ones served), and the ones after resume again. */
+    cr_assert_eq(cl_inectl(&c, &out, &err, "cluster", "certificate", "rotate", NULL), 0, "rotate: %s", err);
+    free(out);
+    free(err);
+    cr_assert(cl_wait_converged(&c, CL_WAIT_MS), "every node activated its new certificates");
+    new_streams(&cap, filter, shard_port, db_port, 3, "resume-after");
+    n = data_streams(&cap, 1, resumed, 16);
+    cr_assert_eq(n, 3, "three SETs, three data-plane streams from node 1 (got %d)", n);
+    cr_assert_not(resumed[0], "the first stream after the rotation made a full handshake");
+    cr_assert(resumed[1] && resumed[2], "the streams after it resumed the new session");
+    free(cap.file);
     cl_finish(&c);
 }
