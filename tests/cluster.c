@@ -480,11 +480,16 @@ cl_proc *cl_redis_start(cl_t *c, const char *addr, int port, ...)
     return p;
 }
 
-char *cl_redis_cli(const char *addr, int port, ...)
+static int cl__run_here(void *ctx, char **argv, char **out)
+{
+    (void)ctx;
+    return tu_run(argv, NULL, out, NULL);
+}
+
+char *cl_redis_cli_with(int (*run)(void *ctx, char **argv, char **out), void *ctx, const char *addr, int port, va_list ap)
 {
     char ps[16], *argv[40], *out = NULL;
     int i = 0, rc;
-    va_list ap;
     snprintf(ps, sizeof ps, "%d", port);
     argv[i++] = "/usr/bin/timeout";
     argv[i++] = "20";
@@ -493,11 +498,9 @@ char *cl_redis_cli(const char *addr, int port, ...)
     argv[i++] = (char *)addr;
     argv[i++] = "-p";
     argv[i++] = ps;
-    va_start(ap, port);
     for (char *a; (a = va_arg(ap, char *)) && i < 39;) argv[i++] = a;
-    va_end(ap);
     argv[i] = NULL;
-    rc = tu_run(argv, NULL, &out, NULL);
+    rc = run(ctx, argv, &out);
     if (rc != 0 || !out) {
         free(out);
         return NULL;
@@ -508,6 +511,28 @@ char *cl_redis_cli(const char *addr, int port, ...)
         free(out);
         return NULL;
     }
+    return out;
+}
+
+void cl_scan_word(const char *out, const char *label, char *v, size_t len)
+{
+    const char *p = strstr(out, label);
+    size_t n = 0;
+    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
+    p += strlen(label);
+    while (*p == ' ') p++;
+    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
+    cr_assert_gt(n, 0, "%s", out);
+    memcpy(v, p, n);
+    v[n] = 0;
+}
+
+char *cl_redis_cli(const char *addr, int port, ...)
+{
+    va_list ap;
+    va_start(ap, port);
+    char *out = cl_redis_cli_with(cl__run_here, NULL, addr, port, ap);
+    va_end(ap);
     return out;
 }
 

@@ -333,34 +333,24 @@ int nn_run(nn_t *nn, int host, char *const argv[], char **out, char **err)
     return rc;
 }
 
+typedef struct {
+    nn_t *nn;
+    int host;
+} nn__where;
+
+static int nn__run_in(void *ctx, char **argv, char **out)
+{
+    nn__where *w = ctx;
+    return nn_run(w->nn, w->host, argv, out, NULL);
+}
+
 char *nn_redis_cli(nn_t *nn, int host, const char *addr, int port, ...)
 {
-    char ps[16], *argv[40], *out = NULL;
-    int i = 0, rc;
+    nn__where w = {nn, host};
     va_list ap;
-    snprintf(ps, sizeof ps, "%d", port);
-    argv[i++] = "/usr/bin/timeout";
-    argv[i++] = "20";
-    argv[i++] = "/usr/bin/redis-cli";
-    argv[i++] = "-h";
-    argv[i++] = (char *)addr;
-    argv[i++] = "-p";
-    argv[i++] = ps;
     va_start(ap, port);
-    for (char *a; (a = va_arg(ap, char *)) && i < 39;) argv[i++] = a;
+    char *out = cl_redis_cli_with(nn__run_in, &w, addr, port, ap);
     va_end(ap);
-    argv[i] = NULL;
-    rc = nn_run(nn, host, argv, &out, NULL);
-    if (rc != 0 || !out) {
-        free(out);
-        return NULL;
-    }
-    out[strcspn(out, "\r\n")] = 0;
-    /* redis-cli prints errors on stdout with exit 0 when it could not connect. */
-    if (!strncmp(out, "Could not connect", 17) || !strncmp(out, "Error:", 6)) {
-        free(out);
-        return NULL;
-    }
     return out;
 }
 

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "err.h"
 #include "evlog.h"
 #include "jointoken.h"
@@ -48,28 +49,14 @@ static void teardown(void) { svc_cluster_free(&c); }
 
 TestSuite(join, .init = setup, .fini = teardown, .timeout = 300);
 
-/* "<label> <value>" from inectl's text output. */
-static void scan(const char *out, const char *label, char *v, size_t len)
-{
-    const char *p = strstr(out, label);
-    size_t n = 0;
-    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
-    p += strlen(label);
-    while (*p == ' ') p++;
-    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
-    cr_assert_gt(n, 0, "%s", out);
-    memcpy(v, p, n);
-    v[n] = 0;
-}
-
 static void new_token(const char *ttl, char token[JOINTOKEN_STR_LEN + 1], char fpr[65])
 {
     char *out, *err, f[65];
     int rc = ttl ? svc_inectl(&c, &out, &err, "node", "token", "create", "ttl", ttl, NULL)
                  : svc_inectl(&c, &out, &err, "node", "token", "create", NULL);
     cr_assert_eq(rc, 0, "%s", err);
-    scan(out, "join token", token, JOINTOKEN_STR_LEN + 1);
-    scan(out, "ca fingerprint", fpr ? fpr : f, 65);
+    cl_scan_word(out, "join token", token, JOINTOKEN_STR_LEN + 1);
+    cl_scan_word(out, "ca fingerprint", fpr ? fpr : f, 65);
     cr_assert(strstr(out, "(single use, expires "), "%s", out);
     free(out);
     free(err);
@@ -175,8 +162,8 @@ static void load_state(proj_state *st, evlog_t **log)
 Test(join, cluster_create_token_joins_a_node_that_gets_its_certificates_sealed)
 {
     char token[JOINTOKEN_STR_LEN + 1], fpr[65], *body;
-    scan(c.create_out, "ca fingerprint", fpr, sizeof fpr);
-    scan(c.create_out, "join token", token, sizeof token);
+    cl_scan_word(c.create_out, "ca fingerprint", fpr, sizeof fpr);
+    cl_scan_word(c.create_out, "join token", token, sizeof token);
     cr_assert_eq(strncmp(token, "inejt_", 6), 0);
 
     /* The public CA endpoint needs no credentials and shows the printed fingerprint. */

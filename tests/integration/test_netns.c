@@ -81,20 +81,6 @@ static char *inectl(const char *what, ...)
     return out;
 }
 
-/* "<label> <value>" from inectl's text output. */
-static void scan(const char *out, const char *label, char *v, size_t len)
-{
-    const char *p = strstr(out, label);
-    size_t n = 0;
-    cr_assert_not_null(p, "no '%s' in:\n%s", label, out);
-    p += strlen(label);
-    while (*p == ' ') p++;
-    while (p[n] && p[n] != ' ' && p[n] != '\n' && n + 1 < len) n++;
-    cr_assert_gt(n, 0, "%s", out);
-    memcpy(v, p, n);
-    v[n] = 0;
-}
-
 /* The size of <dir>/<name>.log now (a service restarted on a host logs on after it). */
 static size_t log_size(const char *name)
 {
@@ -311,8 +297,8 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     /* h1: the master, alone in its cluster at first. */
     dd[1] = nn_path(&nn, "h1");
     out = inectl("cluster create", "cluster", "create", "name", "netns", "nodes", a1, NULL);
-    scan(out, "ca fingerprint", fpr, sizeof fpr);
-    scan(out, "join token", token, sizeof token);
+    cl_scan_word(out, "ca fingerprint", fpr, sizeof fpr);
+    cl_scan_word(out, "join token", token, sizeof token);
     free(out);
     {
         char *p = tu_path(dd[1], "log");
@@ -342,7 +328,7 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
     /* h2 joins with the token printed at creation, h3 with a new one. */
     follower_join(2, token, fpr);
     out = inectl("node token create", "node", "token", "create", NULL);
-    scan(out, "join token", token, sizeof token);
+    cl_scan_word(out, "join token", token, sizeof token);
     free(out);
     follower_join(3, token, fpr);
     for (int h = 2; h <= 3; h++) follower_start(h);
