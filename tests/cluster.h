@@ -110,9 +110,9 @@ void cl_set_encryption(cl_t *c, const char *db, int on);
 
 /* A redis-server on addr:port (extra "--key value" args, NULL-terminated), waited for. */
 cl_proc *cl_redis_start(cl_t *c, const char *addr, int port, ...);
-/* redis-cli -h addr -p port ARGS... (NULL-terminated); stdout (malloc'd, trimmed), NULL on failure. */
 /* The word after `label` in inectl's text output (e.g. "join token <token>"); asserts it is there. */
 void cl_scan_word(const char *out, const char *label, char *v, size_t len);
+/* redis-cli -h addr -p port ARGS... (NULL-terminated); stdout (malloc'd, trimmed), NULL on failure. */
 char *cl_redis_cli(const char *addr, int port, ...);
 /* The same, running redis-cli through run(ctx, argv, &out) (e.g. inside a network namespace). */
 char *cl_redis_cli_with(int (*run)(void *ctx, char **argv, char **out), void *ctx, const char *addr, int port, va_list ap);

@@ -190,9 +190,9 @@ int tp_servername_cb(SSL *ssl, int *al, void *arg);
 /* Picks, per handshake, the certificate the peer can verify (cur, or prev when the peer's
  * certificate_authorities list names only prev's root). Both roles. */
 int tp_cert_cb(SSL *ssl, void *arg);
-/* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 /* The peer entry of node uid `node` in the current snapshot, or NULL. */
 tp_peer *tp_peer_find(tp_t *tp, uint32_t node);
+/* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
 
 /* Refuse a stream after its header: tell the peer why (StreamAccept ok=false), log, close. */
