@@ -33,6 +33,9 @@ static void tp__on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     if (c->state == TP_S_RELAY) return tp_conn_close(c, "half-closed relay idle too long");
+    if (c->state == TP_S_MSTREAM) return tp_conn_close(c, "half-closed stream idle too long");
+    if (c->state == TP_S_MUX) return tp_conn_close(c, "no streams for a while");
+    if (c->mux && c->state == TP_S_CONNECTING) return tp_mux_shard_connected(c, "connect timed out");
     tp_conn_refuse(c, c->state == TP_S_ACCEPT_HS || c->state == TP_S_CLIENT_HS ? "handshake timed out"
                       : c->state == TP_S_CONNECTING                             ? "connect timed out"
                                                                                 : "no stream header in time");
@@ -117,6 +120,8 @@ void tp_conn_deadline(tp_conn *c, int ms)
 static void tp__free(tp_conn *c, const char *why)
 {
     tp_t *tp = c->tp;
+    tp_mux_teardown(c, why);
+    tp_mux_unlink(c);
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
@@ -163,7 +168,7 @@ void tp_conn_close(tp_conn *c, const char *why)
 void tp_conn_refuse(tp_conn *c, const char *reason)
 {
     c->tp->refused++;
-    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->kind == TP_K_STREAM_IN ? "stream from" : "connection to", c->desc, reason);
+    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->kind == TP_K_STREAM_IN || c->kind == TP_K_MUX_IN ? "stream from" : "connection to", c->desc, reason);
     tp_conn_close(c, reason);
 }
 

@@ -335,6 +335,8 @@ static void tp__contexts(tp_t *tp)
         int n = snprintf(sid, sizeof sid, "ine-transport/%u", ++tp->ctx_gen);
         for (int p = 1; p <= 2; p++)
             if (tp->srv[p]) SSL_CTX_set_session_id_context(tp->srv[p], (const unsigned char *)sid, (unsigned)n);
+        /* New streams present the new certificate: they open new data-plane connections. */
+        tp_mux_rotated(tp);
     }
     sk_X509_NAME_pop_free(names, X509_NAME_free);
     /* A previous certificate is only useful while its root is trusted. */

@@ -137,8 +137,7 @@ static int tp__resolve(const char *host, int port, struct sockaddr_storage *ss, 
     return 0;
 }
 
-/* A non-blocking connection to host:port in state CONNECTING. */
-static tp_conn *tp__connect(tp_t *tp, const char *host, int port, tp_kind kind)
+tp_conn *tp_connect(tp_t *tp, const char *host, int port, tp_kind kind)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -166,7 +165,7 @@ static tp_conn *tp__connect(tp_t *tp, const char *host, int port, tp_kind kind)
     return c;
 }
 
-static int tp__split_hostport(const char *hp, char *host, size_t hlen, int *port)
+int tp_split_hostport(const char *hp, char *host, size_t hlen, int *port)
 {
     const char *colon = strrchr(hp, ':');
     size_t n;
@@ -180,13 +179,12 @@ static int tp__split_hostport(const char *hp, char *host, size_t hlen, int *port
     return 0;
 }
 
-/* Open the TLS stream for `plane` (and db) to node `node`; NULL if it cannot even start. */
-static tp_conn *tp__open_stream(tp_t *tp, uint32_t node, int plane, uint32_t db_uid, tp_kind kind)
+tp_conn *tp_open_stream(tp_t *tp, uint32_t node, int plane, uint32_t db_uid, tp_kind kind)
 {
     const proj_node *n = proj_node_find(&tp->st, node);
     tp_conn *c;
     if (!n || n->removed || !tp->cli[plane]) return NULL;
-    if (!(c = tp__connect(tp, n->address, tp->port, kind))) return NULL;
+    if (!(c = tp_connect(tp, n->address, tp->port, kind))) return NULL;
     c->plane = plane;
     c->db_uid = db_uid;
     c->peer_node = node;
@@ -229,10 +227,15 @@ void tp_endpoint_accept(tp_t *tp, uint32_t db_uid, int fd, const struct sockaddr
     tp_describe(cl, sa);
     cl->db_uid = db_uid;
     cl->plane = INE__V1__PLANE__PLANE_DATA;
-    if (d->shard_node_uid != self->uid && d->data_internode_encryption) {
-        up = tp__open_stream(tp, d->shard_node_uid, INE__V1__PLANE__PLANE_DATA, db_uid, TP_K_UPSTREAM);
+    if (d->shard_node_uid != self->uid && d->data_internode_encryption && !tp->mux_off) {
+        /* Remote: crosses nodes, so a toggle of this database closes it. */
+        cl->remote = 1;
+        if (tp_mux_open_stream(tp, cl, d->shard_node_uid, db_uid) == 0) return;
+        up = NULL;
+    } else if (d->shard_node_uid != self->uid && d->data_internode_encryption) {
+        up = tp_open_stream(tp, d->shard_node_uid, INE__V1__PLANE__PLANE_DATA, db_uid, TP_K_UPSTREAM);
     } else {
-        up = tp__split_hostport(d->shard_address, host, sizeof host, &port) == 0 ? tp__connect(tp, host, port, TP_K_UPSTREAM) : NULL;
+        up = tp_split_hostport(d->shard_address, host, sizeof host, &port) == 0 ? tp_connect(tp, host, port, TP_K_UPSTREAM) : NULL;
         if (up) up->db_uid = db_uid;
     }
     if (!up) {
@@ -431,6 +434,14 @@ static void tp__accept_header(tp_conn *c)
         ine__v1__stream_header__free_unpacked(h, NULL);
         return tp_stream_refuse(c, why);
     }
+    if (h->mux) {
+        int data = h->plane == INE__V1__PLANE__PLANE_DATA;
+        ine__v1__stream_header__free_unpacked(h, NULL);
+        if (!data) return tp_stream_refuse(c, "only the data plane carries streams in one connection");
+        tp_conn_deadline(c, 0);
+        tp_mux_accepted(c);
+        return;
+    }
     if (h->plane == INE__V1__PLANE__PLANE_CONTROL && h->replicate) {
         tp_repl_start(c, h);
         ine__v1__stream_header__free_unpacked(h, NULL);
@@ -452,9 +463,9 @@ static void tp__accept_header(tp_conn *c)
     if (!d || d->deleted) snprintf(why, sizeof why, "unknown database %u", c->db_uid);
     else if (!self || d->shard_node_uid != self->uid) snprintf(why, sizeof why, "database %u has no shard on this node", c->db_uid);
     else if (!d->data_internode_encryption) snprintf(why, sizeof why, "database %u has data_internode_encryption disabled", c->db_uid);
-    else if (tp__split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
+    else if (tp_split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
     if (*why) return tp_stream_refuse(c, why);
-    if (!(shard = tp__connect(tp, host, port, TP_K_SHARD))) return tp_stream_refuse(c, "the shard is unreachable");
+    if (!(shard = tp_connect(tp, host, port, TP_K_SHARD))) return tp_stream_refuse(c, "the shard is unreachable");
     shard->db_uid = c->db_uid;
     c->remote = shard->remote = 1;
     c->peer = shard;
@@ -471,6 +482,7 @@ static void tp__connected(tp_conn *c)
     char why[200];
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
         snprintf(why, sizeof why, "connect failed: %s", strerror(err ? err : errno));
+        if (c->mux) return tp_mux_shard_connected(c, why);
         if (c->kind == TP_K_CONTROL_OUT) return tp_conn_close(c, why);
         return tp_conn_refuse(c, why);
     }
@@ -479,6 +491,7 @@ static void tp__connected(tp_conn *c)
         c->state = TP_S_CLIENT_HS;
         return tp_conn_event(c, 0, 1);
     }
+    if (c->mux) return tp_mux_shard_connected(c, NULL);
     /* Plaintext upstream (a local shard, or encryption off): relay now. */
     tp_conn_deadline(c, 0);
     if (c->peer) {
@@ -508,6 +521,7 @@ static void tp__client_handshaken(tp_conn *c)
     h.plane = c->plane;
     h.db_uid = c->db_uid;
     h.from_node_uid = c->tp->node_uid;
+    h.mux = c->trunk != NULL;
     c->state = TP_S_CLIENT_ACK;
     tp_send_frame(c, &h.base);
     if (tp_flush(c) < 0) return;
@@ -531,6 +545,7 @@ static void tp__client_ack(tp_conn *c)
     }
     ine__v1__stream_accept__free_unpacked(a, NULL);
     tp_conn_deadline(c, 0);
+    if (c->trunk) return tp_mux_ready(c);
     if (c->kind == TP_K_CONTROL_OUT) {
         c->state = TP_S_CONTROL;
         {
@@ -576,6 +591,8 @@ void tp_conn_event(tp_conn *c, int readable, int writable)
         return tp_conn_want(c, 1, c->out.data != NULL);
     case TP_S_WAIT_PEER: return tp_conn_want(c, 0, 0);
     case TP_S_REPL: return tp_repl_event(c, readable, writable);
+    case TP_S_MUX: return tp_mux_event(c, readable, writable);
+    case TP_S_MSTREAM: return tp_mux_stream_event(c, readable, writable);
     }
 }
 
@@ -593,6 +610,7 @@ void tp_heartbeat_tick(tp_t *tp)
                 char why[96];
                 snprintf(why, sizeof why, "no heartbeat for %lld ms", (long long)(now - p->last_heartbeat_ms));
                 tp_conn_close(p->conn, why);
+                tp_mux_peer_lost(tp, p->node_uid);
                 continue;
             }
             if (p->conn->state == TP_S_CONTROL) tp__heartbeat_send(p->conn);
@@ -600,6 +618,6 @@ void tp_heartbeat_tick(tp_t *tp)
         }
         if (now < p->next_try_ms) continue;
         p->next_try_ms = now + TP_HEARTBEAT_MS;
-        if ((p->conn = tp__open_stream(tp, p->node_uid, INE__V1__PLANE__PLANE_CONTROL, 0, TP_K_CONTROL_OUT))) p->conn->remote = 0;
+        if ((p->conn = tp_open_stream(tp, p->node_uid, INE__V1__PLANE__PLANE_CONTROL, 0, TP_K_CONTROL_OUT))) p->conn->remote = 0;
     }
 }

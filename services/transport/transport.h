@@ -3,6 +3,8 @@
  *   conn.c     connections: non-blocking TLS or plain I/O, handshakes with a deadline, the
  *              relay between two connections (bounded buffers, released when idle; an EOF
  *              is passed on and the other direction goes on: half-close)
+ *   mux.c      the multiplexed data plane: one TLS connection per node pair carrying every
+ *              encrypted stream between them (frames, per-stream credit, draining on rotation)
  *   streams.c  port 3342: accepting streams (handshake, identity, header) and opening them
  *              to other nodes; database endpoints; control-plane heartbeats
  *   state.c    the log: TLS contexts from the node's certificates and the trust bundle
@@ -34,10 +36,13 @@
 #define TP_HEARTBEAT_MS 2000
 #define TP_HEARTBEAT_DEAD_MS 7000          /* an outgoing control stream silent this long is closed */
 #define TP_LINGER_MS 30000               /* a half-closed relay idle this long is closed */
+#define TP_MUX_WINDOW (256 * 1024)       /* bytes a stream may have in flight, unacknowledged */
+#define TP_MUX_IDLE_MS 60000             /* a mux connection without streams this long is closed */
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
 typedef struct tp_repl tp_repl;
+typedef struct tp_mux tp_mux;
 
 typedef enum {
     TP_S_ACCEPT_HS,   /* 3342 server: TLS handshake */
@@ -49,9 +54,21 @@ typedef enum {
     TP_S_CONTROL,     /* control-plane stream: heartbeat frames */
     TP_S_WAIT_PEER,   /* endpoint client: waiting for its upstream to be ready */
     TP_S_REPL,        /* 3342 server: sending the log to a follower (repl.c) */
+    TP_S_MUX,         /* a TLS connection carrying mux frames (mux.c) */
+    TP_S_MSTREAM,     /* a local socket whose bytes cross in a mux stream */
 } tp_state;
 
-typedef enum { TP_K_ENDPOINT, TP_K_UPSTREAM, TP_K_STREAM_IN, TP_K_SHARD, TP_K_CONTROL_OUT, TP_K_CONTROL_IN, TP_K_REPL_OUT } tp_kind;
+typedef enum {
+    TP_K_ENDPOINT,
+    TP_K_UPSTREAM,
+    TP_K_STREAM_IN,
+    TP_K_SHARD,
+    TP_K_CONTROL_OUT,
+    TP_K_CONTROL_IN,
+    TP_K_REPL_OUT,
+    TP_K_MUX_OUT, /* the mux connection we opened to a peer */
+    TP_K_MUX_IN,  /* a mux connection a peer opened to us */
+} tp_kind;
 
 typedef struct {
     uint8_t *data;    /* NULL while empty: idle connections hold no buffer */
@@ -84,6 +101,43 @@ struct tp_conn {
     int want_read_for_write;      /* SSL_write asked for readability */
     char desc[96];                /* "127.0.0.2:51234" for log lines */
     tp_repl *repl;                /* a follower's replication stream (repl.c); NULL otherwise */
+    /* mux.c. A TLS connection carrying streams has `trunk`; a local socket (endpoint client,
+     * shard) whose stream it carries has `mux` and `sid`, and no relay peer. */
+    tp_mux *trunk;
+    tp_mux *mux;
+    uint32_t sid;
+    uint32_t credit;              /* bytes we may still send before the peer acknowledges */
+    uint32_t unacked;             /* bytes delivered here, not yet returned to the peer as credit */
+    uint8_t *rx;                  /* bytes from the peer not yet written to the socket */
+    size_t rx_start, rx_end, rx_cap;
+    int fin_in;                   /* the peer ended its direction: shut ours once rx drains */
+    int fin_sent;
+    int quiet;                    /* closing needs no RESET (the peer knows, or the mux is gone) */
+    int accepted_by_peer;
+};
+
+/* One mux connection: its frames and the streams on it (a hash of stream ids). */
+struct tp_mux {
+    tp_t *tp;
+    tp_mux *next;                 /* tp->muxes */
+    tp_conn *c;                   /* the TLS connection */
+    uint32_t peer_node;
+    int outgoing;                 /* we opened it, so we open the streams */
+    int ready;                    /* accepted: frames may be written */
+    int draining;                 /* no new streams; closes after its last one */
+    int closing;
+    unsigned gen;                 /* tp->ctx_gen it was opened under */
+    uint32_t next_sid, last_sid;
+    tp_conn **slots;              /* open addressing on sid, backward-shift deletion */
+    uint32_t cap, count;
+    uint8_t *wq;                  /* frames not yet written (plaintext, before TLS) */
+    size_t wq_start, wq_end, wq_cap;
+    uint8_t *rq;                  /* decrypted bytes of frames not yet complete */
+    size_t rq_len;
+    int dirty;                    /* frames queued since the last flush */
+    int write_blocked;            /* the socket said EAGAIN: wait for writability */
+    int n_blocked;                /* streams that stopped reading because the queue was full */
+    const char *broken;           /* why it must close after this round (set mid-dispatch) */
 };
 
 typedef struct {
@@ -152,6 +206,8 @@ struct tp {
     int replica;                  /* the data dir is a follower's (replica.conf): append nothing */
     uint8_t *pool[64];            /* free relay buffers, so busy connections do not malloc */
     int n_pool;
+    tp_mux *muxes;
+    int mux_off;                  /* INE_TRANSPORT_MUX=0: one TLS connection per stream */
 };
 
 /* --- conn.c --- */
@@ -194,6 +250,30 @@ int tp_cert_cb(SSL *ssl, void *arg);
 tp_peer *tp_peer_find(tp_t *tp, uint32_t node);
 /* Identity of a TLS peer: 0 and *node if it is a node of this cluster on `plane`. */
 int tp_peer_identity(tp_t *tp, SSL *ssl, int plane, uint32_t *node, char *why, size_t why_len);
+
+/* A non-blocking TCP connection to host:port in state CONNECTING; NULL if it cannot start. */
+tp_conn *tp_connect(tp_t *tp, const char *host, int port, tp_kind kind);
+int tp_split_hostport(const char *hp, char *host, size_t hlen, int *port);
+/* Open the TLS connection of `plane` to node `node` (handshake, then a StreamHeader). */
+tp_conn *tp_open_stream(tp_t *tp, uint32_t node, int plane, uint32_t db_uid, tp_kind kind);
+
+/* --- mux.c --- */
+/* Carry endpoint client `cl` of database db_uid to `node` in a stream of the mux connection
+ * to it (opened if there is none usable). -1: it cannot start (cl is left to the caller). */
+int tp_mux_open_stream(tp_t *tp, tp_conn *cl, uint32_t node, uint32_t db_uid);
+/* A mux connection was accepted on 3342 (its StreamHeader asked for mux); 0 ok, -1 closed. */
+int tp_mux_accepted(tp_conn *c);
+/* Our outgoing mux connection got its StreamAccept: flush what waited. */
+void tp_mux_ready(tp_conn *c);
+void tp_mux_event(tp_conn *c, int readable, int writable);           /* TP_S_MUX */
+void tp_mux_stream_event(tp_conn *c, int readable, int writable);    /* TP_S_MSTREAM */
+/* A shard connection opened for a mux stream: err 0 connected (accept it), else refuse. */
+void tp_mux_shard_connected(tp_conn *c, const char *err);
+void tp_mux_unlink(tp_conn *c);          /* from tp__free: a stream's socket closes */
+void tp_mux_teardown(tp_conn *c, const char *why); /* from tp__free: a mux connection closes */
+void tp_mux_flush_all(tp_t *tp);          /* after each event-loop round: write queued frames */
+void tp_mux_rotated(tp_t *tp);            /* contexts rebuilt: new streams on new connections */
+void tp_mux_peer_lost(tp_t *tp, uint32_t node); /* heartbeats stopped: do not reuse its mux */
 
 /* Refuse a stream after its header: tell the peer why (StreamAccept ok=false), log, close. */
 void tp_stream_refuse(tp_conn *c, const char *why);

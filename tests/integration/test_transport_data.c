@@ -3,8 +3,10 @@
  * on (a capture of port P holds TLS records and never the marker) and off (nothing crosses P,
  * the marker goes straight to the shard); toggles close only the toggled database's remote
  * connections; a killed transport rebuilds from the log and the others reconnect; large values
- * and many concurrent pipelined clients cross the relay intact; ine's own streams resume their TLS
- * sessions (seen on the wire), and a rotation makes the next handshake a full one. */
+ * and many concurrent pipelined clients cross the relay intact; streams share one TLS connection
+ * per node pair (seen on the wire), a rotation moves new ones to a new connection while held
+ * ones go on; without mux, streams resume their TLS sessions and a rotation makes the next
+ * handshake a full one. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -229,7 +231,7 @@ Test(transport_data, a_toggle_closes_only_that_databases_remote_connections_with
     ping(&b2, "beta via node 2");
     /* Encrypted: node 1's transport reaches alpha's shard through node 2's port P only. */
     cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), ra), 0);
-    cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), c.port), p_before + 1, "one more stream to node 2's P: alpha's");
+    cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), c.port), p_before + 1, "one more connection to node 2's P: the data plane's");
 
     for (int n = 1; n <= CL_NODES; n++) marks[n] = cl_log_mark(&c.tp[n]);
     t0 = cl_now_ms();
@@ -271,7 +273,10 @@ Test(transport_data, a_toggle_closes_only_that_databases_remote_connections_with
     cr_assert_eq(cl_resp_open(&again, cl_addr(3), pa), 0);
     ping(&again, "a new alpha connection through node 3, encrypted again");
     cr_assert_eq(conns_to(c.tp[3].pid, cl_addr(2), ra), 0, "not to the shard directly");
-    cr_assert_eq(conns_to(c.tp[3].pid, cl_addr(2), c.port), p_before + 1, "through node 2's port P");
+    /* The toggle closed alpha's streams, not the data-plane connection that carried them: the
+     * new stream rides it (control stream + that one). */
+    cr_assert_eq(p_before, 2, "node 3 kept its data-plane connection to node 2's P");
+    cr_assert_eq(conns_to(c.tp[3].pid, cl_addr(2), c.port), p_before, "through node 2's port P, in the connection already there");
     cl_resp_close(&a1);
     cl_resp_close(&a3);
     cl_resp_close(&a2);
@@ -469,12 +474,57 @@ static void new_streams(capture *cap, const char *filter, int shard_port, int db
     capture_stop(cap, m);
 }
 
-Test(transport_data, streams_resume_their_tls_sessions_and_a_rotation_makes_the_next_handshake_full)
+Test(transport_data, streams_share_one_tls_connection_per_node_pair_and_after_a_rotation_new_ones_take_a_new_one)
+{
+    char filter[128], *out = NULL, *err = NULL;
+    capture cap;
+    cl_resp keep;
+    int shard_port = cl_free_port(), db_port = cl_free_port(), resumed[16], n;
+
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
+    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
+    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
+
+    /* Four clients one after the other: one TLS connection from node 1 carries them all. */
+    new_streams(&cap, filter, shard_port, db_port, 4, "mux-before");
+    n = data_streams(&cap, 1, resumed, 16);
+    cr_assert_eq(n, 1, "four SETs through node 1, one data-plane TLS connection (got %d)", n);
+    free(cap.file);
+    cr_assert_eq(cl_resp_open(&keep, cl_addr(1), db_port), 0);
+    ping(&keep, "a client held across the rotation, before it");
+    cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), c.port), 2, "node 1 to node 2's P: its control stream and one data-plane connection");
+
+    /* A rotation: new clients go on a new connection, a full handshake on the new certificates;
+     * the held client's stream stays where it was, and that connection closes after it. */
+    cr_assert_eq(cl_inectl(&c, &out, &err, "cluster", "certificate", "rotate", NULL), 0, "rotate: %s", err);
+    free(out);
+    free(err);
+    cr_assert(cl_wait_converged(&c, CL_WAIT_MS), "every node activated its new certificates");
+    new_streams(&cap, filter, shard_port, db_port, 3, "mux-after");
+    n = data_streams(&cap, 1, resumed, 16);
+    cr_assert_eq(n, 1, "three SETs after the rotation, one new data-plane connection (got %d)", n);
+    cr_assert_not(resumed[0], "its handshake was a full one");
+    free(cap.file);
+    ping(&keep, "the held client after the rotation");
+    cr_assert_eq(conns_to(c.tp[1].pid, cl_addr(2), c.port), 3, "the control stream, the old connection (draining) and the new one");
+    cl_resp_close(&keep);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS; conns_to(c.tp[1].pid, cl_addr(2), c.port) != 2;) {
+        cr_assert(cl_now_ms() < end, "the old connection closed once its last stream ended");
+        usleep(50 * 1000);
+    }
+    cl_finish(&c);
+}
+
+/* INE_TRANSPORT_MUX=0 (the benchmark's comparison): a TLS connection per stream. */
+Test(transport_data, without_mux_streams_resume_their_tls_sessions_and_a_rotation_makes_the_next_handshake_full)
 {
     char filter[128], *out = NULL, *err = NULL;
     capture cap;
     int shard_port = cl_free_port(), db_port = cl_free_port(), resumed[16], n;
 
+    setenv("INE_TRANSPORT_MUX", "0", 1); /* inherited by the transports this test starts */
     cl_start(&c, NULL);
     cl_redis_start(&c, cl_addr(2), shard_port, NULL);
     snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);

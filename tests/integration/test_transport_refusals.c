@@ -208,23 +208,27 @@ static int tls_read_all(tls_client *t, uint8_t *buf, size_t len)
 }
 
 /* Send a StreamHeader and read the StreamAccept (NULL if the server closed first). */
-static Ine__V1__StreamAccept *tls_header(tls_client *t, int plane, uint32_t db, uint32_t from)
+static Ine__V1__StreamAccept *tls_header_send(tls_client *t, const Ine__V1__StreamHeader *h)
 {
-    Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
     uint8_t buf[512];
-    size_t n;
-    h.plane = plane;
-    h.db_uid = db;
-    h.from_node_uid = from;
-    n = protobuf_c_message_get_packed_size(&h.base);
+    size_t n = protobuf_c_message_get_packed_size(&h->base);
     buf[0] = (uint8_t)(n >> 8);
     buf[1] = (uint8_t)n;
-    protobuf_c_message_pack(&h.base, buf + 2);
+    protobuf_c_message_pack(&h->base, buf + 2);
     if (SSL_write(t->ssl, buf, (int)n + 2) != (int)n + 2) return NULL;
     if (tls_read_all(t, buf, 2) < 0) return NULL;
     n = ((size_t)buf[0] << 8) | buf[1];
     if (n > sizeof buf || tls_read_all(t, buf, n) < 0) return NULL;
     return ine__v1__stream_accept__unpack(NULL, n, buf);
+}
+
+static Ine__V1__StreamAccept *tls_header(tls_client *t, int plane, uint32_t db, uint32_t from)
+{
+    Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
+    h.plane = plane;
+    h.db_uid = db;
+    h.from_node_uid = from;
+    return tls_header_send(t, &h);
 }
 
 /* 1 when the server ended the TLS connection (alert or close) within the timeout. */
@@ -362,6 +366,192 @@ Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_o
     free(p);
     free(ca);
     free(cakey);
+    cr_assert_eq(cl_load_stop(&good), 0, "the good stream had errors: %s", good.last_error);
+    cl_finish(&c);
+}
+
+/* --- streams inside one data-plane connection (StreamHeader.mux) ------------------------------- */
+
+enum { MF_OPEN = 1, MF_ACCEPT, MF_DATA, MF_FIN, MF_RESET, MF_WINDOW, MF_GOAWAY };
+
+static void mux_send(tls_client *t, int type, uint32_t sid, const void *payload, size_t len)
+{
+    uint8_t buf[8 + 1024];
+    cr_assert_leq(len, 1024);
+    buf[0] = (uint8_t)type;
+    buf[1] = (uint8_t)(len >> 16);
+    buf[2] = (uint8_t)(len >> 8);
+    buf[3] = (uint8_t)len;
+    buf[4] = (uint8_t)(sid >> 24);
+    buf[5] = (uint8_t)(sid >> 16);
+    buf[6] = (uint8_t)(sid >> 8);
+    buf[7] = (uint8_t)sid;
+    memcpy(buf + 8, payload, len);
+    cr_assert_eq(SSL_write(t->ssl, buf, (int)(len + 8)), (int)(len + 8));
+}
+
+static void mux_open(tls_client *t, uint32_t sid, uint32_t db, uint32_t from)
+{
+    Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
+    uint8_t buf[256];
+    h.plane = 2;
+    h.db_uid = db;
+    h.from_node_uid = from;
+    protobuf_c_message_pack(&h.base, buf);
+    mux_send(t, MF_OPEN, sid, buf, protobuf_c_message_get_packed_size(&h.base));
+}
+
+/* The next frame; its payload length, -1 if the server closed first. */
+static int mux_recv(tls_client *t, int *type, uint32_t *sid, uint8_t *buf, size_t cap)
+{
+    uint8_t h[8];
+    size_t len;
+    if (tls_read_all(t, h, 8) < 0) return -1;
+    len = (size_t)h[1] << 16 | (size_t)h[2] << 8 | h[3];
+    cr_assert_leq(len, cap, "a frame of %zu bytes", len);
+    if (len && tls_read_all(t, buf, len) < 0) return -1;
+    *type = h[0];
+    *sid = (uint32_t)h[4] << 24 | (uint32_t)h[5] << 16 | (uint32_t)h[6] << 8 | h[7];
+    return (int)len;
+}
+
+/* 1 when the server ended the connection, after whatever frames it sent first. */
+static int mux_closed(tls_client *t)
+{
+    uint8_t b[512];
+    for (int i = 0; i < 1000; i++) {
+        int n = SSL_read(t->ssl, b, sizeof b);
+        if (n <= 0) return SSL_get_error(t->ssl, n) != SSL_ERROR_WANT_READ;
+    }
+    return 0;
+}
+
+/* A data-plane connection (node 1's certificate) that asked to carry streams. */
+static void mux_connect(tls_client *t)
+{
+    Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
+    Ine__V1__StreamAccept *a;
+    h.plane = 2;
+    h.from_node_uid = 1;
+    h.mux = 1;
+    cr_assert_eq(tls_open(t, "data.ine", n1dp_cert, n1dp_key), 0);
+    a = tls_header_send(t, &h);
+    cr_assert(a && a->ok, "a data-plane connection carrying streams is accepted: %s", a ? a->reason : "(closed)");
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+}
+
+/* Send one bad frame on a fresh connection: the server closes it and logs why. */
+static void mux_bad_frame(int type, uint32_t sid, const void *payload, size_t len, const char *reason)
+{
+    size_t mark = cl_log_mark(&c.tp[2]);
+    tls_client t;
+    mux_connect(&t);
+    mux_send(&t, type, sid, payload, len);
+    cr_assert(mux_closed(&t), "the server closed the connection after a bad frame (%s)", reason);
+    tls_close(&t);
+    refused(mark, reason);
+    good_flows(reason);
+}
+
+Test(transport_refusals, a_data_plane_connection_carrying_streams_serves_good_ones_refuses_bad_ones_and_bad_frames)
+{
+    tls_client t;
+    uint8_t buf[1024];
+    int type, n;
+    uint32_t sid;
+    size_t mark;
+    Ine__V1__StreamAccept *a;
+    start();
+
+    /* Two streams in one connection: an unknown database is refused with its reason (the
+     * connection goes on), the good one carries a PING to the shard and its answer back. */
+    mark = cl_log_mark(&c.tp[2]);
+    mux_connect(&t);
+    mux_open(&t, 1, 999, 1);
+    mux_open(&t, 2, db_uid, 1);
+    mux_send(&t, MF_DATA, 2, "PING\r\n", 6);
+    char got[64] = "";
+    int refused_seen = 0, accepted_seen = 0;
+    while (!refused_seen || !accepted_seen || strcmp(got, "+PONG\r\n")) {
+        cr_assert_geq(n = mux_recv(&t, &type, &sid, buf, sizeof buf), 0, "the server closed the connection");
+        if (type == MF_ACCEPT) {
+            cr_assert(a = ine__v1__stream_accept__unpack(NULL, (size_t)n, buf));
+            if (sid == 1) {
+                cr_assert_not(a->ok, "stream 1 (database 999) is refused");
+                cr_assert_str_eq(a->reason, "unknown database 999");
+                refused_seen = 1;
+            } else {
+                cr_assert_eq(sid, 2u);
+                cr_assert(a->ok, "stream 2 (database %u) is accepted: %s", db_uid, a->reason);
+                accepted_seen = 1;
+            }
+            ine__v1__stream_accept__free_unpacked(a, NULL);
+        } else {
+            cr_assert_eq(type, MF_DATA, "frame type %d", type);
+            cr_assert_eq(sid, 2u, "data only for the accepted stream");
+            strncat(got, (char *)buf, (size_t)n < sizeof got - strlen(got) - 1 ? (size_t)n : sizeof got - strlen(got) - 1);
+        }
+    }
+    refused(mark, "unknown database 999");
+    /* A stream of another node inside node 1's connection is refused too. */
+    mark = cl_log_mark(&c.tp[2]);
+    mux_open(&t, 3, db_uid, 3);
+    cr_assert_geq(n = mux_recv(&t, &type, &sid, buf, sizeof buf), 0);
+    cr_assert_eq(type, MF_ACCEPT);
+    cr_assert(a = ine__v1__stream_accept__unpack(NULL, (size_t)n, buf));
+    cr_assert_not(a->ok);
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+    refused(mark, "the stream header names node 3 but the connection is node 1's");
+    tls_close(&t);
+    good_flows("streams inside one connection");
+
+    /* Frames that break the protocol close the whole connection, logged. */
+    mux_bad_frame(99, 1, NULL, 0, "protocol error: unknown frame type 99");
+    mux_bad_frame(MF_DATA, 7, "x", 1, "protocol error: frame for stream 7, never opened");
+    mux_bad_frame(MF_OPEN, 1, "\xff\xff\xff", 3, "protocol error: malformed stream header");
+    mux_bad_frame(MF_GOAWAY, 0, NULL, 0, "protocol error: GOAWAY from the opening side");
+    {
+        uint8_t h[8] = {MF_DATA, 0x7f, 0xff, 0xff, 0, 0, 0, 1};
+        mark = cl_log_mark(&c.tp[2]);
+        mux_connect(&t);
+        cr_assert_eq(SSL_write(t.ssl, h, 8), 8);
+        cr_assert(tls_closed(&t), "a frame announcing 8 MB is refused");
+        tls_close(&t);
+        refused(mark, "protocol error: a frame of 8388607 bytes");
+    }
+    /* Reusing a stream id, and handing out credit the stream never spent. */
+    mark = cl_log_mark(&c.tp[2]);
+    mux_connect(&t);
+    mux_open(&t, 5, db_uid, 1);
+    mux_open(&t, 5, db_uid, 1);
+    cr_assert(mux_closed(&t), "a reused stream id closes the connection");
+    tls_close(&t);
+    refused(mark, "protocol error: stream id 5 reused");
+    mark = cl_log_mark(&c.tp[2]);
+    mux_connect(&t);
+    mux_open(&t, 1, db_uid, 1);
+    {
+        uint8_t inc[4] = {0, 0, 0x10, 0};
+        mux_send(&t, MF_WINDOW, 1, inc, 4);
+    }
+    cr_assert(mux_closed(&t), "credit beyond the window closes the connection");
+    tls_close(&t);
+    refused(mark, "protocol error: bad credit for stream 1");
+    /* Streams in one connection are for the data plane only. */
+    {
+        Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
+        mark = cl_log_mark(&c.tp[2]);
+        h.plane = 1;
+        h.from_node_uid = 1;
+        h.mux = 1;
+        cr_assert_eq(tls_open(&t, "control.ine", n1cp_cert, n1cp_key), 0);
+        a = tls_header_send(&t, &h);
+        cr_assert(a && !a->ok, "a control-plane connection cannot carry streams");
+        ine__v1__stream_accept__free_unpacked(a, NULL);
+        tls_close(&t);
+        refused(mark, "only the data plane carries streams in one connection");
+    }
+    good_flows("bad frames");
     cr_assert_eq(cl_load_stop(&good), 0, "the good stream had errors: %s", good.last_error);
     cl_finish(&c);
 }
