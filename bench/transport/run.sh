@@ -341,24 +341,27 @@ for v in $VARIANTS; do
   port=${FRONT_REDIS[$v]}
   case $v in stunnel) port=13005 ;; haproxy) port=14005 ;; esac
   r=$("$OUT/bin/connclient" rate "$h" "$port" "$CT" 8)
-  [ "$v" != ine-tls ] && put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
-  echo "  new connections ($( [ "$v" = ine-tls ] && echo "ine's default: its streams resume" || echo "full handshakes")): $r"
-  case $v in stunnel|haproxy)
+  if [ "$v" = ine-tls ]; then
+    # ine's default: a new client is a new stream in the TLS connection node A already has
+    # to node B, no handshake. Handshakes per connection need node A restarted without mux
+    # (each stream its own TLS connection, resumed), then without resumption as well.
+    put "$v" conns_s "$(echo "$r" | awk '{print $2}')"
+    echo "  new connections (ine's default: streams in one TLS connection per node pair): $r"
+    for mode in "INE_TRANSPORT_MUX=0" "INE_TRANSPORT_MUX=0 INE_TRANSPORT_RESUME=0"; do
+      kill "$PID_ine_tp1"; wait "$PID_ine_tp1" 2>/dev/null || true
+      start ine-tp1 env $mode ${INE_TP_WRAP:-} "$BIN/ine-transport" --node 1 --data-dir "$INE_DATA_DIR"
+      for _ in $(seq 60); do ping_ok $A "${FRONT_REDIS[$v]}" && break; sleep 1; done
+      r=$("$OUT/bin/connclient" rate "$h" "$port" "$CT" 8)
+      case $mode in *RESUME*) put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')" ;; *) put "$v" conns_resumed_s "$(echo "$r" | awk '{print $2}')" ;; esac
+      echo "  new connections (node A restarted with $mode: $( [[ $mode = *RESUME* ]] && echo "full handshakes" || echo "a resumed handshake each")): $r"
+    done
+  else
+    put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
+    echo "  new connections (full handshakes): $r"
     r=$("$OUT/bin/connclient" rate "$h" "${FRONT_REDIS[$v]}" "$CT" 8)
     put "$v" conns_resumed_s "$(echo "$r" | awk '{print $2}')"
-    echo "  new connections (resumed): $r" ;;
-  esac
-  if [ "$v" = ine-tls ]; then
-    # ine's own streams resume (what it does per client connection, measured above as
-    # "resumed"); the full-handshake figure needs node A restarted with resumption off.
-    r_res=$r
-    put "$v" conns_resumed_s "$(echo "$r_res" | awk '{print $2}')"
-    kill "$PID_ine_tp1"; wait "$PID_ine_tp1" 2>/dev/null || true
-    INE_TRANSPORT_RESUME=0 start ine-tp1 ${INE_TP_WRAP:-} "$BIN/ine-transport" --node 1 --data-dir "$INE_DATA_DIR"
-    for _ in $(seq 60); do ping_ok $A "${FRONT_REDIS[$v]}" && break; sleep 1; done
-    r=$("$OUT/bin/connclient" rate "$h" "$port" "$CT" 8)
-    put "$v" conns_full_s "$(echo "$r" | awk '{print $2}')"
-    echo "  new connections (node A restarted with INE_TRANSPORT_RESUME=0: full handshakes): $r"
+    put "$v" conns_s "$(echo "$r" | awk '{print $2}')"
+    echo "  new connections (resumed): $r"
   fi
 done
 

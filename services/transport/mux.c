@@ -233,7 +233,7 @@ static int mux__write_local(tp_conn *c)
 static int mux__deliver(tp_conn *c, const uint8_t *p, size_t n)
 {
     size_t held = c->rx_end - c->rx_start;
-    if (c->fin_in || held + n > TP_MUX_WINDOW) return -1;
+    if (held + n > TP_MUX_WINDOW) return -1;
     if (!held && c->state == TP_S_MSTREAM) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
@@ -502,6 +502,7 @@ static int mux__frame_in(tp_mux *m, int type, uint32_t sid, const uint8_t *p, si
         return 0;
     }
     case MF_DATA:
+        if (s->fin_in) return mux__protocol(m, "protocol error: data for stream %u after its FIN", sid);
         if (mux__deliver(s, p, len) < 0) return mux__protocol(m, "protocol error: stream %u exceeded its credit", sid);
         return 0;
     case MF_FIN:

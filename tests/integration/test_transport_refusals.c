@@ -386,7 +386,7 @@ static void mux_send(tls_client *t, int type, uint32_t sid, const void *payload,
     buf[5] = (uint8_t)(sid >> 16);
     buf[6] = (uint8_t)(sid >> 8);
     buf[7] = (uint8_t)sid;
-    memcpy(buf + 8, payload, len);
+    if (len) memcpy(buf + 8, payload, len);
     cr_assert_eq(SSL_write(t->ssl, buf, (int)(len + 8)), (int)(len + 8));
 }
 
