@@ -43,6 +43,26 @@ static void capture_start(capture *cap, const char *name, const char *filter)
     cr_assert(cl_wait_log(cap->p, 0, "Capturing on", CL_WAIT_MS), "tshark started capturing");
 }
 
+/* tshark says it captures a moment before it does: write to the shard directly (in clear)
+ * until the capture holds it, so the handshake of a data-plane connection opened next (one per
+ * node pair, not one per client) is not missed. */
+static void marker(char *buf, size_t len, const char *tag);
+static void capture_ready(capture *cap, int shard_port)
+{
+    char probe[96];
+    marker(probe, sizeof probe, "probe");
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
+        free(cl_redis_cli(cl_addr(2), shard_port, "SET", "probe", probe, NULL));
+        size_t len = 0;
+        char *d = tu_read_file(cap->file, &len);
+        int found = d && tu_contains(d, len, probe, strlen(probe));
+        free(d);
+        if (found) break;
+        cr_assert(cl_now_ms() < end, "the capture never started holding packets");
+        usleep(100 * 1000);
+    }
+}
+
 /* Stop once `text` shows in the capture (the traffic we made has been written). */
 static void capture_stop(capture *cap, const char *text)
 {
@@ -127,13 +147,14 @@ Test(transport_data, redis_through_every_endpoint_in_tls_then_in_plaintext)
     marker(m1, sizeof m1, "tls");
     snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
     capture_start(&cap, "capture-on", filter);
+    capture_ready(&cap, shard_port);
     set_get(1, get13, 3, db_port, m1, m1);
     set_get(3, (int[]){1}, 1, db_port, "second-key", m1);
     capture_stop(&cap, m1);
     cr_assert(capture_has(&cap, shard_port, m1), "the marker reached the shard (the capture works)");
     cr_assert_not(capture_has(&cap, c.port, m1), "the marker never crossed port P in clear");
     cr_assert_geq(capture_count(&cap, "tls.handshake.type == 1 && tls.handshake.extensions_server_name == \"data.ine\""), 2,
-                  "node 1 and node 3 opened data-plane TLS streams to node 2");
+                  "node 1 and node 3 opened data-plane TLS connections to node 2");
     /* TLS 1.3 records show as opaque type 23 (application data), TLS 1.2 ones as content type 23. */
     cr_assert_gt(capture_count(&cap, "tls.record.opaque_type == 23 || tls.record.content_type == 23"), 4,
                  "the data crossed P in TLS application records");
@@ -389,6 +410,60 @@ static char *half_close_exchange(const char *addr, int port, const char *req)
     return out;
 }
 
+/* Streams share one TLS connection, so one client that stops reading must stall only itself:
+ * its stream runs out of credit (TP_MUX_WINDOW), the rest of its replies wait in node 2's
+ * socket and node 1's buffer, and the others' streams go on. When it reads again, every byte
+ * arrives, in order. */
+Test(transport_data, a_client_that_stops_reading_stalls_only_its_own_stream)
+{
+    enum { VAL = 100000, GETS = 400 };
+    int shard_port = cl_free_port(), db_port = cl_free_port();
+    char addr[64], reply[64], *val = malloc(VAL + 1), *r, hdr[32];
+    static const char get[] = "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
+    size_t want, got = 0, hl;
+    cl_resp slow, fast;
+    uint8_t buf[65536];
+
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard_port);
+    cl_create_db(&c, "big", db_port, 2, addr, 1);
+    for (int i = 0; i < VAL; i++) val[i] = (char)('a' + i % 26);
+    val[VAL] = 0;
+    r = cl_redis_cli(cl_addr(2), shard_port, "SET", "big", val, NULL);
+    cr_assert(r && !strcmp(r, "OK"), "SET big: %s", r ? r : "(failed)");
+    free(r);
+
+    /* 400 GETs of 100 KB (40 MB of replies, ten times the window) and no reading. */
+    cr_assert_eq(cl_resp_open(&slow, cl_addr(1), db_port), 0);
+    for (int i = 0; i < GETS; i++) cr_assert_eq(send(slow.fd, get, sizeof get - 1, MSG_NOSIGNAL), (ssize_t)(sizeof get - 1));
+    usleep(500 * 1000);
+    cr_assert_eq(cl_resp_open(&fast, cl_addr(1), db_port), 0);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(cl_resp_cmd(&fast, reply, sizeof reply, "INCR beside-the-slow-one"), 0, "the other client is served (%d)", i);
+        cr_assert_eq(atoi(reply + 1), i + 1);
+    }
+    cr_assert_eq(cl_log_count(&c.tp[1], 0, "protocol error"), 0);
+    cr_assert_eq(cl_log_count(&c.tp[2], 0, "protocol error"), 0);
+
+    /* Now it reads: every reply, whole and in order. */
+    hl = (size_t)snprintf(hdr, sizeof hdr, "$%d\r\n", VAL);
+    want = (size_t)GETS * (hl + VAL + 2);
+    while (got < want) {
+        ssize_t n = recv(slow.fd, buf, sizeof buf, 0);
+        cr_assert_gt(n, 0, "the slow client got %zu of %zu bytes", got, want);
+        for (ssize_t i = 0; i < n; i++, got++) {
+            size_t off = got % (hl + VAL + 2);
+            char exp = off < hl ? hdr[off] : off < hl + VAL ? val[off - hl] : off == hl + VAL ? '\r' : '\n';
+            cr_assert_eq((char)buf[i], exp, "byte %zu of the replies", got);
+        }
+    }
+    cl_resp_close(&slow);
+    cl_resp_close(&fast);
+    free(val);
+    cl_finish(&c);
+}
+
 Test(transport_data, a_client_that_half_closes_still_gets_its_answer)
 {
     int shard = cl_free_port(), port = cl_free_port();
@@ -449,22 +524,10 @@ static int data_streams(capture *cap, int from, int *resumed, int max)
 /* Each SET is a new redis-cli connection, so a new data-plane stream from node 1 to node 2. */
 static void new_streams(capture *cap, const char *filter, int shard_port, int db_port, int count, const char *tag)
 {
-    char m[96], key[32], probe[96];
+    char m[96], key[32];
     marker(m, sizeof m, tag);
     capture_start(cap, tag, filter);
-    /* tshark says it captures a moment before it does: write to the shard directly (in clear)
-     * until the capture holds it, so the first stream's handshake is not missed. */
-    marker(probe, sizeof probe, "probe");
-    for (int64_t end = cl_now_ms() + CL_WAIT_MS;;) {
-        free(cl_redis_cli(cl_addr(2), shard_port, "SET", "probe", probe, NULL));
-        size_t len = 0;
-        char *d = tu_read_file(cap->file, &len);
-        int found = d && tu_contains(d, len, probe, strlen(probe));
-        free(d);
-        if (found) break;
-        cr_assert(cl_now_ms() < end, "the capture never started holding packets");
-        usleep(100 * 1000);
-    }
+    capture_ready(cap, shard_port);
     for (int i = 0; i < count; i++) {
         snprintf(key, sizeof key, "%s-%d", tag, i);
         char *r = cl_redis_cli(cl_addr(1), db_port, "SET", key, m, NULL);
