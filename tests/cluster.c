@@ -295,6 +295,20 @@ void cl_replica_make(cl_t *c, int n, uint64_t to)
 
 /* --- start and stop ---------------------------------------------------------------------------- */
 
+static void cl__dump_tail(const cl_proc *p)
+{
+    char *s = cl_log_since(p, 0);
+    size_t n = strlen(s);
+    fprintf(stderr, "---- %s (exit %d), last lines:\n%s\n", p->name, p->status, s + (n > 4000 ? n - 4000 : 0));
+    free(s);
+}
+
+static void cl__dump_all(const cl_t *c)
+{
+    for (int n = 1; n <= CL_NODES; n++)
+        if (c->tp[n].pid) cl__dump_tail(&c->tp[n]);
+}
+
 void cl_start(cl_t *c, const cl_opts *o)
 {
     char *out = NULL, *err = NULL, *p;
@@ -338,20 +352,19 @@ void cl_start(cl_t *c, const cl_opts *o)
     }
     if (o && o->no_transports) return;
     for (int n = 1; n <= CL_NODES; n++) cl_tp_start(c, n);
-    cr_assert(cl_wait_converged(c, CL_WAIT_MS), "every node activated its certificates");
+    /* A cluster that does not come up says why: each transport's log, not only which wait ran out. */
+    if (!cl_wait_converged(c, CL_WAIT_MS)) {
+        cl__dump_all(c);
+        cr_assert_fail("every node activated its certificates");
+    }
     for (int n = 1; n <= CL_NODES; n++) {
-        cr_assert(cl_wait_links(c, n, 0, CL_WAIT_MS), "node %d has its control-plane streams up", n);
-        cr_assert(cl_wait_heartbeats(c, n, 0, CL_WAIT_MS), "node %d hears the others", n);
+        int links = cl_wait_links(c, n, 0, CL_WAIT_MS), hb = links && cl_wait_heartbeats(c, n, 0, CL_WAIT_MS);
+        if (!hb) cl__dump_all(c);
+        cr_assert(links, "node %d has its control-plane streams up", n);
+        cr_assert(hb, "node %d hears the others", n);
     }
 }
 
-static void cl__dump_tail(const cl_proc *p)
-{
-    char *s = cl_log_since(p, 0);
-    size_t n = strlen(s);
-    fprintf(stderr, "---- %s (exit %d), last lines:\n%s\n", p->name, p->status, s + (n > 4000 ? n - 4000 : 0));
-    free(s);
-}
 
 void cl_finish(cl_t *c)
 {
