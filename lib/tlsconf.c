@@ -4,6 +4,7 @@
 
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/x509v3.h>
 
 SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key, X509_STORE *trust)
 {
@@ -14,11 +15,18 @@ SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, E
     GUARD_OSSL(SSL_CTX_set_cipher_list(ctx, TLSCONF_CIPHERS_12), err);
     GUARD_OSSL(SSL_CTX_set_ciphersuites(ctx, TLSCONF_SUITES_13), err);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE);
-    /* Idle connections give their buffers back; partial writes keep relays simple. */
-    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    /* Idle connections give their buffers back; partial writes keep relays simple. We send
+     * our chain as configured, never one built from the trust store: OpenSSL would otherwise
+     * verify our own certificate again for every handshake to find it. */
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_NO_AUTO_CHAIN);
     if (cert) {
         GUARD_OSSL(SSL_CTX_use_certificate(ctx, cert) == 1, err);
-        for (int i = 0; chain && i < sk_X509_num(chain); i++) GUARD_OSSL(SSL_CTX_add1_chain_cert(ctx, sk_X509_value(chain, i)), err);
+        for (int i = 0; chain && i < sk_X509_num(chain); i++) {
+            X509 *x = sk_X509_value(chain, i);
+            if (tlsconf_is_root(x)) continue;
+            GUARD_OSSL(SSL_CTX_add1_chain_cert(ctx, x), err);
+        }
         GUARD_OSSL(SSL_CTX_use_PrivateKey(ctx, key) == 1, err);
         GUARD_OSSL(SSL_CTX_check_private_key(ctx) == 1, err);
     }
@@ -33,6 +41,20 @@ err:
     (void)rc;
     SSL_CTX_free(ctx);
     return NULL;
+}
+
+/* A root is never sent (RFC 8446 4.4.2 lets the sender omit it): a peer verifies us against
+ * its own trust bundle, and a root it parsed from us could only be ignored — at the price of
+ * one more certificate to decode per handshake (in OpenSSL 3.0, a decoder chain for its key). */
+int tlsconf_is_root(X509 *x)
+{
+    return (X509_get_extension_flags(x) & EXFLAG_SS) != 0;
+}
+
+void tlsconf_drop_roots(STACK_OF(X509) *chain)
+{
+    for (int i = sk_X509_num(chain) - 1; i >= 0; i--)
+        if (tlsconf_is_root(sk_X509_value(chain, i))) X509_free(sk_X509_delete(chain, i));
 }
 
 X509_STORE *tlsconf_trust_from_bundle(const proj_state *st)

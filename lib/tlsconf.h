@@ -16,10 +16,16 @@
 
 typedef enum { TLSCONF_SERVER = 0, TLSCONF_CLIENT = 1 } tlsconf_role;
 
-/* A context with the protocol policy, our certificate (+ chain, may be NULL) and key, and,
- * when `trust` is given, peer verification against it (a server then requires a client
- * certificate). The context takes its own references. */
+/* A context with the protocol policy, our certificate (+ chain, may be NULL; roots in it are
+ * not sent) and key, and, when `trust` is given, peer verification against it (a server then
+ * requires a client certificate). The context takes its own references. */
 SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key, X509_STORE *trust);
+
+/* 1 if x is self-signed: a root, which we never send to a peer. */
+int tlsconf_is_root(X509 *x);
+
+/* Remove (and free) the roots of a chain we are about to present. */
+void tlsconf_drop_roots(STACK_OF(X509) *chain);
 
 /* A trust store of the bundle's roots (current and retiring) whose PEM the log carried. */
 X509_STORE *tlsconf_trust_from_bundle(const proj_state *st);

@@ -202,6 +202,7 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     if (asprintf(&pem, "%s%s", c->cert.cert_pem ? c->cert.cert_pem : "", c->cert.chain_pem ? c->cert.chain_pem : "") < 0)
         return ine_err(INE_ENOMEM, "out of memory");
     GUARD_GOTO(tlsconf_pem_certs(pem, &leaf, &chain), out);
+    tlsconf_drop_roots(chain); /* also what tp_cert_cb presents with a previous certificate */
     GUARD_GOTO(sealed_load_key(tp->log, tp->seal, c->issued_seq, &key), out);
     srv = tlsconf_ctx_new(TLSCONF_SERVER, leaf, chain, pki_evp(key), trust);
     cli = tlsconf_ctx_new(TLSCONF_CLIENT, leaf, chain, pki_evp(key), trust);

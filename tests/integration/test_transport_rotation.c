@@ -49,6 +49,27 @@ static void served_serial(int n, const char *sni, const char *cert, const char *
     free(o);
 }
 
+/* The subjects of the certificates node n presents on P for SNI sni, one per line, leaf first,
+ * to a client presenting cert/key (and the intermediates in `chain`, if not NULL). */
+static char *served_chain(int n, const char *sni, const char *cert, const char *key, const char *chain)
+{
+    char *o = NULL;
+    int rc = cl_sh(&o, 30,
+                   "openssl s_client -connect %s:%d -servername %s -cert %s -key %s %s%s -showcerts </dev/null 2>/dev/null | "
+                   "sed -n 's/^ *[0-9]* s:/s:/p'",
+                   cl_addr(n), c.port, sni, cert, key, chain ? "-cert_chain " : "", chain ? chain : "");
+    cr_assert_eq(rc, 0, "s_client to node %d: %s", n, o);
+    cr_assert(strstr(o, "s:"), "node %d presented no certificate", n);
+    return o;
+}
+
+static int lines(const char *s)
+{
+    int k = 0;
+    for (; *s; s++) k += *s == '\n';
+    return k;
+}
+
 static void expect_serial(int n, int plane)
 {
     char want[80], got[80], *cert = cl_path(&c, "client.pem"), *key = cl_path(&c, "client.key");
@@ -57,6 +78,11 @@ static void expect_serial(int n, int plane)
     norm_serial(cl_cert(&c, n, plane)->cert.serial_hex, want, sizeof want);
     served_serial(n, plane == 2 ? "data.ine" : "control.ine", cert, key, got, sizeof got);
     cr_assert_str_eq(got, want, "node %d serves %s-plane serial %s, the log says %s", n, plane == 2 ? "data" : "control", got, want);
+    /* The leaf alone: the peer holds the cluster CA's root already, and sending it would cost
+     * every handshake a certificate to parse (and us a chain to build). */
+    char *chain = served_chain(n, plane == 2 ? "data.ine" : "control.ine", cert, key, NULL);
+    cr_assert_eq(lines(chain), 1, "node %d presents its leaf only, not the root:\n%s", n, chain);
+    free(chain);
     free(cert);
     free(key);
 }
@@ -203,7 +229,8 @@ Test(transport_rotation, a_redis_replica_through_the_tunnel_stays_in_sync_across
     cl_finish(&c);
 }
 
-/* A customer root and one leaf for every node (both EKUs), as an operator would bring them. */
+/* A customer root, an intermediate CA under it, and one leaf for every node (both EKUs)
+ * issued by the intermediate, as an operator would bring them: leaf, intermediate, root. */
 static void make_customer(void)
 {
     char *out = NULL;
@@ -211,11 +238,15 @@ static void make_customer(void)
                    "cd %s && openssl req -x509 -newkey rsa:2048 -nodes -keyout cust-root.key -out cust-root.pem -days 365 "
                    "-subj '/CN=Example Corp Internal Root' -addext basicConstraints=critical,CA:TRUE "
                    "-addext keyUsage=critical,keyCertSign,cRLSign && "
+                   "openssl req -newkey rsa:2048 -nodes -keyout cust-int.key -out cust-int.csr -subj '/CN=Example Corp Issuing CA' && "
+                   "printf 'basicConstraints=critical,CA:TRUE,pathlen:0\\nkeyUsage=critical,keyCertSign,cRLSign\\n' > cust-int.ext && "
+                   "openssl x509 -req -in cust-int.csr -CA cust-root.pem -CAkey cust-root.key -CAcreateserial -days 300 "
+                   "-extfile cust-int.ext -out cust-int.pem && "
                    "openssl req -newkey rsa:2048 -nodes -keyout cust.key -out cust.csr -subj '/CN=ine.example.com' && "
                    "printf 'subjectAltName=IP:127.0.0.1,IP:127.0.0.2,IP:127.0.0.3\\nextendedKeyUsage=serverAuth,clientAuth\\n"
                    "keyUsage=critical,digitalSignature,keyEncipherment\\nbasicConstraints=critical,CA:FALSE\\n' > cust.ext && "
-                   "openssl x509 -req -in cust.csr -CA cust-root.pem -CAkey cust-root.key -CAcreateserial -days 200 -extfile cust.ext "
-                   "-out cust-leaf.pem && cat cust-leaf.pem cust-root.pem > cust.pem",
+                   "openssl x509 -req -in cust.csr -CA cust-int.pem -CAkey cust-int.key -CAcreateserial -days 200 -extfile cust.ext "
+                   "-out cust-leaf.pem && cat cust-leaf.pem cust-int.pem cust-root.pem > cust.pem",
                    c.dir);
     cr_assert_eq(rc, 0, "%s", out);
     free(out);
@@ -300,6 +331,16 @@ Test(transport_rotation, a_customer_certificate_with_its_own_root_applies_while_
     for (int64_t end = cl_now_ms() + CL_WAIT_MS; !serves(cl_state(&c), 1, cust_fp);)
         cr_assert(cl_now_ms() < end, "node 1 switched to the customer certificate");
     cr_assert_not(serves(cl_state(&c), 2, cust_fp), "node 2 is stopped");
+    /* Node 1 presents the leaf and the intermediate its peers need, and not the root they
+     * hold (every flow below verifies through that intermediate). */
+    {
+        char *inter = cl_path(&c, "cust-int.pem"), *chain = served_chain(1, "data.ine", cust, custkey, inter);
+        cr_assert_eq(lines(chain), 2, "leaf and intermediate only:\n%s", chain);
+        cr_assert(strstr(chain, "CN = ine.example.com") && strstr(chain, "CN = Example Corp Issuing CA"), "%s", chain);
+        cr_assert_not(strstr(chain, "Internal Root"), "the root is not sent:\n%s", chain);
+        free(chain);
+        free(inter);
+    }
     flows(1, east, "switched-to-not-yet-while-node-2-is-stopped");
     cr_assert_eq(kill(c.tp[2].pid, SIGCONT), 0);
     for (int64_t end = cl_now_ms() + CL_WAIT_MS; !serves(cl_state(&c), 2, cust_fp);)
