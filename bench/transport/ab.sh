@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Paired comparison of ine-tls bulk throughput between transport builds or settings, for a
-# host too noisy to compare runs made minutes apart: modes are interleaved round by round (both
-# ine nodes restarted for each run), with HAProxy's pair measured in every round as the yardstick.
-# Per mode: iperf3 Gbit/s, the CPU both ine nodes spent per GB (/proc/PID/stat), and medians.
+# Paired comparison of ine-tls between transport builds or settings, for a host too noisy to
+# compare runs made minutes apart: modes are interleaved round by round (both ine nodes
+# restarted for each run), with HAProxy's pair measured in every round as the yardstick.
+# Bulk (the default): iperf3 Gbit/s and the CPU both ends spent per GB (/proc/PID/stat).
+# --conns: new connections per second (connclient rate, 8 threads; HAProxy's no-ssl-reuse
+# listener, so a full handshake each) and both ends' CPU µs per connection. Medians last.
 #
 #   bench/transport/run.sh --hold &          # the cluster, servers and peers it compares against
-#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] MODE...
+#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] [--conns] MODE...
+#
+# Full handshakes through ine: a mode with INE_TRANSPORT_MUX=0 INE_TRANSPORT_RESUME=0.
 #
 # A MODE is "-" (build-rel's ine-transport with the defaults), or words: environment assignments
 # such as "INE_TRANSPORT_MUX=0", and/or the path of another ine-transport binary to compare
@@ -13,13 +17,14 @@
 # ine nodes: restart the hold afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=/tmp/ine-bench-tp ROUNDS=4 SECS=4
+OUT=/tmp/ine-bench-tp ROUNDS=4 SECS=4 WORK=bulk
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --seconds) SECS=$2; shift ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    --conns) WORK=conns ;;
+    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
     -*) [ "$1" = - ] && break; echo "ab.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -34,14 +39,28 @@ nodes() { pgrep -f -- "--node [12] --data-dir $DD" || true; }
 cleanup() { for p in $(nodes); do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 cpu() { local s=0; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $s; }
+# One run against a front port: "units rate" (bytes and bit/s, or connections and conn/s).
 bulk() { iperf3 -c $A -p "$1" -t "$SECS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bytes"], e["bits_per_second"])'; }
+conns() {
+  local r; r=$("$OUT/bin/connclient" rate $A "$1" "$SECS" 8)
+  awk -v s="$SECS" '$4 != 0 {print "connclient: " $0 > "/dev/stderr"} {printf "%d %.1f\n", $2 * s, $2}' <<<"$r"
+}
+if [ $WORK = bulk ]; then
+  run() { bulk "$1"; }
+  HA_PORT=14001 INE_PORT=12001 UNIT=Gbit/s PER="CPU ms per GB" SCALE=1e9 CPU_DIV=1000000000
+else
+  run() { conns "$1"; }
+  HA_PORT=14005 INE_PORT=12003 UNIT=conn/s PER="CPU µs per connection" SCALE=1 CPU_DIV=1000
+fi
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -A GBPS CPU
 for r in $(seq "$ROUNDS"); do
   for m in "$@" haproxy; do
     if [ "$m" = haproxy ]; then
-      read -r bytes bps <<<"$(bulk 14001)"
+      pids=$(pgrep -f -- "haproxy -db -f $OUT/tls/haproxy-[ab].cfg"); c0=$(cpu $pids)
+      read -r units rate <<<"$(run $HA_PORT)"
+      CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * CPU_DIV / units ))"
     else
       cleanup; sleep 0.5
       env=() bin=$BIN
@@ -53,14 +72,15 @@ for r in $(seq "$ROUNDS"); do
       for n in 1 2; do env INE_DATA_DIR="$DD" "${env[@]}" "$bin" --node $n --data-dir "$DD" >"$OUT/logs/ab-node$n.log" 2>&1 & done
       for _ in $(seq 100); do redis-cli -h $A -p 12003 ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
       pids=$(nodes); c0=$(cpu $pids)
-      read -r bytes bps <<<"$(bulk 12001)"
-      CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * 1000000000 / bytes ))"
+      read -r units rate <<<"$(run $INE_PORT)"
+      CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * CPU_DIV / units ))"
     fi
-    GBPS[$m]+=" $(awk -v b="$bps" 'BEGIN {printf "%.2f", b / 1e9}')"
-    echo "round $r: $m $(awk -v b="$bps" 'BEGIN {printf "%.2f", b / 1e9}') Gbit/s" >&2
+    v=$(awk -v b="$rate" -v k="$SCALE" 'BEGIN {printf "%.2f", b / k}')
+    GBPS[$m]+=" $v"
+    echo "round $r: $m $v $UNIT" >&2
   done
 done
-printf '%-40s %-34s %s\n' mode "Gbit/s (median)" "both nodes' CPU ms per GB (median)"
+printf '%-40s %-34s %s\n' mode "$UNIT (median)" "both ends' $PER (median)"
 for m in "$@" haproxy; do
   g=$(median <<<"${GBPS[$m]}")
   c=${CPU[$m]:-}; cm=$( [ -n "$c" ] && median <<<"$c" || echo -)
