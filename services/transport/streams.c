@@ -434,6 +434,10 @@ static void tp__accept_header(tp_conn *c)
         ine__v1__stream_header__free_unpacked(h, NULL);
         return tp_stream_refuse(c, why);
     }
+    /* Past the identity checks: a client that resumes gets its ticket with our answer, even
+     * if what it asks for next is refused (an unknown database is no reason to make its next
+     * stream a full handshake); one refused for who it is gets none. */
+    tp_ticket_offer(c, !h->no_ticket);
     if (h->mux) {
         int data = h->plane == INE__V1__PLANE__PLANE_DATA;
         ine__v1__stream_header__free_unpacked(h, NULL);
@@ -522,6 +526,7 @@ static void tp__client_handshaken(tp_conn *c)
     h.db_uid = c->db_uid;
     h.from_node_uid = c->tp->node_uid;
     h.mux = c->trunk != NULL;
+    h.no_ticket = !tp_resume();
     c->state = TP_S_CLIENT_ACK;
     tp_send_frame(c, &h.base);
     if (tp_flush(c) < 0) return;

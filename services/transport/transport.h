@@ -294,6 +294,10 @@ void tp_state_close(tp_t *tp);
 const proj_node *tp_self(tp_t *tp);
 /* Offer the session last cached for c's peer node and plane (an outgoing stream). */
 void tp_session_offer(tp_conn *c);
+/* 1 unless INE_TRANSPORT_RESUME=0: we resume our outgoing streams' TLS sessions. */
+int tp_resume(void);
+/* Queue a TLS 1.3 session ticket for the client of c (an accepted incoming stream) if wanted. */
+void tp_ticket_offer(tp_conn *c, int wanted);
 /* Record that `node` serves the certificate `fp` on `plane` (CertificateActivated), once per
  * fingerprint; only a node whose log is authoritative appends. */
 void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial);

@@ -34,8 +34,11 @@ static int db_port;
 static uint32_t db_uid;
 static char *n1dp_cert, *n1dp_key, *n1cp_cert, *n1cp_key;
 
+static SSL_SESSION *last_ticket;
+
 static void teardown(void)
 {
+    SSL_SESSION_free(last_ticket);
     cl_load_stop(&good);
     cl_stop(&c);
     free(n1dp_cert);
@@ -166,6 +169,19 @@ typedef struct {
     SSL *ssl;
 } tls_client;
 
+/* The TLS 1.3 session tickets our client received (OpenSSL hands each over as a session), the
+ * last one kept. */
+static int tickets;
+
+static int on_ticket(SSL *ssl, SSL_SESSION *sess)
+{
+    (void)ssl;
+    tickets++;
+    SSL_SESSION_free(last_ticket);
+    last_ticket = sess;
+    return 1;
+}
+
 /* Connect to node 2's P with SNI and a client certificate; 0 once the handshake completed. */
 static int tls_open(tls_client *t, const char *sni, const char *cert, const char *key)
 {
@@ -181,6 +197,8 @@ static int tls_open(tls_client *t, const char *sni, const char *cert, const char
     cr_assert(t->ctx = SSL_CTX_new(TLS_client_method()));
     cr_assert_eq(SSL_CTX_use_certificate_chain_file(t->ctx, cert), 1);
     cr_assert_eq(SSL_CTX_use_PrivateKey_file(t->ctx, key, SSL_FILETYPE_PEM), 1);
+    SSL_CTX_set_session_cache_mode(t->ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(t->ctx, on_ticket);
     cr_assert(t->ssl = SSL_new(t->ctx));
     SSL_set_fd(t->ssl, t->fd);
     SSL_set_tlsext_host_name(t->ssl, sni);
@@ -609,6 +627,66 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
 }
 
 /* An impostor listening on node 2's address and P, played by openssl s_server. */
+/* Session tickets are minted on request: a TLS 1.3 ticket goes to a client whose accepted
+ * stream header did not say no_ticket, with the answer to it; none to a client that does not
+ * resume (INE_TRANSPORT_RESUME=0 sends no_ticket), none to a header refused for its sender's
+ * identity. */
+Test(transport_refusals, a_session_ticket_goes_only_to_a_client_that_resumes_with_the_answer_to_its_header)
+{
+    Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
+    Ine__V1__StreamAccept *a;
+    tls_client t;
+    uint8_t buf[256];
+    char got[16] = "";
+    int type, n;
+    uint32_t sid;
+    start();
+    h.plane = 2;
+    h.from_node_uid = 1;
+    h.mux = 1;
+
+    /* no_ticket: the connection carries a stream to the shard and back, and no ticket. */
+    h.no_ticket = 1;
+    tickets = 0;
+    cr_assert_eq(tls_open(&t, "data.ine", n1dp_cert, n1dp_key), 0);
+    cr_assert(a = tls_header_send(&t, &h), "the server answered");
+    cr_assert(a->ok, "%s", a->reason);
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+    mux_open(&t, 1, db_uid, 1);
+    mux_send(&t, MF_DATA, 1, "PING\r\n", 6);
+    while (strcmp(got, "+PONG\r\n")) {
+        cr_assert_geq(n = mux_recv(&t, &type, &sid, buf, sizeof buf), 0, "the server closed the connection");
+        if (type == MF_DATA) strncat(got, (char *)buf, (size_t)n < sizeof got - strlen(got) - 1 ? (size_t)n : sizeof got - strlen(got) - 1);
+    }
+    cr_assert_eq(tickets, 0, "a client that does not resume got %d ticket(s)", tickets);
+    cr_assert_not(SSL_session_reused(t.ssl));
+    tls_close(&t);
+
+    /* A header refused for who sent it (node 1's certificate naming node 3) gets no ticket. */
+    tickets = 0;
+    cr_assert_eq(tls_open(&t, "data.ine", n1dp_cert, n1dp_key), 0);
+    cr_assert(a = tls_header(&t, 2, db_uid, 3), "the server answered");
+    cr_assert_not(a->ok);
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+    cr_assert(tls_closed(&t));
+    cr_assert_eq(tickets, 0, "a stream refused for its identity got %d ticket(s)", tickets);
+    tls_close(&t);
+
+    /* A client that resumes: one ticket, with the answer to its header... */
+    h.no_ticket = 0;
+    tickets = 0;
+    cr_assert_eq(tls_open(&t, "data.ine", n1dp_cert, n1dp_key), 0);
+    cr_assert(a = tls_header_send(&t, &h), "the server answered");
+    cr_assert(a->ok, "%s", a->reason);
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+    cr_assert_eq(tickets, 1, "one ticket with the answer, got %d", tickets);
+    cr_assert(last_ticket && SSL_SESSION_is_resumable(last_ticket));
+    tls_close(&t);
+    /* (That ine's own client resumes with it: test_transport_data, without_mux_streams_resume...) */
+    good_flows("tickets");
+    cl_finish(&c);
+}
+
 static int n_impostors;
 static cl_proc *impostor(const char *cert, const char *key)
 {
