@@ -31,7 +31,8 @@ static const char *usage_text =
     "\n"
     "Encrypted streams between two nodes share one TLS connection. For comparison (the\n"
     "benchmark): INE_TRANSPORT_MUX=0 gives every stream a TLS connection of its own, and\n"
-    "INE_TRANSPORT_RESUME=0 makes each of those a full handshake.\n";
+    "INE_TRANSPORT_RESUME=0 makes each of those a full handshake (and asks peers for no\n"
+    "session tickets).\n";
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
