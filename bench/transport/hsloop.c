@@ -19,35 +19,24 @@
 
 enum { CHAIN_BUILT, CHAIN_ROOT, LEAF_ONLY };
 
-static X509 *hs__cert(const char *dir, const char *name)
+/* A certificate (key = 0) or a private key (key = 1) from DIR/NAME in PEM; NULL if missing. */
+static void *hs__pem(const char *dir, const char *name, int key)
 {
     char path[512];
     FILE *f;
-    X509 *x;
+    void *v;
     snprintf(path, sizeof path, "%s/%s", dir, name);
     if (!(f = fopen(path, "r"))) return NULL;
-    x = PEM_read_X509(f, NULL, NULL, NULL);
+    v = key ? (void *)PEM_read_PrivateKey(f, NULL, NULL, NULL) : (void *)PEM_read_X509(f, NULL, NULL, NULL);
     fclose(f);
-    return x;
-}
-
-static EVP_PKEY *hs__key(const char *dir, const char *name)
-{
-    char path[512];
-    FILE *f;
-    EVP_PKEY *k;
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    if (!(f = fopen(path, "r"))) return NULL;
-    k = PEM_read_PrivateKey(f, NULL, NULL, NULL);
-    fclose(f);
-    return k;
+    return v;
 }
 
 static SSL_CTX *hs__ctx(int server, const char *dir, int chain, int ticket)
 {
     SSL_CTX *c = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-    X509 *leaf = hs__cert(dir, server ? "b.pem" : "a.pem"), *ca = hs__cert(dir, "ca.pem"), *ca2 = hs__cert(dir, "ca.pem");
-    EVP_PKEY *key = hs__key(dir, server ? "b.key" : "a.key");
+    X509 *leaf = hs__pem(dir, server ? "b.pem" : "a.pem", 0), *ca = hs__pem(dir, "ca.pem", 0), *ca2 = hs__pem(dir, "ca.pem", 0);
+    EVP_PKEY *key = hs__pem(dir, server ? "b.key" : "a.key", 1);
     X509_STORE *store = X509_STORE_new();
     if (!c || !leaf || !ca || !ca2 || !key || !store) {
         fprintf(stderr, "hsloop: cannot load the certificates and keys in %s\n", dir);

@@ -627,6 +627,17 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
 }
 
 /* An impostor listening on node 2's address and P, played by openssl s_server. */
+/* Node 1's data-plane connection with header h, accepted; the ticket count starts at 0. */
+static void ticket_client(tls_client *t, const Ine__V1__StreamHeader *h)
+{
+    Ine__V1__StreamAccept *a;
+    tickets = 0;
+    cr_assert_eq(tls_open(t, "data.ine", n1dp_cert, n1dp_key), 0);
+    cr_assert(a = tls_header_send(t, h), "the server answered");
+    cr_assert(a->ok, "%s", a->reason);
+    ine__v1__stream_accept__free_unpacked(a, NULL);
+}
+
 /* Session tickets are minted on request: a TLS 1.3 ticket goes to a client whose accepted
  * stream header did not say no_ticket, with the answer to it; none to a client that does not
  * resume (INE_TRANSPORT_RESUME=0 sends no_ticket), none to a header refused for its sender's
@@ -647,11 +658,7 @@ Test(transport_refusals, a_session_ticket_goes_only_to_a_client_that_resumes_wit
 
     /* no_ticket: the connection carries a stream to the shard and back, and no ticket. */
     h.no_ticket = 1;
-    tickets = 0;
-    cr_assert_eq(tls_open(&t, "data.ine", n1dp_cert, n1dp_key), 0);
-    cr_assert(a = tls_header_send(&t, &h), "the server answered");
-    cr_assert(a->ok, "%s", a->reason);
-    ine__v1__stream_accept__free_unpacked(a, NULL);
+    ticket_client(&t, &h);
     mux_open(&t, 1, db_uid, 1);
     mux_send(&t, MF_DATA, 1, "PING\r\n", 6);
     while (strcmp(got, "+PONG\r\n")) {
@@ -674,11 +681,7 @@ Test(transport_refusals, a_session_ticket_goes_only_to_a_client_that_resumes_wit
 
     /* A client that resumes: one ticket, with the answer to its header... */
     h.no_ticket = 0;
-    tickets = 0;
-    cr_assert_eq(tls_open(&t, "data.ine", n1dp_cert, n1dp_key), 0);
-    cr_assert(a = tls_header_send(&t, &h), "the server answered");
-    cr_assert(a->ok, "%s", a->reason);
-    ine__v1__stream_accept__free_unpacked(a, NULL);
+    ticket_client(&t, &h);
     cr_assert_eq(tickets, 1, "one ticket with the answer, got %d", tickets);
     cr_assert(last_ticket && SSL_SESSION_is_resumable(last_ticket));
     tls_close(&t);
