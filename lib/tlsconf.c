@@ -6,6 +6,14 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+/* A root is never sent (RFC 8446 4.4.2 lets the sender omit it): a peer verifies us against
+ * its own trust bundle, and a root it parsed from us could only be ignored — at the price of
+ * one more certificate to decode per handshake (in OpenSSL 3.0, a decoder chain for its key). */
+static int tlsconf__is_root(X509 *x)
+{
+    return (X509_get_extension_flags(x) & EXFLAG_SS) != 0;
+}
+
 SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key, X509_STORE *trust)
 {
     SSL_CTX *ctx = SSL_CTX_new(role == TLSCONF_SERVER ? TLS_server_method() : TLS_client_method());
@@ -24,7 +32,7 @@ SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, E
         GUARD_OSSL(SSL_CTX_use_certificate(ctx, cert) == 1, err);
         for (int i = 0; chain && i < sk_X509_num(chain); i++) {
             X509 *x = sk_X509_value(chain, i);
-            if (tlsconf_is_root(x)) continue;
+            if (tlsconf__is_root(x)) continue;
             GUARD_OSSL(SSL_CTX_add1_chain_cert(ctx, x), err);
         }
         GUARD_OSSL(SSL_CTX_use_PrivateKey(ctx, key) == 1, err);
@@ -43,18 +51,10 @@ err:
     return NULL;
 }
 
-/* A root is never sent (RFC 8446 4.4.2 lets the sender omit it): a peer verifies us against
- * its own trust bundle, and a root it parsed from us could only be ignored — at the price of
- * one more certificate to decode per handshake (in OpenSSL 3.0, a decoder chain for its key). */
-int tlsconf_is_root(X509 *x)
-{
-    return (X509_get_extension_flags(x) & EXFLAG_SS) != 0;
-}
-
 void tlsconf_drop_roots(STACK_OF(X509) *chain)
 {
     for (int i = sk_X509_num(chain) - 1; i >= 0; i--)
-        if (tlsconf_is_root(sk_X509_value(chain, i))) X509_free(sk_X509_delete(chain, i));
+        if (tlsconf__is_root(sk_X509_value(chain, i))) X509_free(sk_X509_delete(chain, i));
 }
 
 X509_STORE *tlsconf_trust_from_bundle(const proj_state *st)

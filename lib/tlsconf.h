@@ -21,10 +21,8 @@ typedef enum { TLSCONF_SERVER = 0, TLSCONF_CLIENT = 1 } tlsconf_role;
  * requires a client certificate). The context takes its own references. */
 SSL_CTX *tlsconf_ctx_new(tlsconf_role role, X509 *cert, STACK_OF(X509) *chain, EVP_PKEY *key, X509_STORE *trust);
 
-/* 1 if x is self-signed: a root, which we never send to a peer. */
-int tlsconf_is_root(X509 *x);
-
-/* Remove (and free) the roots of a chain we are about to present. */
+/* Remove (and free) the roots (self-signed certificates) of a chain we are about to present
+ * other than through tlsconf_ctx_new, which skips them itself. */
 void tlsconf_drop_roots(STACK_OF(X509) *chain);
 
 /* A trust store of the bundle's roots (current and retiring) whose PEM the log carried. */

@@ -54,7 +54,7 @@ else
 fi
 median() { tr ' ' '\n' | grep . | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
-declare -A GBPS CPU
+declare -A RATE CPU
 for r in $(seq "$ROUNDS"); do
   for m in "$@" haproxy; do
     if [ "$m" = haproxy ]; then
@@ -76,13 +76,13 @@ for r in $(seq "$ROUNDS"); do
       CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * CPU_DIV / units ))"
     fi
     v=$(awk -v b="$rate" -v k="$SCALE" 'BEGIN {printf "%.2f", b / k}')
-    GBPS[$m]+=" $v"
+    RATE[$m]+=" $v"
     echo "round $r: $m $v $UNIT" >&2
   done
 done
 printf '%-40s %-34s %s\n' mode "$UNIT (median)" "both ends' $PER (median)"
 for m in "$@" haproxy; do
-  g=$(median <<<"${GBPS[$m]}")
+  g=$(median <<<"${RATE[$m]}")
   c=${CPU[$m]:-}; cm=$( [ -n "$c" ] && median <<<"$c" || echo -)
-  printf '%-40s %-34s %s\n' "$m" "${GBPS[$m]# } ($g)" "${c# } ($cm)"
+  printf '%-40s %-34s %s\n' "$m" "${RATE[$m]# } ($g)" "${c# } ($cm)"
 done

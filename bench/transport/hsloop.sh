@@ -10,6 +10,7 @@ cd "$(dirname "$0")"
 OUT=/tmp/ine-bench-hsloop
 [ "${1:-}" = --out ] && OUT=$2
 for c in gcc openssl valgrind; do command -v $c >/dev/null || { echo "hsloop.sh: needs $c" >&2; exit 1; }; done
+umask 077 # the throwaway keys below are still keys: 0600
 mkdir -p "$OUT"
 gcc -O2 -Wall -Wextra -Werror -o "$OUT/hsloop" hsloop.c -lssl -lcrypto
 # RSA-2048 everywhere, as ine's cluster CA issues them: a root, a leaf for each side.

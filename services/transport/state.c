@@ -231,8 +231,8 @@ static int tp__build_plane(tp_t *tp, int plane, const proj_cert *c, X509_STORE *
     SSL_CTX_set_cert_cb(cli, tp_cert_cb, tp);
     /* Resumption (see tp__new_session): the client keeps its sessions itself, one per peer
      * node and plane; the server issues one ticket per stream header that asks for it (the
-     * client keeps only the latest). Tickets are sealed with the server context's keys: never shared, and gone
-     * with the process. */
+     * client keeps only the latest). Tickets are sealed with the server context's keys: never
+     * shared, and gone with the process. */
     if (tp_resume()) {
         SSL_CTX_set_session_cache_mode(cli, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
         SSL_CTX_sess_set_new_cb(cli, tp__new_session);
