@@ -2,7 +2,8 @@
  * one TLS connection (a "mux"), opened on the first stream and kept while streams use it: a
  * new client costs no handshake (two RSA signatures saved) and an idle one no TLS state
  * (about 20 KB per side), and the small writes of many clients leave as one TLS record and
- * one system call per event-loop round (tp_mux_flush_all).
+ * one system call per event-loop round (tp_mux_flush_all); bulk leaves in writes of up to
+ * four records (tp_conn_coalesce).
  *
  * Frames (transport.proto, StreamHeader.mux): OPEN, ACCEPT, DATA, FIN, RESET, WINDOW, GOAWAY.
  * Each stream has a credit of TP_MUX_WINDOW bytes: a slow client stalls its own stream only,
@@ -548,7 +549,7 @@ static int mux__parse(tp_mux *m)
 static void mux__trunk_interest(tp_mux *m)
 {
     tp_conn *c = m->c;
-    tp_conn_want(c, 1, (m->ready && m->wq_end > m->wq_start && m->write_blocked) || c->want_write_for_read);
+    tp_conn_want(c, 1, (m->ready && m->write_blocked) || c->want_write_for_read);
 }
 
 static int mux__read(tp_mux *m)
@@ -603,6 +604,14 @@ static int mux__flush(tp_mux *m)
         }
         m->wq_start += (size_t)n;
     }
+    if (!m->write_blocked) {
+        int f = tp_conn_flush_records(c);
+        if (f < 0) {
+            tp_conn_close(c, "write failed");
+            return -1;
+        }
+        if (f == 0) m->write_blocked = 1;
+    }
     if (m->wq_start == m->wq_end) {
         m->wq_start = m->wq_end = 0;
         if (m->wq_cap > MUX_WQ_DATA) {
@@ -630,6 +639,10 @@ static int mux__start(tp_mux *m)
     tp_conn *c = m->c;
     c->state = TP_S_MUX;
     m->ready = 1;
+    if (tp_conn_coalesce(c) < 0) {
+        tp_conn_close(c, "out of memory");
+        return -1;
+    }
     tp_conn_deadline(c, m->outgoing && !m->count ? TP_MUX_IDLE_MS : 0);
     if (c->frame_len) {
         if (!(m->rq = malloc(MUX_RQ_CAP))) {

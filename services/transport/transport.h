@@ -236,6 +236,11 @@ int tp_flush_try(tp_conn *c);
 /* Raw I/O for streams that manage their own buffers: > 0 bytes, 0 would block, < 0 ended. */
 ssize_t tp_conn_read(tp_conn *c, uint8_t *buf, size_t len);
 ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len);
+/* Let TLS connection c send several records per write(): tp_conn_write then leaves up to
+ * 64 KiB in a buffer, which tp_conn_flush_records sends (1 all sent, 0 would block: wait for
+ * writability and call it again, -1 failed). INE_OK or INE_ENOMEM. */
+int tp_conn_coalesce(tp_conn *c);
+int tp_conn_flush_records(tp_conn *c);
 /* Describe an address for logs. */
 void tp_describe(tp_conn *c, const struct sockaddr *sa);
 
