@@ -2,12 +2,15 @@
 # Paired comparison of ine-tls between transport builds or settings, for a host too noisy to
 # compare runs made minutes apart: modes are interleaved round by round (both ine nodes
 # restarted for each run), with HAProxy's pair measured in every round as the yardstick.
-# Bulk (the default): iperf3 Gbit/s and the CPU both ends spent per GB (/proc/PID/stat).
+# Bulk (the default): iperf3 Gbit/s (--streams N: N parallel streams, default 1) and the CPU
+# both ends spent per GB (/proc/PID/stat).
 # --conns: new connections per second (connclient rate, 8 threads; HAProxy's no-ssl-reuse
-# listener, so a full handshake each) and both ends' CPU µs per connection. Medians last.
+# listener, so a full handshake each) and both ends' CPU µs per connection. --redis:
+# redis-benchmark GET, 50 clients, -P 16, 500k requests: req/s and both ends' CPU µs per
+# 1,000 requests. Medians last.
 #
 #   bench/transport/run.sh --hold &          # the cluster, servers and peers it compares against
-#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] [--conns] MODE...
+#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] [--streams N | --conns | --redis] MODE...
 #
 # Full handshakes through ine: a mode with INE_TRANSPORT_MUX=0 INE_TRANSPORT_RESUME=0.
 #
@@ -17,14 +20,16 @@
 # ine nodes: restart the hold afterwards.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=/tmp/ine-bench-tp ROUNDS=4 SECS=4 WORK=bulk
+OUT=/tmp/ine-bench-tp ROUNDS=4 SECS=4 WORK=bulk STREAMS=1
 while [ $# -gt 0 ]; do
   case $1 in
     --out) OUT=$2; shift ;;
     --rounds) ROUNDS=$2; shift ;;
     --seconds) SECS=$2; shift ;;
+    --streams) STREAMS=$2; shift ;;
     --conns) WORK=conns ;;
-    -h|--help) sed -n 2,17p "$0"; exit 0 ;;
+    --redis) WORK=redis ;;
+    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
     -*) [ "$1" = - ] && break; echo "ab.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -40,14 +45,22 @@ cleanup() { for p in $(nodes); do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 cpu() { local s=0; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $s; }
 # One run against a front port: "units rate" (bytes and bit/s, or connections and conn/s).
-bulk() { iperf3 -c $A -p "$1" -t "$SECS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bytes"], e["bits_per_second"])'; }
+bulk() { iperf3 -c $A -p "$1" -t "$SECS" -P "$STREAMS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bytes"], e["bits_per_second"])'; }
 conns() {
   local r; r=$("$OUT/bin/connclient" rate $A "$1" "$SECS" 8)
   awk -v s="$SECS" '$4 != 0 {print "connclient: " $0 > "/dev/stderr"} {printf "%d %.1f\n", $2 * s, $2}' <<<"$r"
 }
+# "requests rate" of pipelined GETs (the held run's redis fronts).
+gets() {
+  redis-benchmark -h $A -p "$1" -c 50 -n 500000 -P 16 -t get -r 100000 --csv |
+    awk -F'"' '$2 == "GET" {printf "500000 %s\n", $4; ok = 1} END {exit !ok}'
+}
 if [ $WORK = bulk ]; then
   run() { bulk "$1"; }
   HA_PORT=14001 INE_PORT=12001 UNIT=Gbit/s PER="CPU ms per GB" SCALE=1e9 CPU_DIV=1000000000
+elif [ $WORK = redis ]; then
+  run() { gets "$1"; }
+  HA_PORT=14003 INE_PORT=12003 UNIT=req/s PER="CPU µs per 1,000 requests" SCALE=1 CPU_DIV=1000000
 else
   run() { conns "$1"; }
   HA_PORT=14005 INE_PORT=12003 UNIT=conn/s PER="CPU µs per connection" SCALE=1 CPU_DIV=1000
