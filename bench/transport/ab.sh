@@ -44,16 +44,18 @@ nodes() { pgrep -f -- "--node [12] --data-dir $DD" || true; }
 cleanup() { for p in $(nodes); do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 cpu() { local s=0; for p in "$@"; do s=$((s + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $s; }
-# One run against a front port: "units rate" (bytes and bit/s, or connections and conn/s).
+# One run against a front port: "units rate" (bytes and bit/s, connections and conn/s, or
+# requests and req/s).
 bulk() { iperf3 -c $A -p "$1" -t "$SECS" -P "$STREAMS" -J | python3 -c 'import json,sys; e=json.load(sys.stdin)["end"]["sum_received"]; print(e["bytes"], e["bits_per_second"])'; }
 conns() {
   local r; r=$("$OUT/bin/connclient" rate $A "$1" "$SECS" 8)
   awk -v s="$SECS" '$4 != 0 {print "connclient: " $0 > "/dev/stderr"} {printf "%d %.1f\n", $2 * s, $2}' <<<"$r"
 }
-# "requests rate" of pipelined GETs (the held run's redis fronts).
+# Pipelined GETs (the held run's redis fronts).
+GETS=500000
 gets() {
-  redis-benchmark -h $A -p "$1" -c 50 -n 500000 -P 16 -t get -r 100000 --csv |
-    awk -F'"' '$2 == "GET" {printf "500000 %s\n", $4; ok = 1} END {exit !ok}'
+  redis-benchmark -h $A -p "$1" -c 50 -n $GETS -P 16 -t get -r 100000 --csv |
+    awk -F'"' -v n=$GETS '$2 == "GET" {printf "%d %s\n", n, $4; ok = 1} END {exit !ok}'
 }
 if [ $WORK = bulk ]; then
   run() { bulk "$1"; }
