@@ -2,7 +2,6 @@
 #include "cafixture.h"
 
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -25,16 +24,13 @@
 #include "seal.h"
 #include "testutil.h"
 
-#define CF_FAKETIME_BIN "/usr/bin/faketime"
-#define CF_LIBFAKETIME "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 #define CF_MAX_PROCS 128
 
 char *cf_dir;
 char *cf_dd;
 
-/* pid: what we signal; reap: what we wait for (the same, or the faketime wrapper around it). */
 typedef struct {
-    pid_t pid, reap;
+    pid_t pid;
     int live;
 } cf__proc;
 
@@ -75,27 +71,23 @@ static cf__proc *cf__find(pid_t pid)
     return NULL;
 }
 
-static void cf__track(pid_t pid, pid_t reap)
+static void cf__track(pid_t pid)
 {
     for (int i = 0; i < CF_MAX_PROCS; i++)
         if (!cf__procs[i].live) {
-            cf__procs[i] = (cf__proc){pid, reap, 1};
+            cf__procs[i] = (cf__proc){pid, 1};
             return;
         }
     kill(pid, SIGKILL);
     cr_assert_fail("more than %d processes spawned by one test", CF_MAX_PROCS);
 }
 
-/* SIGKILL one tracked process and reap it (a wrapper exits once its child is gone). */
+/* SIGKILL one tracked process and reap it. */
 static int cf__kill_entry(cf__proc *p)
 {
     int st;
     kill(p->pid, SIGKILL);
-    st = cf__reap(p->reap, 10000);
-    if (st == -1) {
-        kill(p->reap, SIGKILL);
-        st = cf__reap(p->reap, 10000);
-    }
+    st = cf__reap(p->pid, 10000);
     p->live = 0;
     return st;
 }
@@ -145,44 +137,6 @@ static pid_t cf__fork_exec(char *const argv[], char *const env[], const char *ou
     return pid;
 }
 
-/* The child of `wrapper` once it runs ine-ca (found through /proc, as faketime forks). */
-static pid_t cf__wrapped_child(pid_t wrapper)
-{
-    for (int waited = 0; waited < 10000; waited += 10) {
-        DIR *d = opendir("/proc");
-        struct dirent *de;
-        pid_t found = 0;
-        cr_assert_not_null(d);
-        while (!found && (de = readdir(d))) {
-            char path[64], buf[512], exe[512];
-            pid_t p = (pid_t)atoi(de->d_name);
-            if (p <= 0) continue;
-            snprintf(path, sizeof path, "/proc/%d/stat", (int)p);
-            FILE *f = fopen(path, "r");
-            if (!f) continue;
-            size_t n = fread(buf, 1, sizeof buf - 1, f);
-            fclose(f);
-            buf[n] = 0;
-            char *rp = strrchr(buf, ')');
-            int ppid = 0;
-            char state;
-            if (!rp || sscanf(rp + 1, " %c %d", &state, &ppid) != 2 || ppid != wrapper) continue;
-            snprintf(path, sizeof path, "/proc/%d/exe", (int)p);
-            ssize_t l = readlink(path, exe, sizeof exe - 1);
-            if (l <= 0) continue;
-            exe[l] = 0;
-            if (strstr(exe, "/ine-ca")) found = p; /* exec'd already: its signal handlers come next */
-        }
-        closedir(d);
-        if (found) return found;
-        if (cf__reap(wrapper, 0) >= 0) cr_assert_fail("faketime exited before starting ine-ca: %s", cf_ca_log());
-        cf__sleep_ms(10);
-    }
-    kill(wrapper, SIGKILL);
-    cr_assert_fail("faketime did not start ine-ca within 10 s");
-    return 0;
-}
-
 static int cf__starts_logged(void)
 {
     char *log = cf_ca_log();
@@ -197,15 +151,9 @@ static pid_t cf__ca_spawn(const char *faketime, const char *ftfile)
     char *log = tu_path(cf_dir, "ca.log");
     char *argv[16];
     char *env[5] = {(char *)cf__asan_env(), NULL, NULL, NULL, NULL};
-    char pre[256], tsf[1024];
+    char pre[256], ft[1024];
     int i = 0;
-    pid_t pid, svc;
-    if (faketime) {
-        argv[i++] = CF_FAKETIME_BIN;
-        argv[i++] = "-f";
-        argv[i++] = (char *)faketime;
-        cr_assert_eq(access(CF_FAKETIME_BIN, X_OK), 0, "faketime is installed by scripts/install-deps.sh");
-    }
+    pid_t pid;
     argv[i++] = strdup(tu_bin("ine-ca"));
     argv[i++] = "--data-dir";
     argv[i++] = cf_dd;
@@ -214,31 +162,32 @@ static pid_t cf__ca_spawn(const char *faketime, const char *ftfile)
     argv[i++] = "--check-interval";
     argv[i++] = "1";
     argv[i] = NULL;
-    if (ftfile) {
-        cr_assert_eq(access(CF_LIBFAKETIME, R_OK), 0, "libfaketime is installed by scripts/install-deps.sh");
-        snprintf(pre, sizeof pre, "LD_PRELOAD=%s", CF_LIBFAKETIME);
-        snprintf(tsf, sizeof tsf, "FAKETIME_TIMESTAMP_FILE=%s", ftfile);
+    if (faketime || ftfile) {
+        const char *lib = tu_libfaketime(0);
+        cr_assert_not_null(lib, "libfaketime is installed by scripts/install-deps.sh");
+        snprintf(pre, sizeof pre, "LD_PRELOAD=%s", lib);
         env[1] = pre;
-        env[2] = tsf;
-        env[3] = "FAKETIME_NO_CACHE=1";
+        if (faketime) snprintf(ft, sizeof ft, "FAKETIME=%s", faketime);
+        else snprintf(ft, sizeof ft, "FAKETIME_TIMESTAMP_FILE=%s", ftfile);
+        env[2] = ft;
+        env[3] = ftfile ? "FAKETIME_NO_CACHE=1" : NULL;
     }
     int starts = cf__starts_logged();
     pid = cf__fork_exec(argv, env, log);
-    free(argv[faketime ? 3 : 0]);
+    free(argv[0]);
     free(log);
-    svc = faketime ? cf__wrapped_child(pid) : pid;
-    cf__track(svc, pid);
+    cf__track(pid);
     /* Ready once it says so: its socket is bound and it has replayed the log. */
     for (int waited = 0; cf__starts_logged() == starts; waited += 10) {
         int st = cf__reap(pid, 0);
         if (st != -1) {
-            cf__find(svc)->live = 0;
+            cf__find(pid)->live = 0;
             cr_assert_fail("ine-ca exited (status %d) at start:\n%s", st, cf_ca_log());
         }
         cr_assert_lt(waited, CF_WAIT_S * 1000, "ine-ca did not start:\n%s", cf_ca_log());
         cf__sleep_ms(10);
     }
-    return svc;
+    return pid;
 }
 
 pid_t cf_ca_start(const char *faketime) { return cf__ca_spawn(faketime, NULL); }
@@ -259,7 +208,7 @@ int cf_ca_run(char **output, ...)
     va_end(ap);
     argv[i] = NULL;
     pid_t pid = cf__fork_exec(argv, env, log);
-    cf__track(pid, pid);
+    cf__track(pid);
     st = cf__reap(pid, CF_WAIT_S * 1000);
     if (st == -1) cf__kill_entry(cf__find(pid));
     else cf__find(pid)->live = 0;
@@ -276,7 +225,7 @@ int cf_ca_stop(pid_t pid)
     int st;
     cr_assert_not_null(p, "pid %d is not a running ine-ca of this test", (int)pid);
     kill(pid, SIGTERM);
-    st = cf__reap(p->reap, CF_WAIT_S * 1000);
+    st = cf__reap(pid, CF_WAIT_S * 1000);
     if (st == -1) {
         cf__kill_entry(p);
         return -1;
@@ -295,7 +244,7 @@ void cf_kill(pid_t pid)
 pid_t cf_spawn(char *const argv[])
 {
     pid_t pid = cf__fork_exec(argv, NULL, NULL);
-    cf__track(pid, pid);
+    cf__track(pid);
     return pid;
 }
 

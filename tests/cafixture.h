@@ -40,8 +40,8 @@ char *cf_node_list(int n);
 /* ---- processes -------------------------------------------------------------------------------- */
 
 /* Start ine-ca on cf_dd with --ca-key-bits 2048 --check-interval 1 (stdout and stderr appended to
- * cf_dir/ca.log). faketime NULL: real time; else run it as `/usr/bin/faketime -f <faketime>
- * ine-ca ...` and return ine-ca's own pid (the wrapper's child), so signals reach the service. */
+ * cf_dir/ca.log). faketime NULL: real time; else libfaketime is preloaded with FAKETIME set to it
+ * ("+10d"), as `faketime -f` would, but without that wrapper (see tu_libfaketime). */
 pid_t cf_ca_start(const char *faketime);
 /* The same with libfaketime preloaded directly, reading its offset from `file` on every call
  * (FAKETIME_NO_CACHE): rewriting the file moves the clock of the running process. */

@@ -171,12 +171,9 @@ TestSuite(alerting, .init = setup, .fini = teardown, .timeout = 600);
 
 static const char *faketime_lib(void)
 {
-    static const char *cands[] = {"/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
-                                  "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1", "/usr/lib/faketime/libfaketime.so.1", NULL};
-    for (int i = 0; cands[i]; i++)
-        if (access(cands[i], R_OK) == 0) return cands[i];
-    cr_assert_fail("libfaketime is not installed (scripts/install-deps.sh installs it)");
-    return NULL;
+    const char *lib = tu_libfaketime(0);
+    cr_assert_not_null(lib, "libfaketime is not installed (scripts/install-deps.sh installs it)");
+    return lib;
 }
 
 /* Start argv in the background with stdout and stderr appended to <dir>/<logname>; `offset`

@@ -260,7 +260,7 @@ static int tls_closed(tls_client *t)
 /* --- certificates made for the occasion --------------------------------------------------------- */
 
 /* A leaf for node `node`'s `plane` ("dp"/"cp") signed by ca/cakey, valid `days` from when
- * `faketime` (may be "") says now is. */
+ * `faketime` (environment assignments for libfaketime, or "") says now is. */
 static void make_leaf(const char *name, int node, const char *plane, const char *ca, const char *cakey, const char *faketime, int days)
 {
     char *out = NULL;
@@ -313,8 +313,13 @@ Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_o
     good_flows("a foreign certificate");
 
     /* Node 1's identity, signed by the cluster CA itself, but expired (issued 100 days ago for 30). */
-    cr_assert_eq(access("/usr/bin/faketime", X_OK), 0, "faketime is installed by scripts/install-deps.sh");
-    make_leaf("expired", 1, "dp", "ca.pem", "ca.key", "/usr/bin/faketime -f -100d", 30);
+    {
+        char pre[512];
+        const char *lib = tu_libfaketime(0);
+        cr_assert_not_null(lib, "libfaketime is installed by scripts/install-deps.sh");
+        snprintf(pre, sizeof pre, "LD_PRELOAD=%s FAKETIME=-100d", lib);
+        make_leaf("expired", 1, "dp", "ca.pem", "ca.key", pre, 30);
+    }
     mark = cl_log_mark(&c.tp[2]);
     snprintf(args, sizeof args, "-servername data.ine -cert %s/expired.pem -key %s/expired.key -tls1_2", c.dir, c.dir);
     cr_assert_neq(s_client(&out, args), 0, "an expired certificate was accepted:\n%s", out);
