@@ -6,7 +6,8 @@
  * and many concurrent pipelined clients cross the relay intact; bulk leaves a node in writes of
  * several TLS records; streams share one TLS connection per node pair (seen on the wire), a
  * rotation moves new ones to a new connection while held ones go on; without mux, streams
- * resume their TLS sessions and a rotation makes the next handshake a full one. */
+ * resume their TLS sessions and a rotation makes the next handshake a full one; over TLS 1.2
+ * they resume by ticket, and with resumption off ask for none. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -687,4 +688,112 @@ Test(transport_data, without_mux_streams_resume_their_tls_sessions_and_a_rotatio
     cr_assert(resumed[1] && resumed[2], "the streams after it resumed the new session");
     free(cap.file);
     cl_finish(&c);
+}
+
+/* --- TLS 1.2 ----------------------------------------------------------------------------------- */
+
+/* Whether tshark's field output `list` has a line for TCP stream `s` (its first field); its
+ * second field (up to the line's end) into `rest` when asked. */
+static int stream_line(const char *list, const char *s, char *rest, size_t len)
+{
+    size_t n = strlen(s);
+    for (const char *l = list; l && *l; l = strchr(l, '\n'), l = l ? l + 1 : NULL) {
+        if (strncmp(l, s, n) || (l[n] != '\n' && l[n] != '\t')) continue;
+        if (rest) snprintf(rest, len, ",%.*s,", l[n] == '\t' ? (int)strcspn(l + n + 1, "\n") : 0, l + n + 1);
+        return 1;
+    }
+    return 0;
+}
+
+typedef struct {
+    int asked;  /* its ClientHello asked for a ticket (session_ticket extension, 35) */
+    int full;   /* node 2 sent its certificate: a full handshake, not a resumed one */
+    int ticket; /* node 2 sent a NewSessionTicket */
+} tls12_stream;
+
+/* Over TLS 1.2 the whole handshake is in clear: node `from`'s data-plane streams in the capture,
+ * in the order they were opened. Each ServerHello must have chosen TLS 1.2 (it carries no
+ * supported_versions extension, 43, which a TLS 1.3 one always does). */
+static int tls12_streams(capture *cap, int from, tls12_stream *st, int max)
+{
+    char *hellos = NULL, *lists[3] = {NULL, NULL, NULL}, ext[256];
+    char certs[96];
+    const char *filters[3] = {"tls.handshake.type == 2", certs, "tls.handshake.type == 4"};
+    int n = 0;
+    snprintf(certs, sizeof certs, "tls.handshake.type == 11 && ip.src == %s", cl_addr(2));
+    cr_assert_eq(cl_sh(&hellos, 60,
+                       "/usr/bin/tshark -r '%s' -d tcp.port==%d,tls -Y 'tls.handshake.type == 1 && tls.handshake.extensions_server_name == "
+                       "\"data.ine\" && ip.src == %s' -T fields -e tcp.stream -e tls.handshake.extension.type 2>/dev/null",
+                       cap->file, c.port, cl_addr(from)), 0, "tshark -r: %s", hellos);
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(cl_sh(&lists[i], 60, "/usr/bin/tshark -r '%s' -d tcp.port==%d,tls -Y '%s' -T fields -e tcp.stream -e tls.handshake.extension.type 2>/dev/null",
+                           cap->file, c.port, filters[i]), 0, "tshark -r: %s", lists[i]);
+    }
+    for (char *l = hellos, *nl; *l && n < max; l = nl + 1) {
+        char id[32];
+        if (!(nl = strchr(l, '\n'))) break;
+        *nl = 0;
+        snprintf(id, sizeof id, "%.*s", (int)strcspn(l, "\t"), l);
+        stream_line(l, id, ext, sizeof ext);
+        st[n].asked = strstr(ext, ",35,") != NULL;
+        cr_assert(stream_line(lists[0], id, ext, sizeof ext), "stream %s: no ServerHello from node 2", id);
+        cr_assert_null(strstr(ext, ",43,"), "stream %s: node 2 answered in TLS 1.3 (%s)", id, ext);
+        st[n].full = stream_line(lists[1], id, NULL, 0);
+        st[n++].ticket = stream_line(lists[2], id, NULL, 0);
+    }
+    free(hellos);
+    for (int i = 0; i < 3; i++) free(lists[i]);
+    return n;
+}
+
+/* TLS 1.2 between the nodes (capped through OpenSSL's configuration, as bench/transport/run.sh
+ * does) and a TLS connection per stream: node 1 asks for tickets and resumes with them; started
+ * again with INE_TRANSPORT_RESUME=0 its hellos ask for none, node 2 sends none, and every stream
+ * is a full handshake. */
+Test(transport_data, over_tls_1_2_streams_resume_by_ticket_and_with_resumption_off_ask_for_none)
+{
+    char filter[128], *dir = tu_tmpdir(), *cnf;
+    static const char conf[] = "openssl_conf = conf\n[conf]\nssl_conf = ssl\n[ssl]\nsystem_default = sys\n[sys]\nMaxProtocol = TLSv1.2\n";
+    capture cap;
+    tls12_stream s[16];
+    int shard_port = cl_free_port(), db_port = cl_free_port(), n;
+    size_t mark;
+
+    cr_assert_not_null(dir);
+    cnf = tu_path(dir, "tls12.cnf");
+    cr_assert_eq(tu_write_file(cnf, conf, strlen(conf)), 0);
+    setenv("OPENSSL_CONF", cnf, 1); /* inherited by every process this test starts */
+    setenv("INE_TRANSPORT_MUX", "0", 1);
+    cl_start(&c, NULL);
+    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
+    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
+    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
+
+    new_streams(&cap, filter, shard_port, db_port, 3, "tls12-resume");
+    n = tls12_streams(&cap, 1, s, 16);
+    cr_assert_eq(n, 3, "three SETs, three data-plane streams from node 1 (got %d)", n);
+    for (int i = 0; i < n; i++) cr_assert(s[i].asked, "stream %d of %d asked for a ticket", i + 1, n);
+    cr_assert(s[0].full && s[0].ticket, "the first stream: a full handshake that brought a ticket");
+    for (int i = 1; i < n; i++) cr_assert_not(s[i].full, "stream %d of %d resumed (node 2 sent no certificate)", i + 1, n);
+    free(cap.file);
+
+    cr_assert_eq(cl_tp_stop(&c, 1, SIGTERM), 0, "node 1's transport stopped cleanly");
+    setenv("INE_TRANSPORT_RESUME", "0", 1);
+    mark = cl_log_mark(&c.tp[1]);
+    cl_tp_start(&c, 1);
+    cr_assert(cl_wait_links(&c, 1, mark, CL_WAIT_MS), "node 1 is back");
+    new_streams(&cap, filter, shard_port, db_port, 3, "tls12-no-resume");
+    n = tls12_streams(&cap, 1, s, 16);
+    cr_assert_eq(n, 3, "three SETs, three data-plane streams from node 1 (got %d)", n);
+    for (int i = 0; i < n; i++) {
+        cr_assert_not(s[i].asked, "stream %d of %d: resumption off, yet its hello asked for a ticket", i + 1, n);
+        cr_assert(s[i].full, "stream %d of %d: a full handshake", i + 1, n);
+        cr_assert_not(s[i].ticket, "stream %d of %d: node 2 sent a ticket nobody asked for", i + 1, n);
+    }
+    free(cap.file);
+    cl_finish(&c);
+    tu_rmrf(dir);
+    free(cnf);
+    free(dir);
 }
