@@ -29,7 +29,7 @@ extern char *cf_dir; /* fresh temp dir */
 extern char *cf_dd;  /* cf_dir/node1: the data dir (created by cf_cluster) */
 
 void cf_setup(void);
-/* Kill every process still running (ine-ca first, then wrappers), then remove cf_dir. */
+/* Kill every process still running, then remove cf_dir. */
 void cf_teardown(void);
 
 /* `inectl cluster create name <name> nodes <nodes>` in cf_dd; returns the cluster uid (static). */
