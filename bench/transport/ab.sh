@@ -7,10 +7,12 @@
 # --conns: new connections per second (connclient rate, 8 threads; HAProxy's no-ssl-reuse
 # listener, so a full handshake each) and both ends' CPU µs per connection. --redis:
 # redis-benchmark GET, 50 clients, -P 16, 500k requests: req/s and both ends' CPU µs per
-# 1,000 requests. Medians last.
+# 1,000 requests. --ping: redis-benchmark PING_MBULK, one client, 20,000 requests one at a time:
+# p99 latency in µs (p50 in each round's line) and both ends' CPU µs per 1,000 requests.
+# Medians last.
 #
 #   bench/transport/run.sh --hold &          # the cluster, servers and peers it compares against
-#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] [--streams N | --conns | --redis] MODE...
+#   bench/transport/ab.sh [--out DIR] [--rounds N] [--seconds S] [--streams N | --conns | --redis | --ping] MODE...
 #
 # Full handshakes through ine: a mode with INE_TRANSPORT_MUX=0 INE_TRANSPORT_RESUME=0.
 #
@@ -29,7 +31,8 @@ while [ $# -gt 0 ]; do
     --streams) STREAMS=$2; shift ;;
     --conns) WORK=conns ;;
     --redis) WORK=redis ;;
-    -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+    --ping) WORK=ping ;;
+    -h|--help) sed -n 2,22p "$0"; exit 0 ;;
     -*) [ "$1" = - ] && break; echo "ab.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     *) break ;;
   esac
@@ -57,12 +60,21 @@ gets() {
   redis-benchmark -h $A -p "$1" -c 50 -n $GETS -P 16 -t get -r 100000 --csv |
     awk -F'"' -v n=$GETS '$2 == "GET" {printf "%d %s\n", n, $4; ok = 1} END {exit !ok}'
 }
+# Requests one at a time: "requests p99-µs p50-µs".
+PINGS=20000
+pings() {
+  redis-benchmark -h $A -p "$1" -c 1 -n $PINGS -t ping_mbulk --csv |
+    awk -F'"' -v n=$PINGS '$2 == "PING_MBULK" {printf "%d %.0f p50 %.0f us\n", n, $14 * 1000, $10 * 1000; ok = 1} END {exit !ok}'
+}
 if [ $WORK = bulk ]; then
   run() { bulk "$1"; }
   HA_PORT=14001 INE_PORT=12001 UNIT=Gbit/s PER="CPU ms per GB" SCALE=1e9 CPU_DIV=1000000000
 elif [ $WORK = redis ]; then
   run() { gets "$1"; }
   HA_PORT=14003 INE_PORT=12003 UNIT=req/s PER="CPU µs per 1,000 requests" SCALE=1 CPU_DIV=1000000
+elif [ $WORK = ping ]; then
+  run() { pings "$1"; }
+  HA_PORT=14003 INE_PORT=12003 UNIT="µs p99" PER="CPU µs per 1,000 requests" SCALE=1 CPU_DIV=1000000
 else
   run() { conns "$1"; }
   HA_PORT=14005 INE_PORT=12003 UNIT=conn/s PER="CPU µs per connection" SCALE=1 CPU_DIV=1000
@@ -74,7 +86,7 @@ for r in $(seq "$ROUNDS"); do
   for m in "$@" haproxy; do
     if [ "$m" = haproxy ]; then
       pids=$(pgrep -f -- "haproxy -db -f $OUT/tls/haproxy-[ab].cfg"); c0=$(cpu $pids)
-      read -r units rate <<<"$(run $HA_PORT)"
+      read -r units rate extra <<<"$(run $HA_PORT)"
       CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * CPU_DIV / units ))"
     else
       cleanup; sleep 0.5
@@ -87,12 +99,12 @@ for r in $(seq "$ROUNDS"); do
       for n in 1 2; do env INE_DATA_DIR="$DD" "${env[@]}" "$bin" --node $n --data-dir "$DD" >"$OUT/logs/ab-node$n.log" 2>&1 & done
       for _ in $(seq 100); do redis-cli -h $A -p 12003 ping 2>/dev/null | grep -q PONG && break; sleep 0.2; done
       pids=$(nodes); c0=$(cpu $pids)
-      read -r units rate <<<"$(run $INE_PORT)"
+      read -r units rate extra <<<"$(run $INE_PORT)"
       CPU[$m]+=" $(( ($(cpu $pids) - c0) * 10 * CPU_DIV / units ))"
     fi
     v=$(awk -v b="$rate" -v k="$SCALE" 'BEGIN {printf "%.2f", b / k}')
     RATE[$m]+=" $v"
-    echo "round $r: $m $v $UNIT" >&2
+    echo "round $r: $m $v $UNIT${extra:+ ($extra)}" >&2
   done
 done
 printf '%-40s %-34s %s\n' mode "$UNIT (median)" "both ends' $PER (median)"
