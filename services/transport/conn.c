@@ -243,6 +243,30 @@ int tp_conn_flush_records(tp_conn *c)
     return -1;
 }
 
+/* A relay reads until the socket says "would block": one read() per round that returns
+ * nothing, two system calls in eight per request and node on a ping. A short read already says
+ * the socket was empty at that moment, and epoll (level-triggered) reports whatever comes next,
+ * so the relay may stop there. OpenSSL does not tell how its last read went: this callback on
+ * the socket BIO keeps it. */
+static long tp__bio_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl, int ret, size_t *processed)
+{
+    (void)argp; (void)argi; (void)argl;
+    if (oper == (BIO_CB_READ | BIO_CB_RETURN)) {
+        tp_conn *c = (tp_conn *)BIO_get_callback_arg(b);
+        c->rd_short = ret <= 0 || !processed || *processed < len;
+    }
+    return ret;
+}
+
+void tp_conn_watch_reads(tp_conn *c)
+{
+    BIO *sock = SSL_get_rbio(c->ssl);
+    BIO_set_callback_arg(sock, (char *)c);
+    BIO_set_callback_ex(sock, tp__bio_read_cb);
+}
+
+int tp_conn_drained(const tp_conn *c) { return c->ssl && c->rd_short && !SSL_has_pending(c->ssl); }
+
 ssize_t tp_conn_read(tp_conn *c, uint8_t *buf, size_t len) { return tp__read(c, buf, len); }
 ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len) { return tp__write(c, buf, len); }
 

@@ -101,6 +101,7 @@ struct tp_conn {
     int lingering;                /* one direction of the pair has ended, the other goes on */
     int read_blocked;             /* reading paused: our buffer is full */
     int want_write_for_read;      /* SSL_read asked for writability */
+    int rd_short;                 /* its last socket read got less than asked (tp_conn_watch_reads) */
     int want_read_for_write;      /* SSL_write asked for readability */
     char desc[96];                /* "127.0.0.2:51234" for log lines */
     tp_repl *repl;                /* a follower's replication stream (repl.c); NULL otherwise */
@@ -241,6 +242,12 @@ ssize_t tp_conn_write(tp_conn *c, const uint8_t *buf, size_t len);
  * writability and call it again, -1 failed). INE_OK or INE_ENOMEM. */
 int tp_conn_coalesce(tp_conn *c);
 int tp_conn_flush_records(tp_conn *c);
+/* Note, for TLS connection c, whether each socket read came back short, so tp_conn_drained can
+ * tell a reader to stop before the read that would only say "would block". */
+void tp_conn_watch_reads(tp_conn *c);
+/* 1 when c's socket had nothing more at its last read and TLS holds no bytes of it: the next
+ * read would block, and new bytes will raise a read event (level-triggered). */
+int tp_conn_drained(const tp_conn *c);
 /* Describe an address for logs. */
 void tp_describe(tp_conn *c, const struct sockaddr *sa);
 

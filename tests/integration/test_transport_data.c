@@ -3,11 +3,11 @@
  * on (a capture of port P holds TLS records and never the marker) and off (nothing crosses P,
  * the marker goes straight to the shard); toggles close only the toggled database's remote
  * connections; a killed transport rebuilds from the log and the others reconnect; large values
- * and many concurrent pipelined clients cross the relay intact; bulk leaves a node in writes of
- * several TLS records; streams share one TLS connection per node pair (seen on the wire), a
- * rotation moves new ones to a new connection while held ones go on; without mux, streams
- * resume their TLS sessions and a rotation makes the next handshake a full one; over TLS 1.2
- * they resume by ticket, and with resumption off ask for none. */
+ * and many concurrent pipelined clients cross the relay intact; streams share one TLS
+ * connection per node pair (seen on the wire), a rotation moves new ones to a new connection
+ * while held ones go on; without mux, streams resume their TLS sessions and a rotation makes
+ * the next handshake a full one; over TLS 1.2 they resume by ticket, and with resumption off
+ * ask for none. How many system calls the relay makes: test_transport_io.c. */
 #include <criterion/criterion.h>
 #include <signal.h>
 #include <stdio.h>
@@ -389,79 +389,6 @@ Test(transport_data, large_values_and_many_concurrent_pipelined_clients_cross_in
     for (int n = 1; n <= CL_NODES; n++)
         cr_assert(cl_wait_fds_at_most(&c, n, fds[n], CL_WAIT_MS), "transport %d holds %d descriptors, %d before", n, cl_open_fds(c.tp[n].pid),
                   fds[n]);
-    cl_finish(&c);
-}
-
-/* write() calls a process has made (/proc/PID/io syscw): OpenSSL writes TLS records with
- * write(), ine's plaintext sockets use send(), which this does not count. */
-static long write_calls(pid_t pid)
-{
-    char path[64], line[128];
-    long n = -1;
-    FILE *f;
-    snprintf(path, sizeof path, "/proc/%d/io", (int)pid);
-    cr_assert_not_null(f = fopen(path, "r"), "%s is readable", path);
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "syscw: ", 7)) n = atol(line + 7);
-    fclose(f);
-    cr_assert_geq(n, 0, "%s has syscw", path);
-    return n;
-}
-
-/* Bulk leaves a node in writes of several TLS records (up to 64 KiB), not one write() per
- * 16 KiB record: 8 MiB is 512 records, and each way the sending node makes fewer than half
- * that many write() calls in all (its log and control-plane heartbeats included). */
-Test(transport_data, bulk_crosses_in_writes_of_several_tls_records)
-{
-    enum { VAL = 8 << 20, RECORDS = VAL / 16384 };
-    int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], reply[64], *val = malloc(VAL), *back = malloc(VAL + 64), hdr[64];
-    long w0, w1;
-    size_t hl, got = 0;
-    cl_resp r;
-
-    cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "bulk", port, 2, addr, 1);
-    for (int i = 0; i < VAL; i++) val[i] = (char)('a' + (i * 7 + i / 4096) % 26);
-    cr_assert_eq(cl_resp_open(&r, cl_addr(1), port), 0);
-    cr_assert_eq(cl_resp_cmd(&r, reply, sizeof reply, "PING"), 0);
-
-    /* Node 1 -> node 2: SET of 8 MiB. */
-    hl = (size_t)snprintf(hdr, sizeof hdr, "*3\r\n$3\r\nSET\r\n$4\r\nbulk\r\n$%d\r\n", VAL);
-    w0 = write_calls(c.tp[1].pid);
-    cr_assert_eq(send(r.fd, hdr, hl, MSG_NOSIGNAL), (ssize_t)hl);
-    for (size_t off = 0; off < VAL;) {
-        ssize_t n = send(r.fd, val + off, VAL - off, MSG_NOSIGNAL);
-        cr_assert_gt(n, 0, "sent %zu of %d bytes", off, VAL);
-        off += (size_t)n;
-    }
-    cr_assert_eq(send(r.fd, "\r\n", 2, MSG_NOSIGNAL), 2);
-    while (got < 5) {
-        ssize_t n = recv(r.fd, reply + got, 5 - got, 0);
-        cr_assert_gt(n, 0, "the SET's reply");
-        got += (size_t)n;
-    }
-    cr_assert(!memcmp(reply, "+OK\r\n", 5), "the SET's reply: %.5s", reply);
-    w1 = write_calls(c.tp[1].pid);
-    cr_assert_lt(w1 - w0, RECORDS / 2, "node 1 sent %d records in %ld write() calls", RECORDS, w1 - w0);
-
-    /* Node 2 -> node 1: the value back, byte for byte. */
-    w0 = write_calls(c.tp[2].pid);
-    cr_assert_eq(send(r.fd, "GET bulk\r\n", 10, MSG_NOSIGNAL), 10);
-    hl = (size_t)snprintf(hdr, sizeof hdr, "$%d\r\n", VAL);
-    for (got = 0; got < hl + VAL + 2;) {
-        ssize_t n = recv(r.fd, back + got, hl + VAL + 2 - got, 0);
-        cr_assert_gt(n, 0, "got %zu of %zu bytes of the GET", got, hl + VAL + 2);
-        got += (size_t)n;
-    }
-    w1 = write_calls(c.tp[2].pid);
-    cr_assert(!memcmp(back, hdr, hl) && !memcmp(back + hl, val, VAL) && !memcmp(back + hl + VAL, "\r\n", 2), "the value came back intact");
-    cr_assert_lt(w1 - w0, RECORDS / 2, "node 2 sent %d records in %ld write() calls", RECORDS, w1 - w0);
-    cl_resp_close(&r);
-    free(val);
-    free(back);
     cl_finish(&c);
 }
 
