@@ -444,6 +444,14 @@ uint32_t cl_create_db(cl_t *c, const char *name, int port, int shard_node, const
     return uid;
 }
 
+uint32_t cl_redis_db(cl_t *c, const char *name, int port, int node, int shard_port)
+{
+    char addr[64];
+    cl_redis_start(c, cl_addr(node), shard_port, NULL);
+    snprintf(addr, sizeof addr, "%s:%d", cl_addr(node), shard_port);
+    return cl_create_db(c, name, port, node, addr, 1);
+}
+
 void cl_set_encryption(cl_t *c, const char *db, int on)
 {
     char *out = NULL, *err = NULL;

@@ -110,6 +110,9 @@ void cl_set_encryption(cl_t *c, const char *db, int on);
 
 /* A redis-server on addr:port (extra "--key value" args, NULL-terminated), waited for. */
 cl_proc *cl_redis_start(cl_t *c, const char *addr, int port, ...);
+/* A redis-server on node `node`'s address at `shard_port`, and database `name` on `port`
+ * with it as its shard, encryption on (cl_redis_start + cl_create_db). The database's uid. */
+uint32_t cl_redis_db(cl_t *c, const char *name, int port, int node, int shard_port);
 /* The word after `label` in inectl's text output (e.g. "join token <token>"); asserts it is there. */
 void cl_scan_word(const char *out, const char *label, char *v, size_t len);
 /* redis-cli -h addr -p port ARGS... (NULL-terminated); stdout (malloc'd, trimmed), NULL on failure. */

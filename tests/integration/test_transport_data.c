@@ -140,9 +140,7 @@ Test(transport_data, redis_through_every_endpoint_in_tls_then_in_plaintext)
     cl_start(&c, NULL);
     shard_port = cl_free_port();
     db_port = cl_free_port();
-    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
-    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
-    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    cl_redis_db(&c, "cache", db_port, 2, shard_port);
 
     /* Encryption on: node 1 and node 3 reach the shard through node 2's port P, in TLS. */
     marker(m1, sizeof m1, "tls");
@@ -311,15 +309,13 @@ Test(transport_data, a_toggle_closes_only_that_databases_remote_connections_with
 Test(transport_data, a_killed_transport_rebuilds_from_the_log_and_the_others_reconnect)
 {
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], text[128];
+    char text[128];
     size_t marks[CL_NODES + 1];
     uint64_t seq_before, seq_after;
     cl_resp held;
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "kv", port, 2, addr, 1);
+    cl_redis_db(&c, "kv", port, 2, shard);
     set_get(1, (int[]){3}, 1, port, "before", "kill");
     cr_assert_eq(cl_resp_open(&held, cl_addr(1), port), 0);
     ping(&held, "through node 1 before the kill");
@@ -355,11 +351,9 @@ Test(transport_data, a_killed_transport_rebuilds_from_the_log_and_the_others_rec
 Test(transport_data, large_values_and_many_concurrent_pipelined_clients_cross_intact)
 {
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], *out = NULL;
+    char *out = NULL;
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "big", port, 2, addr, 1);
+    cl_redis_db(&c, "big", port, 2, shard);
     int fds[CL_NODES + 1];
     for (int n = 1; n <= CL_NODES; n++) fds[n] = cl_open_fds(c.tp[n].pid);
 
@@ -419,16 +413,14 @@ Test(transport_data, a_client_that_stops_reading_stalls_only_its_own_stream)
 {
     enum { VAL = 100000, GETS = 400 };
     int shard_port = cl_free_port(), db_port = cl_free_port();
-    char addr[64], reply[64], *val = malloc(VAL + 1), *r, hdr[32];
+    char reply[64], *val = malloc(VAL + 1), *r, hdr[32];
     static const char get[] = "*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n";
     size_t want, got = 0, hl;
     cl_resp slow, fast;
     uint8_t buf[65536];
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard_port);
-    cl_create_db(&c, "big", db_port, 2, addr, 1);
+    cl_redis_db(&c, "big", db_port, 2, shard_port);
     for (int i = 0; i < VAL; i++) val[i] = (char)('a' + i % 26);
     val[VAL] = 0;
     r = cl_redis_cli(cl_addr(2), shard_port, "SET", "big", val, NULL);
@@ -468,12 +460,10 @@ Test(transport_data, a_client_that_stops_reading_stalls_only_its_own_stream)
 Test(transport_data, a_client_that_half_closes_still_gets_its_answer)
 {
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], *got;
+    char *got;
     const char *req = "SET hc value\r\nGET hc\r\n", *want = "+OK\r\n$5\r\nvalue\r\n";
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "hc", port, 2, addr, 1);
+    cl_redis_db(&c, "hc", port, 2, shard);
     got = half_close_exchange(cl_addr(2), shard, req);
     cr_assert_str_eq(got, want, "redis itself answers a half-closed client");
     free(got);
@@ -546,9 +536,7 @@ Test(transport_data, streams_share_one_tls_connection_per_node_pair_and_after_a_
     int shard_port = cl_free_port(), db_port = cl_free_port(), resumed[16], n;
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
-    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
-    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    cl_redis_db(&c, "cache", db_port, 2, shard_port);
     snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
 
     /* Four clients one after the other: one TLS connection from node 1 carries them all. */
@@ -590,9 +578,7 @@ Test(transport_data, without_mux_streams_resume_their_tls_sessions_and_a_rotatio
 
     setenv("INE_TRANSPORT_MUX", "0", 1); /* inherited by the transports this test starts */
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
-    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
-    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    cl_redis_db(&c, "cache", db_port, 2, shard_port);
     snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
 
     /* Once node 1 holds a ticket from node 2, its next streams skip the certificates. */
@@ -692,9 +678,7 @@ Test(transport_data, over_tls_1_2_streams_resume_by_ticket_and_with_resumption_o
     setenv("OPENSSL_CONF", cnf, 1); /* inherited by every process this test starts */
     setenv("INE_TRANSPORT_MUX", "0", 1);
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard_port, NULL);
-    snprintf(filter, sizeof filter, "%s:%d", cl_addr(2), shard_port);
-    cl_create_db(&c, "cache", db_port, 2, filter, 1);
+    cl_redis_db(&c, "cache", db_port, 2, shard_port);
     snprintf(filter, sizeof filter, "tcp port %d or tcp port %d", c.port, shard_port);
 
     new_streams(&cap, filter, shard_port, db_port, 3, "tls12-resume");

@@ -45,15 +45,13 @@ Test(transport_io, bulk_crosses_in_writes_of_several_tls_records)
 {
     enum { VAL = 8 << 20, RECORDS = VAL / 16384 };
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], reply[64], *val = malloc(VAL), *back = malloc(VAL + 64), hdr[64];
+    char reply[64], *val = malloc(VAL), *back = malloc(VAL + 64), hdr[64];
     long w0, w1;
     size_t hl, got = 0;
     cl_resp r;
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "bulk", port, 2, addr, 1);
+    cl_redis_db(&c, "bulk", port, 2, shard);
     for (int i = 0; i < VAL; i++) val[i] = (char)('a' + (i * 7 + i / 4096) % 26);
     cr_assert_eq(cl_resp_open(&r, cl_addr(1), port), 0);
     cr_assert_eq(cl_resp_cmd(&r, reply, sizeof reply, "PING"), 0);
@@ -105,14 +103,12 @@ Test(transport_io, a_request_and_its_reply_are_read_once_per_node)
 {
     enum { PINGS = 2000 };
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], reply[64];
+    char reply[64];
     long r1, r2;
     cl_resp r;
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "ping", port, 2, addr, 1);
+    cl_redis_db(&c, "ping", port, 2, shard);
     cr_assert_eq(cl_resp_open(&r, cl_addr(1), port), 0);
     cr_assert_eq(cl_resp_cmd(&r, reply, sizeof reply, "PING"), 0, "the stream is open");
     r1 = read_calls(c.tp[1].pid);

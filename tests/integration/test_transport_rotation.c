@@ -109,13 +109,11 @@ static char *serials(void)
 Test(transport_rotation, long_lived_streams_carry_data_across_three_rotations_and_new_connections_see_new_serials)
 {
     int shard = cl_free_port(), port = cl_free_port();
-    char addr[64], *before, *after;
+    char *before, *after;
     size_t marks[CL_NODES + 1];
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "kv", port, 2, addr, 1);
+    cl_redis_db(&c, "kv", port, 2, shard);
     /* Two long-lived streams crossing node 2's P in TLS, one local one. */
     cl_load_start(&loads[0], cl_addr(1), port, "via-node-1");
     cl_load_start(&loads[1], cl_addr(3), port, "via-node-3");
@@ -191,12 +189,10 @@ static void wait_in_sync(int replica_port, int keys, const char *last_key, const
 Test(transport_rotation, a_redis_replica_through_the_tunnel_stays_in_sync_across_a_rotation)
 {
     int shard = cl_free_port(), port = cl_free_port(), rport = cl_free_port();
-    char addr[64], ps[16], key[32], val[32];
+    char ps[16], key[32], val[32];
 
     cl_start(&c, NULL);
-    cl_redis_start(&c, cl_addr(2), shard, NULL);
-    snprintf(addr, sizeof addr, "%s:%d", cl_addr(2), shard);
-    cl_create_db(&c, "primary", port, 2, addr, 1);
+    cl_redis_db(&c, "primary", port, 2, shard);
     /* The replica, beside node 3, replicates from node 1's endpoint: node 1 -> node 2's P -> shard. */
     snprintf(ps, sizeof ps, "%d", port);
     cl_redis_start(&c, cl_addr(3), rport, "--replicaof", cl_addr(1), ps, NULL);
