@@ -151,7 +151,7 @@ static pid_t cf__ca_spawn(const char *faketime, const char *ftfile)
     char *log = tu_path(cf_dir, "ca.log");
     char *argv[16];
     char *env[5] = {(char *)cf__asan_env(), NULL, NULL, NULL, NULL};
-    char pre[256], ft[1024];
+    char ft[1024];
     int i = 0;
     pid_t pid;
     argv[i++] = strdup(tu_bin("ine-ca"));
@@ -163,10 +163,9 @@ static pid_t cf__ca_spawn(const char *faketime, const char *ftfile)
     argv[i++] = "1";
     argv[i] = NULL;
     if (faketime || ftfile) {
-        const char *lib = tu_libfaketime(0);
-        cr_assert_not_null(lib, "libfaketime is installed by scripts/install-deps.sh");
-        snprintf(pre, sizeof pre, "LD_PRELOAD=%s", lib);
-        env[1] = pre;
+        const char *pre = tu_faketime_preload(0);
+        cr_assert_not_null(pre, "libfaketime is installed by scripts/install-deps.sh");
+        env[1] = (char *)pre;
         if (faketime) snprintf(ft, sizeof ft, "FAKETIME=%s", faketime);
         else snprintf(ft, sizeof ft, "FAKETIME_TIMESTAMP_FILE=%s", ftfile);
         env[2] = ft;

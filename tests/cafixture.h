@@ -41,7 +41,7 @@ char *cf_node_list(int n);
 
 /* Start ine-ca on cf_dd with --ca-key-bits 2048 --check-interval 1 (stdout and stderr appended to
  * cf_dir/ca.log). faketime NULL: real time; else libfaketime is preloaded with FAKETIME set to it
- * ("+10d"), as `faketime -f` would, but without that wrapper (see tu_libfaketime). */
+ * ("+10d"), as `faketime -f` would, but without that wrapper (see tu_faketime_preload). */
 pid_t cf_ca_start(const char *faketime);
 /* The same with libfaketime preloaded directly, reading its offset from `file` on every call
  * (FAKETIME_NO_CACHE): rewriting the file moves the clock of the running process. */

@@ -111,14 +111,15 @@ int tu_run(char *const argv[], const char *stdin_text, char **out, char **err)
     return tu_run_env(argv, NULL, stdin_text, out, err);
 }
 
-const char *tu_libfaketime(int threaded)
+const char *tu_faketime_preload(int threaded)
 {
     static const char *dirs[] = {"/usr/lib/x86_64-linux-gnu/faketime", "/usr/lib/aarch64-linux-gnu/faketime",
                                  "/usr/lib/faketime", NULL};
-    static char path[256];
+    static char entry[256];
+    const size_t at = strlen("LD_PRELOAD=");
     for (int i = 0; dirs[i]; i++) {
-        snprintf(path, sizeof path, "%s/%s", dirs[i], threaded ? "libfaketimeMT.so.1" : "libfaketime.so.1");
-        if (access(path, R_OK) == 0) return path;
+        snprintf(entry, sizeof entry, "LD_PRELOAD=%s/%s", dirs[i], threaded ? "libfaketimeMT.so.1" : "libfaketime.so.1");
+        if (access(entry + at, R_OK) == 0) return entry;
     }
     return NULL;
 }

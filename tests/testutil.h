@@ -24,11 +24,12 @@ int tu_run_env(char *const argv[], char *const envadd[], const char *stdin_text,
 /* Path of a built binary: INE_BIN_DIR "/" name (static buffer, valid until next call). */
 const char *tu_bin(const char *name);
 
-/* libfaketime's preload library (the threaded libfaketimeMT when `threaded`), or NULL if it is
- * not installed. Tests preload it themselves (LD_PRELOAD + FAKETIME) and never run
+/* The environment entry that preloads libfaketime ("LD_PRELOAD=<path>"; the threaded
+ * libfaketimeMT when `threaded`), or NULL if it is not installed. Static: valid until the next
+ * call. Tests preload it themselves (this + FAKETIME=...) and never run
  * /usr/bin/faketime: that wrapper names a semaphore after its own pid and leaves it behind when
  * it is killed, so a later wrapper given the same pid fails ("sem_open: File exists"). */
-const char *tu_libfaketime(int threaded);
+const char *tu_faketime_preload(int threaded);
 
 /* Read a whole file (malloc'd, NUL-terminated); NULL on error. */
 char *tu_read_file(const char *path, size_t *len);

@@ -169,25 +169,19 @@ static void teardown(void)
 
 TestSuite(alerting, .init = setup, .fini = teardown, .timeout = 600);
 
-static const char *faketime_lib(void)
-{
-    const char *lib = tu_libfaketime(0);
-    cr_assert_not_null(lib, "libfaketime is not installed (scripts/install-deps.sh installs it)");
-    return lib;
-}
-
 /* Start argv in the background with stdout and stderr appended to <dir>/<logname>; `offset`
  * (libfaketime syntax, "+46d") moves its clock, NULL keeps real time. */
 static pid_t spawn(const char *logname, const char *offset, char *const argv[])
 {
     char *log = tu_path(dir, logname);
-    const char *lib = offset ? faketime_lib() : NULL, *asan = getenv("ASAN_OPTIONS");
+    const char *pre = offset ? tu_faketime_preload(0) : NULL, *asan = getenv("ASAN_OPTIONS");
     char asan_opts[512];
     int slot = -1;
     pid_t pid;
     for (int i = 0; i < MAX_KIDS && slot < 0; i++)
         if (!kids[i]) slot = i;
     cr_assert_geq(slot, 0, "too many children");
+    cr_assert(!offset || pre, "libfaketime is not installed (scripts/install-deps.sh installs it)");
     snprintf(asan_opts, sizeof asan_opts, "%s%sverify_asan_link_order=0", asan ? asan : "", asan && *asan ? ":" : "");
     pid = fork();
     cr_assert_geq(pid, 0);
@@ -199,7 +193,7 @@ static pid_t spawn(const char *logname, const char *offset, char *const argv[])
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         setenv("no_proxy", "127.0.0.1,localhost", 1);
         if (offset) {
-            setenv("LD_PRELOAD", lib, 1);
+            putenv((char *)pre);
             setenv("FAKETIME", offset, 1);
             setenv("ASAN_OPTIONS", asan_opts, 1);
         }

@@ -167,7 +167,7 @@ static void ca_two_rounds(cl_t *c)
 
 Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes)
 {
-    char *tsfile, *env_ts, *env_asan, *env_pre, *out, *val;
+    char *tsfile, *env_ts, *env_asan, *out, *val;
     char ps[16];
     size_t mark;
     uint64_t seq_before, seq_after;
@@ -175,9 +175,8 @@ Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes
     const char *asan = getenv("ASAN_OPTIONS");
 
     /* libfaketime, the threaded variant (ine-ca runs key generation threads). */
-    const char *lib = tu_libfaketime(1);
-    cr_assert_not_null(lib, "libfaketime is not installed (scripts/install-deps.sh installs it)");
-    cr_assert(asprintf(&env_pre, "LD_PRELOAD=%s", lib) > 0);
+    const char *env_pre = tu_faketime_preload(1);
+    cr_assert_not_null(env_pre, "libfaketime is not installed (scripts/install-deps.sh installs it)");
     cl_start(&cl, NULL);
     rport = cl_free_port();
     dbport = cl_free_port();
@@ -197,7 +196,7 @@ Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes
     /* ASan wants to come first among preloaded libraries; libfaketime must, to see the calls. */
     cr_assert(asprintf(&env_asan, "ASAN_OPTIONS=%s%sverify_asan_link_order=0", asan ? asan : "", asan ? ":" : "") > 0);
     {
-        char *env[] = {env_pre, env_ts, "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
+        char *env[] = {(char *)env_pre, env_ts, "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1",
                        env_asan, NULL};
         char *argv[] = {INE_BIN_DIR "/ine-ca", "--data-dir", cl.dd, "--ca-key-bits", "2048", "--check-interval", "1", NULL};
         cl_spawn(&cl, &cl.ca, "ca-faketime", argv, env); /* a log file of its own */
@@ -259,7 +258,6 @@ Test(deploy_faults, clock_jumping_back_triggers_no_rotation_and_keeps_handshakes
     free(tsfile);
     free(env_ts);
     free(env_asan);
-    free(env_pre);
     cl_finish(&cl);
 }
 

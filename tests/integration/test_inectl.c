@@ -252,11 +252,9 @@ Test(inectl, password_from_stdin_and_encryption_default)
 Test(inectl, faketime_moves_the_clock_of_a_whole_process)
 {
     char *out, *err;
-    const char *lib = tu_libfaketime(0);
-    char pre[512];
-    cr_assert_not_null(lib, "libfaketime is installed by scripts/install-deps.sh");
-    snprintf(pre, sizeof pre, "LD_PRELOAD=%s", lib);
-    char *env[] = {"ASAN_OPTIONS=verify_asan_link_order=0", pre, "FAKETIME=+30d", NULL};
+    const char *pre = tu_faketime_preload(0);
+    cr_assert_not_null(pre, "libfaketime is installed by scripts/install-deps.sh");
+    char *env[] = {"ASAN_OPTIONS=verify_asan_link_order=0", (char *)pre, "FAKETIME=+30d", NULL};
     char *argv[] = {(char *)tu_bin("inectl"), "--data-dir", dd, "cluster", "create", "name", "t", "nodes", "127.0.0.1", NULL};
     cr_assert_eq(tu_run_env(argv, env, NULL, &out, &err), 0, "%s", err);
     free(out); free(err);

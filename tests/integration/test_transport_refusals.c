@@ -315,9 +315,9 @@ Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_o
     /* Node 1's identity, signed by the cluster CA itself, but expired (issued 100 days ago for 30). */
     {
         char pre[512];
-        const char *lib = tu_libfaketime(0);
-        cr_assert_not_null(lib, "libfaketime is installed by scripts/install-deps.sh");
-        snprintf(pre, sizeof pre, "LD_PRELOAD=%s FAKETIME=-100d", lib);
+        const char *preload = tu_faketime_preload(0);
+        cr_assert_not_null(preload, "libfaketime is installed by scripts/install-deps.sh");
+        snprintf(pre, sizeof pre, "%s FAKETIME=-100d", preload);
         make_leaf("expired", 1, "dp", "ca.pem", "ca.key", pre, 30);
     }
     mark = cl_log_mark(&c.tp[2]);
@@ -631,7 +631,6 @@ Test(transport_refusals, stalled_handshakes_and_hundreds_of_half_open_connection
     cl_finish(&c);
 }
 
-/* An impostor listening on node 2's address and P, played by openssl s_server. */
 /* Node 1's data-plane connection with header h, accepted; the ticket count starts at 0. */
 static void ticket_client(tls_client *t, const Ine__V1__StreamHeader *h)
 {
@@ -696,6 +695,7 @@ Test(transport_refusals, a_session_ticket_goes_only_to_a_client_that_resumes_wit
 }
 
 static int n_impostors;
+/* An impostor listening on node 2's address and P, played by openssl s_server. */
 static cl_proc *impostor(const char *cert, const char *key)
 {
     char *cmd = NULL, *fifo = cl_path(&c, "impostor.stdin");
