@@ -30,6 +30,8 @@ const char *ine_strerror(int rc)
     case INE_EZMQ: return "EZMQ";
     case INE_EAGAIN: return "EAGAIN";
     case INE_EUNKNOWN: return "EUNKNOWN";
+    case INE_EUNAVAIL: return "EUNAVAIL";
+    case INE_ESTALE: return "ESTALE";
     default: return "E?";
     }
 }

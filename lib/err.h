@@ -25,6 +25,8 @@ enum {
     INE_EZMQ = -13,      /* ZeroMQ failure */
     INE_EAGAIN = -14,    /* try again later */
     INE_EUNKNOWN = -15,  /* an event type this version does not know */
+    INE_EUNAVAIL = -16,  /* the cluster's consensus (etcd) did not answer in time or has no quorum */
+    INE_ESTALE = -17,    /* the log moved on since the state a decision was made from: decide again */
 };
 
 /* Short name of an error code ("EFULL"), for logs. */

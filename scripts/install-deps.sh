@@ -16,6 +16,8 @@ PACKAGES=(
   redis-server redis-tools tshark sslscan iproute2
   # the run command: the local cluster under supervisord
   supervisor
+  # consensus: every node runs an etcd member; the event log commits through it
+  etcd-server etcd-client
 )
 
 missing=()
@@ -34,3 +36,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The etcd package enables a default member of its own (etcd.service, localhost:2379): ine runs
+# its members itself, so keep that one off wherever systemd is in charge.
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  systemctl disable --now etcd.service >/dev/null 2>&1 || true
+  systemctl mask etcd.service >/dev/null 2>&1 || true
+fi
