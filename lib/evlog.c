@@ -245,6 +245,57 @@ static int evlog__get_head(evlog_t *log, MDB_txn *txn, uint64_t *seq, uint8_t ha
     return INE_OK;
 }
 
+/* The record's own fields, set for packing: seq, time (if unset), whatever the prepare hook
+ * seals with the seq, and the link and request id, which point into the caller's memory only
+ * while packing (evlog__stamp_end puts the event's own pointers back). */
+typedef struct {
+    char *reqid;
+    ProtobufCBinaryData prev;
+} evlog__stamp;
+
+static int evlog__stamp_begin(evlog_event *ev, uint64_t seq, uint8_t prev[EVLOG_HASH_LEN], const char *reqid,
+                              evlog_prepare_fn prepare, void *ud, evlog__stamp *st)
+{
+    ev->seq = seq;
+    if (ev->time_us == 0) ev->time_us = ine_clock_now_us();
+    if (prepare) GUARD(prepare(ev, ud));
+    st->reqid = ev->request_id;
+    st->prev = ev->prev_sha256;
+    ev->prev_sha256.data = prev;
+    ev->prev_sha256.len = EVLOG_HASH_LEN;
+    if (reqid) ev->request_id = (char *)reqid;
+    return INE_OK;
+}
+
+static void evlog__stamp_end(evlog_event *ev, const evlog__stamp *st)
+{
+    ev->request_id = st->reqid;
+    ev->prev_sha256 = st->prev;
+}
+
+int evlog_encode(evlog_event *ev, uint64_t seq, const uint8_t prev[EVLOG_HASH_LEN], const char *request_id,
+                 evlog_prepare_fn prepare, void *prepare_ud, uint8_t **out, size_t *len)
+{
+    const char *reqid = request_id && *request_id ? request_id : NULL;
+    uint8_t link[EVLOG_HASH_LEN];
+    evlog__stamp st;
+    size_t n;
+    if (reqid && strlen(reqid) > EVLOG_MAX_REQUEST_ID)
+        return ine_err(INE_EINVAL, "request id longer than %d bytes", EVLOG_MAX_REQUEST_ID);
+    if (!ev || ev->body_case == INE__V1__EVENT__BODY__NOT_SET) return ine_err(INE_EINVAL, "an event without a body");
+    memcpy(link, prev, EVLOG_HASH_LEN);
+    GUARD(evlog__stamp_begin(ev, seq, link, reqid, prepare, prepare_ud, &st));
+    n = protobuf_c_message_get_packed_size(&ev->base);
+    if (!(*out = malloc(n ? n : 1))) {
+        evlog__stamp_end(ev, &st);
+        return ine_err(INE_ENOMEM, "out of memory");
+    }
+    protobuf_c_message_pack(&ev->base, *out);
+    *len = n;
+    evlog__stamp_end(ev, &st);
+    return INE_OK;
+}
+
 int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_opts *opts,
                  uint64_t *first_seq)
 {
@@ -275,22 +326,21 @@ int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_o
         if (mrc != MDB_NOTFOUND) GUARD_MDB(mrc, err);
     }
     GUARD_GOTO(evlog__get_head(log, txn, &seq, hash), err);
+    if (opts && opts->expect_head && seq != opts->expect_head) {
+        rc = ine_err(INE_ESTALE, "the log moved on to seq %llu since seq %llu", (unsigned long long)seq,
+                     (unsigned long long)opts->expect_head);
+        goto err;
+    }
     if (first_seq) *first_seq = seq + 1;
 
     for (i = 0; i < n; i++) {
         evlog_event *ev = evs[i];
-        char *saved_reqid = ev->request_id;
-        ProtobufCBinaryData saved_prev = ev->prev_sha256;
+        evlog__stamp st;
         MDB_val k = {8, key}, v;
         int mrc;
 
-        ev->seq = ++seq;
-        if (ev->time_us == 0) ev->time_us = ine_clock_now_us();
-        if (opts && opts->prepare) GUARD_GOTO(opts->prepare(ev, opts->prepare_ud), err);
-        /* The link and the request id point into our stack only while packing. */
-        ev->prev_sha256.data = hash;
-        ev->prev_sha256.len = EVLOG_HASH_LEN;
-        if (reqid) ev->request_id = (char *)reqid;
+        GUARD_GOTO(evlog__stamp_begin(ev, ++seq, hash, reqid, opts ? opts->prepare : NULL,
+                                      opts ? opts->prepare_ud : NULL, &st), err);
         v.mv_size = protobuf_c_message_get_packed_size(&ev->base);
         evlog__put_be64(key, seq);
         /* MDB_RESERVE: pack straight into the page, no intermediate copy. */
@@ -299,8 +349,7 @@ int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_o
             protobuf_c_message_pack(&ev->base, v.mv_data);
             evlog_hash(v.mv_data, v.mv_size, hash);
         }
-        ev->request_id = saved_reqid;
-        ev->prev_sha256 = saved_prev;
+        evlog__stamp_end(ev, &st);
         if (mrc == MDB_KEYEXIST) {
             rc = ine_err(INE_ECHAIN, "record %llu already exists beyond the recorded head; run ine-log verify",
                          (unsigned long long)seq);

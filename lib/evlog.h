@@ -53,6 +53,7 @@ typedef struct {
     const char *request_id; /* NULL/"": not idempotent; else stamped on every event */
     evlog_prepare_fn prepare;
     void *prepare_ud;
+    uint64_t expect_head;   /* 0: any; else append only if the head is this seq (INE_ESTALE) */
 } evlog_append_opts;
 
 /* Append `n` events as one all-or-nothing, durable transaction. Sets each event's seq,
@@ -61,6 +62,13 @@ typedef struct {
  * and the return is 1 (a duplicate), not 0. */
 int evlog_append(evlog_t *log, evlog_event **evs, size_t n, const evlog_append_opts *opts,
                  uint64_t *first_seq);
+
+/* The bytes evlog_append would store for `ev` as record `seq` linking to `prev`: stamps seq and
+ * time (if 0), runs the prepare hook, packs into *out (malloc'd; caller frees). The event's
+ * prev_sha256 and request_id are left as they were. For writers that commit elsewhere first
+ * (lib/commit.h) and must know a record's exact bytes and hash before it reaches this log. */
+int evlog_encode(evlog_event *ev, uint64_t seq, const uint8_t prev[EVLOG_HASH_LEN], const char *request_id,
+                 evlog_prepare_fn prepare, void *prepare_ud, uint8_t **out, size_t *len);
 
 /* Convenience: one event, optional request id. */
 int evlog_append_one(evlog_t *log, evlog_event *ev, const char *request_id, uint64_t *seq);

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "datadir.h"
 #include "err.h"
+#include "commit.h"
 #include "evlog.h"
 #include "inectl.h"
 #include "jointoken.h"
@@ -54,7 +55,6 @@ static evlog_event *new_event(const char *actor)
     evlog_event *ev = calloc(1, sizeof *ev);
     if (!ev) return NULL;
     ine__v1__event__init(ev);
-    ev->producer = "inectl";
     ev->actor = (char *)actor;
     return ev;
 }
@@ -124,6 +124,17 @@ static int exists(const char *p)
     return lstat(p, &st) == 0;
 }
 
+/* 1 when the log at path holds no record (or cannot be read: then the create fails later). */
+static int log_is_empty(const char *path)
+{
+    evlog_opts o = {.read_only = 1};
+    evlog_t *log = NULL;
+    uint64_t last = 1;
+    if (evlog_open(path, &o, &log) == INE_OK) (void)evlog_last_seq(log, &last);
+    evlog_close(log);
+    return last == 0;
+}
+
 int inectl_cluster_create(const char *dd, int argc, char **argv)
 {
     create_args a;
@@ -142,7 +153,8 @@ int inectl_cluster_create(const char *dd, int argc, char **argv)
     uint8_t *ca_der = NULL;
     size_t ca_der_len = 0;
     create_seal cs = {0};
-    evlog_append_opts ao = {0};
+    commit_opts ao = {0};
+    commit_t *commit = NULL;
     uint64_t first = 0;
     int64_t now;
     int rc = 1, key_made = 0, log_made = 0;
@@ -154,8 +166,9 @@ int inectl_cluster_create(const char *dd, int argc, char **argv)
         datadir_path(dd, "log/data.mdb", data_path, sizeof data_path) < 0 ||
         datadir_path(dd, "log/lock.mdb", lock_path, sizeof lock_path) < 0)
         return inectl_fail("%s", ine_err_msg());
-    /* Everything is checked before anything is written. */
-    if (exists(key_path) || exists(data_path))
+    /* Everything is checked before anything is written. An empty log is no cluster: a node's
+     * ine-mirror creates one as it starts, before the cluster's first events exist. */
+    if (exists(key_path) || (exists(data_path) && !log_is_empty(log_path)))
         return inectl_fail("%s already holds a cluster (found %s); refusing to overwrite it", dd,
                     exists(key_path) ? key_path : data_path);
     if (a.password && !strcmp(a.password, "-")) {
@@ -196,11 +209,11 @@ int inectl_cluster_create(const char *dd, int argc, char **argv)
         inectl_fail("cannot read back the seal key: %s", ine_err_msg());
         goto err;
     }
+    log_made = !exists(data_path); /* a mirror's empty log is the mirror's to keep */
     if (evlog_open(log_path, NULL, &log) < 0) {
         inectl_fail("cannot create the event log: %s", ine_err_msg());
         goto err;
     }
-    log_made = 1;
 
     cc.cluster_uid = uid_hex;
     cc.name = (char *)a.name;
@@ -234,9 +247,14 @@ int inectl_cluster_create(const char *dd, int argc, char **argv)
     ao.request_id = reqid;
     ao.prepare = create_seal_hook;
     ao.prepare_ud = &cs;
-    if (evlog_append(log, evs, n_ev, &ao, &first) < 0) {
-        inectl_fail("cannot write the first events: %s", ine_err_msg());
-        goto err;
+    ao.expect_empty = 1;
+    ao.no_wait = 1; /* nothing here reads them back; the node's mirror copies them in its time */
+    {
+        commit_cfg ccfg = {.data_dir = dd, .producer = "inectl", .log = log};
+        if (commit_open(&ccfg, &commit) < 0 || commit_append(commit, evs, n_ev, &ao, &first) < 0) {
+            inectl_fail("cannot write the first events: %s", ine_err_msg());
+            goto err;
+        }
     }
     ine_clock_fmt(jt.expires_at * INE_USEC_PER_SEC, expires, sizeof expires);
     if (inectl_g.json) {
@@ -267,6 +285,8 @@ oom:
     inectl_fail("out of memory");
 err:
     /* Leave no half-created cluster behind: a later create must be able to start clean. */
+    commit_close(commit);
+    commit = NULL;
     if (log) evlog_close(log);
     log = NULL;
     if (log_made) {
@@ -283,6 +303,7 @@ out:
     if (ca_ev) protobuf_c_message_free_unpacked(&ca_ev->base, NULL);
     pki_secret_free(ca_der, ca_der_len);
     seal_key_free(seal);
+    commit_close(commit);
     evlog_close(log);
     return rc;
 }

@@ -20,6 +20,7 @@
 #include "clock.h"
 #include "datadir.h"
 #include "err.h"
+#include "commit.h"
 #include "evlog.h"
 #include "inectl.h"
 #include "jointoken.h"
@@ -43,6 +44,7 @@ int inectl_node_token_create(int argc, char **argv)
     long ttl = JOINTOKEN_TTL_DEFAULT_S;
     proj_state st;
     evlog_t *log = NULL;
+    commit_t *commit = NULL;
     jointoken tok;
     uint64_t seq = 0;
     int rc = 1;
@@ -78,15 +80,16 @@ int inectl_node_token_create(int argc, char **argv)
     jt.token_id = tok.id;
     jt.token_sha256 = (ProtobufCBinaryData){sizeof tok.sha256, tok.sha256};
     jt.expires_at = ine_clock_now() + ttl;
-    ev.producer = "inectl";
-    ev.actor = (char *)inectl_g.actor;
     ev.body_case = INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED;
     ev.join_token_issued = &jt;
     /* No request id: a retried command must show a token whose hash is in the log, so every
      * run records its own. */
-    if (evlog_append_one(log, &ev, NULL, &seq) < 0) {
-        inectl_fail("cannot record the join token: %s", ine_err_msg());
-        goto wipe;
+    {
+        commit_cfg cc = {.data_dir = inectl_g.data_dir, .producer = "inectl", .log = log};
+        if (commit_open(&cc, &commit) < 0 || commit_append_one(commit, &ev, inectl_g.actor, NULL, &seq) < 0) {
+            inectl_fail("cannot record the join token: %s", ine_err_msg());
+            goto wipe;
+        }
     }
     ine_clock_fmt(jt.expires_at * INE_USEC_PER_SEC, expires, sizeof expires);
     if (inectl_g.json) {
@@ -106,6 +109,7 @@ int inectl_node_token_create(int argc, char **argv)
 wipe:
     jointoken_clear(&tok);
 out:
+    commit_close(commit);
     evlog_close(log);
     proj_free(&st);
     return rc;

@@ -14,6 +14,7 @@
 
 #include "alerts.h"
 #include "datadir.h"
+#include "commit.h"
 #include "evlog.h"
 #include "follow.h"
 #include "proj.h"
@@ -39,6 +40,7 @@ typedef struct {
     void *zctx;
     follow_t *follow;
     follow_pub *pub;
+    commit_t *commit;       /* the front door for every append */
     proj_state st;
     int lock_fd;
     alerting_memo *memo;

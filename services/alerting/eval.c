@@ -150,13 +150,8 @@ int alerting_catch_up(alerting_t *a)
 
 static int alerting__append(alerting_t *a, evlog_event *ev, const char *reqid, uint64_t *seq)
 {
-    uint64_t last;
-    int rc;
-    ev->producer = "ine-alerting";
-    ev->actor = "ine-alerting";
-    rc = evlog_append_one(a->log, ev, reqid, seq);
+    int rc = commit_append_one(a->commit, ev, NULL, reqid, seq);
     if (rc < 0) return rc;
-    if (rc == 0 && evlog_last_seq(a->log, &last) == 0) follow_pub_hint(a->pub, last);
     GUARD(alerting_catch_up(a));
     return rc;
 }

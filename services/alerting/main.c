@@ -133,6 +133,10 @@ static int alerting_open(alerting_t *a)
     GUARD(evlog_open(p, &lo, &a->log));
     if (!(a->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     GUARD(follow_pub_open(a->zctx, a->run_dir, "ine-alerting", &a->pub));
+    {
+        commit_cfg cc = {.data_dir = a->data_dir, .producer = "ine-alerting", .log = a->log, .pub = a->pub};
+        GUARD(commit_open(&cc, &a->commit));
+    }
     if (a->webhook_url) GUARD(alerting_hook_open(a));
     proj_init(&a->st);
     GUARD(follow_new(a->zctx, a->log, a->run_dir, 0, alerting_apply, a, &a->follow));
@@ -152,6 +156,7 @@ static void alerting_close(alerting_t *a)
     if (a->base) event_base_free(a->base);
     alerting_hook_stop(a->hook);
     follow_free(a->follow);
+    commit_close(a->commit);
     follow_pub_close(a->pub);
     if (a->zctx) zmq_ctx_term(a->zctx);
     evlog_close(a->log);

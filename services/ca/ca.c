@@ -20,13 +20,11 @@ evlog_event *ca_event_new(int body_case, void *body, const char *actor)
     evlog_event *ev = calloc(1, sizeof *ev);
     if (!ev) return NULL;
     ine__v1__event__init(ev);
-    ev->producer = strdup("ine-ca");
+    /* The producer is the front door's to stamp (lib/commit.h); the actor is per event. */
     ev->actor = strdup(actor && *actor ? actor : "ine-ca");
     ev->body_case = body_case;
     ev->cluster_created = body; /* the body members share one union slot */
-    if (!ev->producer || !ev->actor) {
-        free(ev->producer);
-        free(ev->actor);
+    if (!ev->actor) {
         free(ev);
         return NULL;
     }
@@ -68,14 +66,13 @@ int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64
 {
     evlog_event *evs[n ? n : 1];
     ca__seal_ctx sc = {ca, items, n};
-    evlog_append_opts o = {.request_id = request_id, .prepare = ca__seal_hook, .prepare_ud = &sc};
-    uint64_t first = 0, last;
+    commit_opts o = {.request_id = request_id, .prepare = ca__seal_hook, .prepare_ud = &sc};
+    uint64_t first = 0;
     int rc;
     for (size_t i = 0; i < n; i++) evs[i] = items[i].ev;
-    rc = evlog_append(ca->log, evs, n, &o, &first);
+    rc = commit_append(ca->commit, evs, n, &o, &first);
     if (rc < 0) return rc;
     if (first_seq) *first_seq = first;
-    if (rc == 0 && evlog_last_seq(ca->log, &last) == 0) follow_pub_hint(ca->pub, last);
     GUARD(ca_catch_up(ca));
     return rc;
 }

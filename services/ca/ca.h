@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "datadir.h"
+#include "commit.h"
 #include "evlog.h"
 #include "follow.h"
 #include "pki.h"
@@ -32,6 +33,7 @@ typedef struct {
     void *zctx;
     follow_t *follow;
     follow_pub *pub;
+    commit_t *commit;        /* the front door for every append */
     rpc_server *rpc;
     proj_state st;
     /* The CA as loaded from its CaCreated event (ca_seq); reloaded when that changes. */

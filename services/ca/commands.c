@@ -46,6 +46,7 @@ static Ine__V1__ErrorCode ca__code_of(int rc)
     case INE_EINVAL: return INE__V1__ERROR_CODE__ERROR_CODE_BAD_REQUEST;
     case INE_ENOTFOUND: return INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND;
     case INE_EFULL: return INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL;
+    case INE_EUNAVAIL: return INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM;
     case INE_EEXIST: return INE__V1__ERROR_CODE__ERROR_CODE_CONFLICT;
     default: return INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
     }

@@ -62,6 +62,10 @@ static int ca_open(ca_t *ca)
     if (!(ca->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     GUARD(rpc_server_open(ca->zctx, ca->run_dir, "ca", &ca->rpc));
     GUARD(follow_pub_open(ca->zctx, ca->run_dir, "ine-ca", &ca->pub));
+    {
+        commit_cfg cc = {.data_dir = ca->data_dir, .producer = "ine-ca", .log = ca->log, .pub = ca->pub};
+        GUARD(commit_open(&cc, &ca->commit));
+    }
     proj_init(&ca->st);
     GUARD(follow_new(ca->zctx, ca->log, ca->run_dir, 0, follow_apply, ca, &ca->follow));
     return ca_catch_up(ca);
@@ -70,6 +74,7 @@ static int ca_open(ca_t *ca)
 static void ca_close(ca_t *ca)
 {
     follow_free(ca->follow);
+    commit_close(ca->commit);
     follow_pub_close(ca->pub);
     rpc_server_close(ca->rpc);
     if (ca->zctx) zmq_ctx_term(ca->zctx);

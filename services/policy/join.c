@@ -199,7 +199,7 @@ static void join__post(rest_ctx *c)
     evlog_event ev = INE__V1__EVENT__INIT;
     char reqid[64], token_id[JOINTOKEN_ID_LEN + 1], dname[32];
     uint32_t uid = 1;
-    uint64_t seq = 0, last;
+    uint64_t seq = 0;
     jointoken_verdict v;
     int rc;
     json_t *o = rest_body_object(c, allowed, 0);
@@ -265,18 +265,16 @@ static void join__post(rest_ctx *c)
     na.address = (char *)address;
     na.name = (char *)(name ? name : dname);
     na.join_token_id = token_id;
-    ev.producer = "ine-policy";
-    ev.actor = "join";
     ev.body_case = INE__V1__EVENT__BODY_NODE_ADDED;
     ev.node_added = &na;
     snprintf(reqid, sizeof reqid, POLICY_REQID_PREFIX "join/%s", token_id);
-    rc = evlog_append_one(p->log, &ev, reqid, &seq);
+    rc = commit_append_one(p->commit, &ev, "join", reqid, &seq);
     if (rc < 0) {
-        rest_error(c, rc == INE_EFULL ? 507 : 500, rc == INE_EFULL ? "log_full" : "internal", "%s", ine_err_msg());
+        if (rc == INE_EUNAVAIL) rest_error(c, 503, "no_quorum", "%s", ine_err_msg());
+        else rest_error(c, rc == INE_EFULL ? 507 : 500, rc == INE_EFULL ? "log_full" : "internal", "%s", ine_err_msg());
         goto out;
     }
     if (rc == 0) {
-        if (evlog_last_seq(p->log, &last) == 0) follow_pub_hint(p->pub, last);
         logline(LOGLINE_INFO, seq, "join: node %u (%s) added with token %s", uid, address, token_id);
     }
     if (policy_catch_up(p) < 0) logline(LOGLINE_ERROR, seq, "catch-up after append: %s", ine_err_msg());

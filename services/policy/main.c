@@ -74,6 +74,10 @@ static int policy_open(policy_t *p)
     if (!(p->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     GUARD(rpc_server_open(p->zctx, p->run_dir, "policy", &p->rpc));
     GUARD(follow_pub_open(p->zctx, p->run_dir, "ine-policy", &p->pub));
+    {
+        commit_cfg cc = {.data_dir = p->data_dir, .producer = "ine-policy", .log = p->log, .pub = p->pub};
+        GUARD(commit_open(&cc, &p->commit));
+    }
     proj_init(&p->st);
     GUARD(follow_new(p->zctx, p->log, p->run_dir, 0, follow_apply, p, &p->follow));
     GUARD(policy_catch_up(p));
@@ -87,6 +91,7 @@ static void policy_close(policy_t *p)
     policy_rest_stop(p);
     if (p->base) event_base_free(p->base);
     follow_free(p->follow);
+    commit_close(p->commit);
     follow_pub_close(p->pub);
     rpc_server_close(p->rpc);
     if (p->zctx) zmq_ctx_term(p->zctx);

@@ -31,13 +31,11 @@ int policy_catch_up(policy_t *p)
     return rc < 0 ? rc : INE_OK;
 }
 
-static evlog_event *ops__event(int body_case, void *body, const char *actor)
+static evlog_event *ops__event(int body_case, void *body)
 {
     evlog_event *ev = calloc(1, sizeof *ev);
     if (!ev) return NULL;
     ine__v1__event__init(ev);
-    ev->producer = "ine-policy";
-    ev->actor = (char *)(actor && *actor ? actor : "ine-policy");
     ev->body_case = body_case;
     ev->cluster_created = body; /* the body members share one union slot */
     return ev;
@@ -47,16 +45,27 @@ static evlog_event *ops__event(int body_case, void *body, const char *actor)
 static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body_case, void *body, policy_result *r,
                         const char *what)
 {
-    evlog_event *ev = ops__event(body_case, body, req->actor);
+    evlog_event *ev = ops__event(body_case, body);
     char reqid[320];
-    uint64_t seq = 0, last;
+    uint64_t seq = 0;
     int rc;
     if (!ev) return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL, "out of memory");
     snprintf(reqid, sizeof reqid, POLICY_REQID_PREFIX "%s", req->request_id ? req->request_id : "");
-    rc = evlog_append_one(p->log, ev, req->request_id && *req->request_id ? reqid : NULL, &seq);
+    {
+        /* Checked against the state at applied_seq: commit only if nobody wrote since. */
+        commit_opts o = {.actor = req->actor, .request_id = req->request_id && *req->request_id ? reqid : NULL,
+                         .based_on = p->st.applied_seq};
+        rc = commit_append(p->commit, &ev, 1, &o, &seq);
+    }
     free(ev);
+    if (rc == INE_ESTALE) {
+        r->stale = 1;
+        return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BUSY, "%s", ine_err_msg());
+    }
     if (rc < 0) {
-        return ops__fail(r, rc == INE_EFULL ? INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL : INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
+        return ops__fail(r, rc == INE_EFULL      ? INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL
+                            : rc == INE_EUNAVAIL ? INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM
+                                                 : INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
                          "%s", ine_err_msg());
     }
     r->seq = seq;
@@ -67,7 +76,6 @@ static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body
         evlog_event_free(orig);
     }
     if (rc == 0) {
-        if (evlog_last_seq(p->log, &last) == 0) follow_pub_hint(p->pub, last);
         if (r->uid) logline(LOGLINE_INFO, seq, "%s: uid %u, by %s", what, r->uid, req->actor && *req->actor ? req->actor : "?");
         else logline(LOGLINE_INFO, seq, "%s, by %s", what, req->actor && *req->actor ? req->actor : "?");
     }
@@ -316,7 +324,24 @@ static void ops__set_alerts(policy_t *p, const Ine__V1__PolicyRequest *req, poli
     ops__append(p, req, INE__V1__EVENT__BODY_ALERT_SETTINGS_CHANGED, &b, r, what);
 }
 
+/* Writers on other nodes may append between our checks and our commit: then the commit is
+ * refused (stale) and the request is checked again against the newer state. */
+#define OPS_STALE_RETRIES 50
+
+static void ops__execute_once(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *r);
+
 void policy_execute(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *r)
+{
+    for (int i = 0; i < OPS_STALE_RETRIES; i++) {
+        ops__execute_once(p, req, r);
+        if (!r->stale) return;
+    }
+    r->stale = 0;
+    ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_BUSY, "the cluster's log kept changing under this request (%d tries); retry",
+              OPS_STALE_RETRIES);
+}
+
+static void ops__execute_once(policy_t *p, const Ine__V1__PolicyRequest *req, policy_result *r)
 {
     memset(r, 0, sizeof *r);
     if (policy_catch_up(p) < 0)

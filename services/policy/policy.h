@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "datadir.h"
+#include "commit.h"
 #include "evlog.h"
 #include "follow.h"
 #include "proj.h"
@@ -40,6 +41,7 @@ typedef struct {
     void *zctx;
     follow_t *follow;
     follow_pub *pub;
+    commit_t *commit;       /* the front door for every append */
     rpc_server *rpc;
     proj_state st;
     struct policy_reqids *reqids;
@@ -58,6 +60,7 @@ typedef struct {
     char description[512];
     uint64_t seq;             /* last seq written (or the original one, for a retried request) */
     uint32_t uid;             /* the database or node the operation created or touched */
+    int stale;                /* another node's change landed between our checks and our append */
 } policy_result;
 
 /* --- ops.c --- */

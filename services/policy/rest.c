@@ -75,6 +75,7 @@ void rest_error_code(rest_ctx *c, Ine__V1__ErrorCode code, const char *descripti
     case INE__V1__ERROR_CODE__ERROR_CODE_UNAUTHORIZED: status = 401; break;
     case INE__V1__ERROR_CODE__ERROR_CODE_CERT_EXPIRED: status = 406; break;
     case INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL: status = 507; break;
+    case INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM: status = 503; break;
     case INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL: status = 500; break;
     default: status = 400; break;
     }

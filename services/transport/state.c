@@ -296,7 +296,7 @@ void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, co
     Ine__V1__CertificateActivated b = INE__V1__CERTIFICATE_ACTIVATED__INIT;
     evlog_event ev = INE__V1__EVENT__INIT;
     char reqid[128];
-    uint64_t seq = 0, last;
+    uint64_t seq = 0;
     int rc;
     if (tp->replica || !fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
     if (a && a->fingerprint && !strcmp(a->fingerprint, fp)) return;
@@ -304,20 +304,16 @@ void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, co
     b.plane = plane;
     b.fingerprint_sha256 = (char *)fp;
     b.serial_hex = (char *)serial;
-    ev.producer = "ine-transport";
-    ev.actor = "ine-transport";
     ev.body_case = INE__V1__EVENT__BODY_CERTIFICATE_ACTIVATED;
     ev.certificate_activated = &b;
     snprintf(reqid, sizeof reqid, "activate/%u/%d/%s", node, plane, fp);
-    rc = evlog_append_one(tp->log, &ev, reqid, &seq);
+    rc = commit_append_one(tp->commit, &ev, NULL, reqid, &seq);
     if (rc < 0) {
         logline(LOGLINE_ERROR, 0, "cannot record the activation: %s", ine_err_msg());
         return;
     }
-    if (rc == 0) {
+    if (rc == 0)
         logline(LOGLINE_INFO, seq, "recorded that node %u serves %s-plane certificate %s", node, proj_plane_name(plane), serial);
-        if (evlog_last_seq(tp->log, &last) == 0) follow_pub_hint(tp->pub, last);
-    }
 }
 
 static void tp__contexts(tp_t *tp)
@@ -503,6 +499,10 @@ int tp_state_open(tp_t *tp)
         char producer[32];
         snprintf(producer, sizeof producer, "ine-transport-%u", tp->node_uid);
         GUARD(follow_pub_open(tp->zctx, tp->run_dir, producer, &tp->pub));
+        {
+            commit_cfg cc = {.data_dir = tp->data_dir, .producer = "ine-transport", .log = tp->log, .pub = tp->pub};
+            GUARD(commit_open(&cc, &tp->commit));
+        }
     }
     proj_init(&tp->st);
     GUARD(follow_new(tp->zctx, tp->log, tp->run_dir, 0, tp__follow, tp, &tp->follow));
@@ -536,6 +536,7 @@ void tp_state_close(tp_t *tp)
     }
     for (int i = 0; i < tp->n_pool; i++) free(tp->pool[i]);
     follow_free(tp->follow);
+    commit_close(tp->commit);
     follow_pub_close(tp->pub);
     if (tp->zctx) zmq_ctx_term(tp->zctx);
     evlog_close(tp->log);

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "datadir.h"
+#include "commit.h"
 #include "evlog.h"
 #include "follow.h"
 #include "proj.h"
@@ -184,6 +185,7 @@ struct tp {
     void *zctx;
     follow_t *follow;
     follow_pub *pub;
+    commit_t *commit;       /* the front door for every append */
     proj_state st;
     struct event_base *base;
     struct evconnlistener *listener;   /* :3342 */

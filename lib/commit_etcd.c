@@ -1,0 +1,311 @@
+/* commit_etcd.c — the front door's etcd backend: an append is one etcd transaction that
+ * compares the head key's revision (and that the request id is unused), and puts the events
+ * under their own keys, the new head and the request id. A lost race re-reads the head from
+ * the failed transaction's own answer and tries again; a transaction whose answer never came
+ * is resolved by reading back what is at our seq (our bytes, or someone else's). Then it waits
+ * for the node's mirror to apply what was committed (read-your-writes).
+ *
+ * The head (seq, hash, mod_revision) is cached between appends, so a writer that keeps winning
+ * pays one round trip per append; after any failure the next append reads it again, with a
+ * linearizable read, so a node without quorum learns it before it sends a write. */
+#include "commit_int.h"
+
+#include "err.h"
+#include "etcd.h"
+#include "logline.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct {
+    etcd_t *etcd;
+    char prefix[128];
+    int head_known;
+    uint64_t seq;
+    uint8_t hash[EVLOG_HASH_LEN];
+    int64_t mod_rev;       /* the head key's mod_revision; 0: no head yet */
+} commit__etcd;
+
+static int64_t commit__ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void commit__be64(uint8_t b[8], uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8) b[i] = (uint8_t)v;
+}
+
+static uint64_t commit__get_be64(const uint8_t b[8])
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | b[i];
+    return v;
+}
+
+static void commit__event_key(const commit__etcd *e, uint64_t seq, char *out, size_t len)
+{
+    snprintf(out, len, "%s" COMMIT_KEY_EVENTS "%020llu", e->prefix, (unsigned long long)seq);
+}
+
+/* The head from a range answer (absent: an empty log). */
+static int commit__head_from(commit__etcd *e, const etcd_range_result *r)
+{
+    if (r->n == 0) {
+        e->seq = 0;
+        memset(e->hash, 0, sizeof e->hash);
+        e->mod_rev = 0;
+    } else {
+        if (r->kvs[0].value_len != COMMIT_HEAD_LEN)
+            return ine_err(INE_ECORRUPT, "etcd's log head holds %zu bytes, expected %d", r->kvs[0].value_len, COMMIT_HEAD_LEN);
+        e->seq = commit__get_be64(r->kvs[0].value);
+        memcpy(e->hash, r->kvs[0].value + 8, EVLOG_HASH_LEN);
+        e->mod_rev = r->kvs[0].mod_revision;
+    }
+    e->head_known = 1;
+    return INE_OK;
+}
+
+static int commit__read_head(commit__etcd *e)
+{
+    char key[256];
+    etcd_range_result r = {0};
+    etcd_range_req q = {0};
+    int rc;
+    snprintf(key, sizeof key, "%s" COMMIT_KEY_HEAD, e->prefix);
+    q.key = key;
+    q.key_len = strlen(key);
+    GUARD(etcd_range(e->etcd, &q, &r));
+    rc = commit__head_from(e, &r);
+    etcd_range_result_free(&r);
+    return rc;
+}
+
+/* After a transaction whose answer was lost: 1 if the record at `seq` is ours (same hash). */
+static int commit__landed(commit__etcd *e, uint64_t seq, const uint8_t hash[EVLOG_HASH_LEN])
+{
+    char key[256];
+    uint8_t h[EVLOG_HASH_LEN];
+    etcd_range_result r = {0};
+    etcd_range_req q = {0};
+    int rc;
+    commit__event_key(e, seq, key, sizeof key);
+    q.key = key;
+    q.key_len = strlen(key);
+    GUARD(etcd_range(e->etcd, &q, &r));
+    rc = 0;
+    if (r.n == 1) {
+        evlog_hash(r.kvs[0].value, r.kvs[0].value_len, h);
+        rc = memcmp(h, hash, EVLOG_HASH_LEN) == 0;
+    }
+    etcd_range_result_free(&r);
+    return rc;
+}
+
+typedef struct {
+    uint8_t **bufs;
+    size_t *lens;
+    char (*keys)[256];
+    uint8_t last_hash[EVLOG_HASH_LEN];
+    size_t n;
+} commit__batch;
+
+static void commit__batch_clear(commit__batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        free(b->bufs[i]);
+        b->bufs[i] = NULL;
+    }
+}
+
+/* Stamp and pack the events as records head+1.. linking to the cached head. */
+static int commit__encode(commit__etcd *e, evlog_event **evs, size_t n, const commit_opts *o, commit__batch *b)
+{
+    uint8_t prev[EVLOG_HASH_LEN];
+    memcpy(prev, e->hash, sizeof prev);
+    for (size_t i = 0; i < n; i++) {
+        GUARD(evlog_encode(evs[i], e->seq + 1 + i, prev, o->request_id, o->prepare, o->prepare_ud, &b->bufs[i], &b->lens[i]));
+        evlog_hash(b->bufs[i], b->lens[i], prev);
+        commit__event_key(e, e->seq + 1 + i, b->keys[i], sizeof b->keys[i]);
+    }
+    memcpy(b->last_hash, prev, sizeof prev);
+    return INE_OK;
+}
+
+static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq)
+{
+    commit__etcd *e = c->backend;
+    const char *reqid = o->request_id && *o->request_id ? o->request_id : NULL;
+    int64_t deadline = commit__ms() + COMMIT_DEADLINE_MS;
+    char head_key[256], req_key[512];
+    uint8_t head_val[COMMIT_HEAD_LEN], req_val[8];
+    commit__batch b = {0};
+    etcd_op *ok_ops = NULL;
+    etcd_txn_result r = {0};
+    uint64_t first = 0, target = 0;
+    int rc = INE_OK, lost = 0, dup = 0;
+
+    snprintf(head_key, sizeof head_key, "%s" COMMIT_KEY_HEAD, e->prefix);
+    snprintf(req_key, sizeof req_key, "%s" COMMIT_KEY_REQIDS "%s", e->prefix, reqid ? reqid : "");
+    b.n = n;
+    b.bufs = calloc(n, sizeof *b.bufs);
+    b.lens = calloc(n, sizeof *b.lens);
+    b.keys = calloc(n, sizeof *b.keys);
+    ok_ops = calloc(n + 2, sizeof *ok_ops);
+    if (!b.bufs || !b.lens || !b.keys || !ok_ops) {
+        rc = ine_err(INE_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (;;) {
+        etcd_cmp cmp[2];
+        etcd_op fail_ops[2];
+        size_t n_cmp = 0, n_ok = 0, n_fail = 0;
+
+        if (commit__ms() >= deadline) {
+            rc = ine_err(INE_EUNAVAIL, "the cluster's consensus (etcd at %s) did not commit the change within %d ms%s",
+                         etcd_endpoint(e->etcd), COMMIT_DEADLINE_MS, lost ? " (it kept losing races with other writers)" : "");
+            goto out;
+        }
+        if (!e->head_known) {
+            rc = commit__read_head(e);
+            if (rc == INE_EUNAVAIL) continue; /* the deadline above ends this */
+            if (rc < 0) goto out;
+        }
+        if (o->based_on && e->seq < o->based_on) {
+            /* Our cached head is older than the node's own log: read it again. */
+            e->head_known = 0;
+            continue;
+        }
+        if (o->based_on && e->seq > o->based_on) {
+            /* The caller decides again from its local log: let the mirror bring it up to what
+             * beat us first, or it would decide from the same old state again. */
+            if (commit__wait_local(c, e->seq) < 0) logline(LOGLINE_WARN, e->seq, "%s", ine_err_msg());
+            rc = ine_err(INE_ESTALE, "the cluster's log moved on to seq %llu since seq %llu", (unsigned long long)e->seq,
+                         (unsigned long long)o->based_on);
+            goto out;
+        }
+        if (o->expect_empty && e->seq != 0) {
+            rc = ine_err(INE_EEXIST, "the cluster's log in etcd already holds %llu records", (unsigned long long)e->seq);
+            goto out;
+        }
+        commit__batch_clear(&b);
+        GUARD_GOTO(commit__encode(e, evs, n, o, &b), out);
+        first = e->seq + 1;
+        commit__be64(head_val, e->seq + n);
+        memcpy(head_val + 8, b.last_hash, EVLOG_HASH_LEN);
+        commit__be64(req_val, first);
+
+        cmp[n_cmp++] = (etcd_cmp){.target = ETCD_CMP_MOD, .result = ETCD_CMP_EQUAL, .key = head_key,
+                                  .key_len = strlen(head_key), .revision = e->mod_rev};
+        if (reqid)
+            cmp[n_cmp++] = (etcd_cmp){.target = ETCD_CMP_CREATE, .result = ETCD_CMP_EQUAL, .key = req_key,
+                                      .key_len = strlen(req_key), .revision = 0};
+        for (size_t i = 0; i < n; i++)
+            ok_ops[n_ok++] = (etcd_op){.type = ETCD_OP_PUT, .key = b.keys[i], .key_len = strlen(b.keys[i]),
+                                       .value = b.bufs[i], .value_len = b.lens[i]};
+        ok_ops[n_ok++] = (etcd_op){.type = ETCD_OP_PUT, .key = head_key, .key_len = strlen(head_key),
+                                   .value = head_val, .value_len = sizeof head_val};
+        if (reqid)
+            ok_ops[n_ok++] = (etcd_op){.type = ETCD_OP_PUT, .key = req_key, .key_len = strlen(req_key),
+                                       .value = req_val, .value_len = sizeof req_val};
+        fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = head_key, .key_len = strlen(head_key)};
+        if (reqid) fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = req_key, .key_len = strlen(req_key)};
+
+        etcd_txn_result_free(&r);
+        rc = etcd_txn(e->etcd, cmp, n_cmp, ok_ops, n_ok, fail_ops, n_fail, &r);
+        if (rc == INE_EUNAVAIL) {
+            /* Sent, answer lost: it may have committed. Our last record's hash tells. */
+            e->head_known = 0;
+            while (commit__ms() < deadline) {
+                int landed = commit__landed(e, e->seq + n, b.last_hash);
+                if (landed == INE_EUNAVAIL) continue;
+                if (landed < 0) {
+                    rc = landed;
+                    goto out;
+                }
+                if (landed) {
+                    e->seq += n;
+                    memcpy(e->hash, b.last_hash, EVLOG_HASH_LEN);
+                    target = e->seq;
+                    rc = INE_OK;
+                    goto committed;
+                }
+                break; /* not ours: read the head and try again */
+            }
+            continue;
+        }
+        if (rc < 0) {
+            e->head_known = 0;
+            goto out;
+        }
+        if (r.succeeded) {
+            e->seq += n;
+            memcpy(e->hash, b.last_hash, EVLOG_HASH_LEN);
+            e->mod_rev = r.revision;
+            target = e->seq;
+            goto committed;
+        }
+        if (reqid && r.n_ranges > 1 && r.ranges[1].n == 1 && r.ranges[1].kvs[0].value_len == 8) {
+            first = commit__get_be64(r.ranges[1].kvs[0].value);
+            target = first;
+            dup = 1;
+            if (r.n_ranges > 0) (void)commit__head_from(e, &r.ranges[0]);
+            goto committed;
+        }
+        if (r.n_ranges < 1) {
+            rc = ine_err(INE_ECORRUPT, "etcd's answer to a failed append carries no head");
+            e->head_known = 0;
+            goto out;
+        }
+        GUARD_GOTO(commit__head_from(e, &r.ranges[0]), out);
+        lost++;
+    }
+committed:
+    if (first_seq) *first_seq = first;
+    if (!o->no_wait && commit__wait_local(c, target) < 0) logline(LOGLINE_WARN, target, "%s", ine_err_msg());
+    rc = dup;
+out:
+    if (rc < 0 && rc != INE_EUNAVAIL && rc != INE_ESTALE) e->head_known = 0;
+    if (b.bufs) commit__batch_clear(&b);
+    etcd_txn_result_free(&r);
+    free(b.bufs);
+    free(b.lens);
+    free(b.keys);
+    free(ok_ops);
+    return rc;
+}
+
+static void commit__etcd_close(commit_t *c)
+{
+    commit__etcd *e = c->backend;
+    if (!e) return;
+    etcd_close(e->etcd);
+    free(e);
+    c->backend = NULL;
+}
+
+const commit__ops commit__etcd_ops = {"etcd", commit__etcd_append, commit__etcd_close};
+
+int commit__etcd_open(commit_t *c, const commit_etcd_conf *conf)
+{
+    etcd_opts eo = {.endpoints = conf->endpoints,
+                    .cacert = conf->cacert[0] ? conf->cacert : NULL,
+                    .cert = conf->cert[0] ? conf->cert : NULL,
+                    .key = conf->key[0] ? conf->key : NULL,
+                    .timeout_ms = conf->timeout_ms};
+    commit__etcd *e = calloc(1, sizeof *e);
+    int rc;
+    if (!e) return ine_err(INE_ENOMEM, "out of memory");
+    snprintf(e->prefix, sizeof e->prefix, "%s", conf->prefix);
+    if ((rc = etcd_open(&eo, &e->etcd)) < 0) {
+        free(e);
+        return rc;
+    }
+    c->backend = e;
+    c->ops = &commit__etcd_ops;
+    return INE_OK;
+}

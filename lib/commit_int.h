@@ -1,0 +1,33 @@
+/* commit_int.h — what lib/commit.c shares with its backends (commit_etcd.c): the handle and the
+ * backend ops table. Not for use outside lib/commit*.c. */
+#ifndef INE_COMMIT_INT_H
+#define INE_COMMIT_INT_H
+
+#include "commit.h"
+
+/* One backend: where an append commits. `append` gets events whose envelope (producer, actor)
+ * is already stamped and must stamp seq, link and request id itself (evlog_encode or
+ * evlog_append do). */
+typedef struct {
+    const char *name;
+    int (*append)(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq);
+    void (*close)(commit_t *c);
+} commit__ops;
+
+struct commit {
+    const commit__ops *ops;
+    char *producer;
+    evlog_t *log;
+    follow_pub *pub;
+    void *backend;         /* the backend's own state */
+};
+
+extern const commit__ops commit__local_ops;
+extern const commit__ops commit__etcd_ops;
+
+/* Open the etcd backend on c (sets c->ops and c->backend). */
+int commit__etcd_open(commit_t *c, const commit_etcd_conf *conf);
+/* Wait until the local log holds seq (the mirror applied it), up to COMMIT_MIRROR_WAIT_MS. */
+int commit__wait_local(commit_t *c, uint64_t seq);
+
+#endif
