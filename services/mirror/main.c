@@ -1,0 +1,307 @@
+/* ine-mirror — keeps a node's LMDB log the verified local copy of the log etcd commits.
+ *
+ * The only writer of the LMDB log when the data dir has an etcd.conf. It reads every committed
+ * event after the local head (a range read, in pages), then watches etcd from the revision that
+ * read was served at, and appends each event with evlog_append_raw, which checks that its seq
+ * is head + 1 and that it links to the head's hash: a record that does not fit stops the
+ * mirror with the seq named, never silently. The node's services keep replaying LMDB and get a
+ * ZeroMQ hint after each batch. A watch that ends, breaks, or is canceled by a compaction is
+ * reopened after another range read: events are never deleted from etcd, so the range read
+ * always finds what a compaction took from the watch. Reads are serializable (the local
+ * member's view): a node cut off from quorum keeps its log and catches up when it returns.
+ * One instance per data dir (flock). */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+#include <unistd.h>
+#include <zmq.h>
+
+#include "commit.h"
+#include "datadir.h"
+#include "err.h"
+#include "etcd.h"
+#include "evlog.h"
+#include "follow.h"
+#include "logline.h"
+
+static const char *usage_text =
+    "usage: ine-mirror [--data-dir DIR]\n"
+    "\n"
+    "Copies every event the cluster commits through etcd into this node's event log, in order,\n"
+    "checking each record's seq and hash link. The data dir must hold etcd.conf (the etcd\n"
+    "members to read from, the node's own first).\n"
+    "\n"
+    "  --data-dir DIR   node data directory (default: $INE_DATA_DIR, else " DATADIR_DEFAULT ")\n"
+    "  -h, --help       this text\n";
+
+#define MIRROR_PAGE 256
+#define MIRROR_ERR_DIVERGED 3 /* exit status: the local log disagrees with the cluster's */
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    stop_flag = 1;
+}
+
+typedef struct {
+    evlog_t *log;
+    etcd_t *etcd;
+    follow_pub *pub;
+    char prefix[160];      /* <conf prefix>log/ev/ */
+    uint64_t last;         /* the local head */
+    int64_t rev;           /* etcd revision the local log is complete up to */
+    int diverged;
+} mirror_t;
+
+static void nap(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (!stop_flag && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+/* The seq an event key names; 0 if the key is not one. */
+static uint64_t mirror__seq(const mirror_t *m, const etcd_kv *kv)
+{
+    size_t plen = strlen(m->prefix);
+    char digits[24];
+    char *end;
+    unsigned long long v;
+    if (kv->key_len != plen + 20 || memcmp(kv->key, m->prefix, plen)) return 0;
+    memcpy(digits, kv->key + plen, 20);
+    digits[20] = 0;
+    v = strtoull(digits, &end, 10);
+    return *end ? 0 : v;
+}
+
+/* Append one committed record; records the local log already has are skipped. */
+static int mirror__apply(mirror_t *m, const etcd_kv *kv)
+{
+    uint64_t seq = mirror__seq(m, kv);
+    int rc;
+    if (seq == 0) return INE_OK; /* not an event key */
+    if (seq <= m->last) return INE_OK;
+    if (seq != m->last + 1) return ine_err(INE_EAGAIN, "etcd delivered record %llu after %llu: reading the gap", (unsigned long long)seq, (unsigned long long)m->last);
+    rc = evlog_append_raw(m->log, seq, kv->value, kv->value_len);
+    if (rc == INE_ECHAIN || rc == INE_ECORRUPT) m->diverged = 1;
+    GUARD(rc);
+    m->last = seq;
+    return INE_OK;
+}
+
+/* Whether record `seq` is the same in etcd and here: 1 same, 0 different, INE_ENOTFOUND when
+ * etcd (the local member) does not hold it. */
+static int mirror__same(mirror_t *m, uint64_t seq)
+{
+    char key[200];
+    uint8_t here[EVLOG_HASH_LEN], there[EVLOG_HASH_LEN], *raw = NULL;
+    size_t len;
+    etcd_range_req q = {0};
+    etcd_range_result r = {0};
+    int rc;
+    snprintf(key, sizeof key, "%s%020llu", m->prefix, (unsigned long long)seq);
+    q.key = key;
+    q.key_len = strlen(key);
+    q.serializable = 1;
+    GUARD(evlog_read_raw(m->log, seq, &raw, &len));
+    evlog_hash(raw, len, here);
+    free(raw);
+    GUARD(etcd_range(m->etcd, &q, &r));
+    if (r.n == 1) {
+        evlog_hash(r.kvs[0].value, r.kvs[0].value_len, there);
+        rc = memcmp(here, there, sizeof here) == 0;
+    } else {
+        rc = INE_ENOTFOUND;
+    }
+    etcd_range_result_free(&r);
+    return rc;
+}
+
+/* Before copying anything: is the local log a prefix of the cluster's? The hash chain makes
+ * "record k is the same" imply the same for every record before it, so when the head differs
+ * a binary search finds the first record that does. */
+static int mirror__check_prefix(mirror_t *m)
+{
+    uint64_t lo = 1, hi = m->last;
+    int rc;
+    if (m->last == 0) return INE_OK;
+    rc = mirror__same(m, m->last);
+    if (rc == 1 || rc == INE_ENOTFOUND) return INE_OK; /* not there: a lagging member, the watch waits */
+    GUARD(rc);
+    while (lo < hi) {
+        uint64_t mid = lo + (hi - lo) / 2;
+        rc = mirror__same(m, mid);
+        if (rc < 0 && rc != INE_ENOTFOUND) return rc;
+        if (rc == 1) lo = mid + 1;
+        else hi = mid;
+    }
+    m->diverged = 1;
+    return ine_err(INE_ECHAIN, "record %llu differs from the cluster's record %llu (local head %llu)", (unsigned long long)lo,
+                   (unsigned long long)lo, (unsigned long long)m->last);
+}
+
+/* Everything after the local head, page by page, at one revision. */
+static int mirror__catch_up(mirror_t *m)
+{
+    uint8_t end[200];
+    char from[200];
+    size_t plen = strlen(m->prefix), end_len = etcd_prefix_end(m->prefix, plen, end);
+    int64_t at = 0;
+    uint64_t before = m->last;
+    int rc = INE_OK;
+    for (;;) {
+        etcd_range_req q = {0};
+        etcd_range_result r = {0};
+        snprintf(from, sizeof from, "%s%020llu", m->prefix, (unsigned long long)(m->last + 1));
+        q.key = from;
+        q.key_len = strlen(from);
+        q.range_end = end;
+        q.range_end_len = end_len;
+        q.limit = MIRROR_PAGE;
+        q.revision = at;
+        q.serializable = 1;
+        GUARD(etcd_range(m->etcd, &q, &r));
+        if (!at) at = r.revision;
+        for (size_t i = 0; i < r.n && rc == INE_OK; i++) rc = mirror__apply(m, &r.kvs[i]);
+        {
+            int more = r.more && r.n > 0;
+            etcd_range_result_free(&r);
+            if (rc < 0) return rc;
+            if (m->last > before) (void)follow_pub_hint(m->pub, m->last);
+            if (!more) break;
+        }
+    }
+    m->rev = at;
+    if (m->last > before)
+        logline(LOGLINE_INFO, m->last, "caught up: records %llu..%llu from etcd", (unsigned long long)before + 1,
+                (unsigned long long)m->last);
+    return INE_OK;
+}
+
+static int mirror__on_watch(const etcd_event *evs, size_t n, int64_t header_rev, void *ud)
+{
+    mirror_t *m = ud;
+    uint64_t before = m->last;
+    (void)header_rev;
+    for (size_t i = 0; i < n; i++) {
+        if (evs[i].type != ETCD_EV_PUT) continue;
+        GUARD(mirror__apply(m, &evs[i].kv));
+        if (evs[i].kv.mod_revision > m->rev) m->rev = evs[i].kv.mod_revision;
+    }
+    if (m->last > before) (void)follow_pub_hint(m->pub, m->last);
+    return INE_OK;
+}
+
+static int mirror_run(const char *dd)
+{
+    char p[DATADIR_MAX], run_dir[DATADIR_MAX];
+    uint8_t end[200];
+    commit_etcd_conf conf;
+    etcd_opts eo = {0};
+    evlog_opts lo = {0};
+    mirror_t m = {0};
+    void *zctx = NULL;
+    int rc, lock_fd = -1, backoff = 100;
+
+    GUARD(commit_conf_load(dd, &conf));
+    GUARD(datadir_path(dd, "run", run_dir, sizeof run_dir));
+    GUARD(datadir_create(dd));
+    GUARD(datadir_path(dd, "run/mirror.lock", p, sizeof p));
+    if ((lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) return ine_err(INE_EIO, "cannot open %s: %s", p, strerror(errno));
+    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+        close(lock_fd);
+        return ine_err(INE_EEXIST, "another ine-mirror already runs for %s", dd);
+    }
+    snprintf(m.prefix, sizeof m.prefix, "%s" COMMIT_KEY_EVENTS, conf.prefix);
+    GUARD_GOTO(datadir_path(dd, "log", p, sizeof p), out);
+    GUARD_GOTO(evlog_opts_from_env(&lo), out);
+    GUARD_GOTO(evlog_open(p, &lo, &m.log), out);
+    GUARD_GOTO(evlog_last_seq(m.log, &m.last), out);
+    eo.endpoints = conf.endpoints;
+    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
+    eo.cert = conf.cert[0] ? conf.cert : NULL;
+    eo.key = conf.key[0] ? conf.key : NULL;
+    eo.timeout_ms = conf.timeout_ms ? conf.timeout_ms : 3000; /* a page of big records takes a while */
+    GUARD_GOTO(etcd_open(&eo, &m.etcd), out);
+    if (!(zctx = zmq_ctx_new())) {
+        rc = ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
+        goto out;
+    }
+    GUARD_GOTO(follow_pub_open(zctx, run_dir, "ine-mirror", &m.pub), out);
+    logline(LOGLINE_INFO, m.last, "mirroring %s from etcd at %s into %s", conf.prefix, conf.endpoints, dd);
+    while (!stop_flag) {
+        etcd_watch *w = NULL;
+        rc = mirror__check_prefix(&m);
+        if (rc == INE_OK) rc = mirror__catch_up(&m);
+        if (rc == INE_OK) {
+            size_t plen = strlen(m.prefix);
+            size_t end_len = etcd_prefix_end(m.prefix, plen, end);
+            rc = etcd_watch_open(m.etcd, m.prefix, plen, end, end_len, m.rev + 1, &w);
+        }
+        while (rc >= 0 && !stop_flag) {
+            rc = etcd_watch_poll(w, 500, mirror__on_watch, &m);
+            if (rc > 0) backoff = 100;
+        }
+        etcd_watch_close(w);
+        if (stop_flag) break;
+        if (m.diverged) {
+            char why[512];
+            snprintf(why, sizeof why, "%s", ine_err_msg());
+            rc = ine_err(INE_ECHAIN, "this node's log disagrees with the cluster's: %s", why);
+            goto out;
+        }
+        if (rc == INE_EAGAIN || rc == INE_ENOTFOUND) {
+            /* A gap or a compaction: the range read fills it. */
+            logline(LOGLINE_INFO, m.last, "%s", ine_err_msg());
+            continue;
+        }
+        logline(LOGLINE_WARN, m.last, "etcd: %s; again in %d ms", ine_err_msg(), backoff);
+        nap(backoff);
+        backoff = backoff * 2 > 2000 ? 2000 : backoff * 2;
+    }
+    logline(LOGLINE_INFO, m.last, "stopping");
+    rc = INE_OK;
+out:
+    follow_pub_close(m.pub);
+    if (zctx) zmq_ctx_term(zctx);
+    etcd_close(m.etcd);
+    evlog_close(m.log);
+    close(lock_fd);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {{"data-dir", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    const char *dd_arg = NULL;
+    struct sigaction sa;
+    int c, rc;
+    logline_init("ine-mirror");
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'd': dd_arg = optarg; break;
+        case 'h': fputs(usage_text, stdout); return 0;
+        default: fputs(usage_text, stderr); return 2;
+        }
+    }
+    if (optind < argc) return fprintf(stderr, "ine-mirror: unexpected argument '%s' (see --help)\n", argv[optind]), 2;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    rc = mirror_run(datadir_resolve(dd_arg));
+    if (rc < 0) {
+        fprintf(stderr, "ine-mirror: %s\n", ine_err_msg());
+        return rc == INE_ECHAIN ? MIRROR_ERR_DIVERGED : 1;
+    }
+    return 0;
+}

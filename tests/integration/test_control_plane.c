@@ -1,0 +1,477 @@
+/* test_control_plane.c — the event log committed through etcd, with real processes: three
+ * etcd members, three node data dirs (each with its etcd.conf, its member first), an
+ * ine-mirror per node, and ine-policy on every node taking writes through inectl.
+ *
+ * What it shows: writers racing on three nodes never fork the log (every acknowledged change
+ * present once, seqs strictly increasing, one chain, the three local logs byte-identical); a
+ * request id retried on another node changes nothing; a node without quorum refuses a write
+ * within the front door's deadline, writes nothing, and takes writes again once the majority
+ * is back, with no operator action; a mirror started late copies the whole history; a mirror
+ * whose local log disagrees with the cluster's stops and names the seq; a second `cluster
+ * create` against the same etcd is refused. */
+#include <criterion/criterion.h>
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "err.h"
+#include "etcdfix.h"
+#include "evlog.h"
+#include "svc.h"
+#include "testutil.h"
+
+#define NODES 3
+#define WAIT_MS 30000
+
+static char *tmp;
+static ef_cluster ec;
+static char *dd[NODES + 2];           /* node data dirs; [3] and [4] for late/odd ones */
+static pid_t mirror[NODES + 2], policy[NODES + 2];
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* etcd.conf for data dir i: member `first` first, then the others. */
+static void write_conf(int i, int first)
+{
+    char buf[1024], *p = tu_path(dd[i], "etcd.conf");
+    int n = snprintf(buf, sizeof buf, "endpoints=%s", ef_endpoint(&ec, first));
+    for (int m = 0; m < NODES; m++)
+        if (m != first) n += snprintf(buf + n, sizeof buf - (size_t)n, ",%s", ef_endpoint(&ec, m));
+    snprintf(buf + n, sizeof buf - (size_t)n, "\n");
+    cr_assert_eq(tu_write_file(p, buf, strlen(buf)), 0);
+    free(p);
+}
+
+static void make_dd(int i)
+{
+    char name[16];
+    snprintf(name, sizeof name, "node%d", i + 1);
+    dd[i] = tu_path(tmp, name);
+    cr_assert_eq(mkdir(dd[i], 0700), 0);
+    write_conf(i, i % NODES);
+}
+
+static int inectl(int i, char **out, char **err, ...)
+{
+    char *argv[40] = {(char *)tu_bin("inectl"), "--data-dir", dd[i]};
+    int n = 3;
+    va_list ap;
+    va_start(ap, err);
+    for (char *a; (a = va_arg(ap, char *)) && n < 39;) argv[n++] = a;
+    va_end(ap);
+    argv[n] = NULL;
+    argv[0] = strdup(argv[0]);
+    n = tu_run(argv, NULL, out, err);
+    free(argv[0]);
+    return n;
+}
+
+static char *svc_log(int i, const char *what)
+{
+    char name[64];
+    snprintf(name, sizeof name, "%s-%d.log", what, i + 1);
+    return tu_path(tmp, name);
+}
+
+static void start_mirror(int i)
+{
+    char *bin = strdup(tu_bin("ine-mirror")), *log = svc_log(i, "mirror");
+    char *argv[] = {bin, "--data-dir", dd[i], NULL};
+    mirror[i] = svc_spawn(argv, NULL, log);
+    cr_assert_gt(mirror[i], 0, "%s", svc_why());
+    free(bin);
+    free(log);
+}
+
+static uint64_t last_seq(int i)
+{
+    uint64_t s = 0;
+    char *p = tu_path(dd[i], "log/data.mdb");
+    int there = access(p, F_OK) == 0;
+    free(p);
+    if (there) cr_assert_eq(svc_last_seq(dd[i], &s), 0, "%s", svc_why());
+    return s;
+}
+
+static void wait_seq(int i, uint64_t seq)
+{
+    int64_t end = now_ms() + WAIT_MS;
+    while (last_seq(i) < seq) {
+        char *log = svc_log(i, "mirror");
+        cr_assert_lt(now_ms(), end, "node %d's log holds %llu, not %llu, after %d ms; mirror: %s", i + 1,
+                     (unsigned long long)last_seq(i), (unsigned long long)seq, WAIT_MS, svc_tail(log));
+        free(log);
+        sleep_ms(20);
+    }
+}
+
+static void start_policy(int i)
+{
+    char *bin = strdup(tu_bin("ine-policy")), *log = svc_log(i, "policy"), *sock = tu_path(dd[i], "run/policy.sock");
+    char *argv[] = {bin, "--data-dir", dd[i], "--rest-port", "0", NULL};
+    int64_t end = now_ms() + WAIT_MS;
+    policy[i] = svc_spawn(argv, NULL, log);
+    cr_assert_gt(policy[i], 0, "%s", svc_why());
+    while (access(sock, F_OK) != 0) {
+        cr_assert(svc_running(policy[i], NULL), "ine-policy on node %d exited: %s", i + 1, svc_tail(log));
+        cr_assert_lt(now_ms(), end, "ine-policy on node %d not up: %s", i + 1, svc_tail(log));
+        sleep_ms(20);
+    }
+    free(bin);
+    free(log);
+    free(sock);
+}
+
+static void copy_seal_key(int to)
+{
+    char *from = tu_path(dd[0], "seal.key"), *dst = tu_path(dd[to], "seal.key");
+    size_t len;
+    char *key = tu_read_file(from, &len);
+    cr_assert(key);
+    cr_assert_eq(tu_write_file(dst, key, len), 0);
+    cr_assert_eq(chmod(dst, 0600), 0);
+    free(key);
+    free(from);
+    free(dst);
+}
+
+/* Three members, three nodes; the cluster created through node 1; every mirror caught up. */
+static uint64_t g_created;
+
+static void setup(void)
+{
+    char *out = NULL, *err = NULL;
+    tmp = tu_tmpdir();
+    cr_assert(tmp);
+    cr_assert_eq(ef_start(&ec, tmp, NODES, 30000), 0, "%s", ef_why());
+    for (int i = 0; i < NODES; i++) make_dd(i);
+    cr_assert_eq(inectl(0, &out, &err, "--json", "cluster", "create", "name", "cp", "nodes", "127.0.0.1,127.0.0.2,127.0.0.3",
+                        "ca_key_bits", "2048", NULL),
+                 0, "cluster create: %s", err);
+    {
+        json_t *j = json_loads(out, 0, NULL);
+        cr_assert(j, "not JSON: %s", out);
+        g_created = (uint64_t)json_integer_value(json_object_get(j, "last_seq"));
+        json_decref(j);
+    }
+    cr_assert_gt(g_created, 3);
+    free(out);
+    free(err);
+    for (int i = 1; i < NODES; i++) copy_seal_key(i);
+    for (int i = 0; i < NODES; i++) start_mirror(i);
+    for (int i = 0; i < NODES; i++) wait_seq(i, g_created);
+}
+
+static void teardown(void)
+{
+    for (int i = 0; i < NODES + 2; i++) {
+        if (policy[i] > 0) svc_stop(policy[i], 5000);
+        if (mirror[i] > 0) svc_stop(mirror[i], 5000);
+        policy[i] = mirror[i] = 0;
+        free(dd[i]);
+        dd[i] = NULL;
+    }
+    ef_stop(&ec);
+    tu_rmrf(tmp);
+    free(tmp);
+}
+
+TestSuite(control_plane, .init = setup, .fini = teardown, .timeout = 240);
+
+/* --- checks on the logs ---------------------------------------------------------------------- */
+
+/* ine-log verify on node i passes. */
+static void verify(int i)
+{
+    char *bin = strdup(tu_bin("ine-log")), *out = NULL, *err = NULL;
+    char *argv[] = {bin, "--data-dir", dd[i], "verify", NULL};
+    int rc = tu_run(argv, NULL, &out, &err);
+    cr_assert_eq(rc, 0, "ine-log verify on node %d: %s%s", i + 1, out, err);
+    free(out);
+    free(err);
+    free(bin);
+}
+
+/* Every record of node a's log equals node b's, byte for byte. */
+static void same_logs(int a, int b)
+{
+    evlog_opts o = {.read_only = 1};
+    evlog_t *la, *lb;
+    char *pa = tu_path(dd[a], "log"), *pb = tu_path(dd[b], "log");
+    uint64_t na, nb;
+    cr_assert_eq(evlog_open(pa, &o, &la), 0);
+    cr_assert_eq(evlog_open(pb, &o, &lb), 0);
+    cr_assert_eq(evlog_last_seq(la, &na), 0);
+    cr_assert_eq(evlog_last_seq(lb, &nb), 0);
+    cr_assert_eq(na, nb, "node %d holds %llu records, node %d %llu", a + 1, (unsigned long long)na, b + 1, (unsigned long long)nb);
+    for (uint64_t s = 1; s <= na; s++) {
+        uint8_t *ra, *rb;
+        size_t ka, kb;
+        cr_assert_eq(evlog_read_raw(la, s, &ra, &ka), 0);
+        cr_assert_eq(evlog_read_raw(lb, s, &rb, &kb), 0);
+        cr_assert(ka == kb && !memcmp(ra, rb, ka), "record %llu differs between node %d and node %d", (unsigned long long)s, a + 1,
+                  b + 1);
+        free(ra);
+        free(rb);
+    }
+    evlog_close(la);
+    evlog_close(lb);
+    free(pa);
+    free(pb);
+}
+
+typedef struct {
+    int names[200];   /* how often database dbN was created */
+    uint64_t last;    /* seqs strictly increasing */
+} db_count;
+
+static int count_db(const evlog_record *rec, void *ud)
+{
+    db_count *c = ud;
+    cr_assert_gt(rec->seq, c->last);
+    c->last = rec->seq;
+    if (rec->ev && rec->ev->body_case == INE__V1__EVENT__BODY_DATABASE_CREATED) {
+        int k = atoi(rec->ev->database_created->name + 2);
+        if (k >= 0 && k < 200) c->names[k]++;
+    }
+    return 0;
+}
+
+static void count_dbs(int i, db_count *c)
+{
+    evlog_opts o = {.read_only = 1};
+    evlog_t *l;
+    char *p = tu_path(dd[i], "log");
+    memset(c, 0, sizeof *c);
+    cr_assert_eq(evlog_open(p, &o, &l), 0);
+    cr_assert_eq(evlog_iterate(l, 1, 0, 0, count_db, c), 0);
+    evlog_close(l);
+    free(p);
+}
+
+/* --- tests ------------------------------------------------------------------------------------- */
+
+Test(control_plane, racing_writers_on_three_nodes_commit_each_change_once_in_one_chain)
+{
+    enum { PER_NODE = 15 };
+    pid_t kids[NODES * PER_NODE];
+    int n = 0;
+    for (int i = 0; i < NODES; i++) start_policy(i);
+    /* Every create at once: 45 inectl processes, 15 on each node, all racing for the head. */
+    for (int i = 0; i < NODES; i++) {
+        for (int k = 0; k < PER_NODE; k++) {
+            int id = i * PER_NODE + k;
+            pid_t pid = fork();
+            cr_assert_neq(pid, -1);
+            if (pid == 0) {
+                char name[16], port[16], shard[32];
+                snprintf(name, sizeof name, "db%d", id);
+                snprintf(port, sizeof port, "%d", 13000 + id);
+                snprintf(shard, sizeof shard, "127.0.0.%d:%d", i + 1, 16000 + id);
+                char *err = NULL, *errf = svc_log(id, "create-err");
+                int rc = inectl(i, NULL, &err, "create", "db", "name", name, "port", port, "shard_node", i == 0 ? "1" : "2",
+                                "shard_address", shard, NULL);
+                if (err) tu_write_file(errf, err, strlen(err));
+                _exit(rc);
+            }
+            kids[n++] = pid;
+        }
+    }
+    for (int k = 0; k < n; k++) {
+        int st;
+        cr_assert_eq(waitpid(kids[k], &st, 0), kids[k]);
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "create db%d failed (status %d: %s); policy on node %d: %s", k, st,
+                  svc_tail(svc_log(k, "create-err")), k / PER_NODE + 1, svc_tail(svc_log(k / PER_NODE, "policy")));
+    }
+    {
+        uint64_t head = last_seq(0);
+        cr_assert_geq(head, g_created + (uint64_t)n);
+        for (int i = 0; i < NODES; i++) wait_seq(i, head);
+    }
+    for (int i = 0; i < NODES; i++) {
+        db_count c;
+        count_dbs(i, &c);
+        for (int k = 0; k < n; k++) cr_assert_eq(c.names[k], 1, "node %d: db%d created %d times", i + 1, k, c.names[k]);
+        verify(i);
+    }
+    same_logs(0, 1);
+    same_logs(0, 2);
+    /* Every database got its own uid, although three nodes chose uids at once. */
+    {
+        char *out = NULL;
+        cr_assert_eq(inectl(2, &out, NULL, "--json", "status", NULL), 0);
+        json_t *j = json_loads(out, 0, NULL), *dbs = j ? json_object_get(j, "databases") : NULL;
+        cr_assert(json_is_array(dbs), "status has no databases: %s", out);
+        cr_assert_eq(json_array_size(dbs), (size_t)n);
+        for (size_t a = 0; a < json_array_size(dbs); a++)
+            for (size_t b = a + 1; b < json_array_size(dbs); b++)
+                cr_assert_neq(json_integer_value(json_object_get(json_array_get(dbs, a), "uid")),
+                              json_integer_value(json_object_get(json_array_get(dbs, b), "uid")), "two databases share a uid");
+        json_decref(j);
+        free(out);
+    }
+}
+
+Test(control_plane, a_request_id_retried_on_another_node_changes_nothing)
+{
+    char *out = NULL;
+    start_policy(0);
+    start_policy(1);
+    cr_assert_eq(inectl(0, &out, NULL, "--json", "--request-id", "ticket-1", "create", "db", "name", "orders", "port", "12000",
+                        "shard_node", "1", "shard_address", "127.0.0.1:6379", NULL),
+                 0, "%s", out);
+    json_t *a = json_loads(out, 0, NULL);
+    free(out);
+    uint64_t head = last_seq(0);
+    wait_seq(1, head);
+    cr_assert_eq(inectl(1, &out, NULL, "--json", "--request-id", "ticket-1", "create", "db", "name", "orders", "port", "12000",
+                        "shard_node", "1", "shard_address", "127.0.0.1:6379", NULL),
+                 0, "the retry on node 2 was refused: %s", out);
+    json_t *b = json_loads(out, 0, NULL);
+    free(out);
+    cr_assert(a && b);
+    cr_assert_eq(json_integer_value(json_object_get(a, "uid")), json_integer_value(json_object_get(b, "uid")));
+    cr_assert_eq(json_integer_value(json_object_get(a, "seq")), json_integer_value(json_object_get(b, "seq")),
+                 "the retry answers with the first attempt's seq");
+    json_decref(a);
+    json_decref(b);
+    sleep_ms(300);
+    cr_assert_eq(last_seq(0), head, "the retry appended");
+    cr_assert_eq(last_seq(1), head);
+    cr_assert_eq(svc_count_events(dd[1], INE__V1__EVENT__BODY_DATABASE_CREATED), 1);
+}
+
+Test(control_plane, without_quorum_a_write_fails_fast_and_writes_nothing_then_resumes)
+{
+    char *out = NULL, *err = NULL;
+    start_policy(0);
+    uint64_t head = last_seq(0);
+    cr_assert_eq(ef_kill(&ec, 1), 0, "%s", ef_why());
+    cr_assert_eq(ef_kill(&ec, 2), 0, "%s", ef_why());
+    int64_t t0 = now_ms();
+    int rc = inectl(0, &out, &err, "create", "db", "name", "lost", "port", "12000", "shard_node", "1", "shard_address",
+                    "127.0.0.1:6379", NULL);
+    int64_t took = now_ms() - t0;
+    cr_assert_neq(rc, 0, "a write without quorum succeeded: %s", out);
+    cr_assert(strstr(err, "NO_QUORUM") && strstr(err, "etcd"), "the refusal does not name the cause: %s", err);
+    /* The front door's deadline is 1.8 s; etcd alone would take 7 s. Generous: inectl's own
+     * start and the policy round trip come on top. */
+    cr_assert_lt(took, 6000, "the refusal took %lld ms", (long long)took);
+    cr_assert_eq(last_seq(0), head, "a refused write reached the log");
+    free(out);
+    free(err);
+    out = err = NULL;
+    /* The majority returns: writes go through again, nothing done by hand. */
+    cr_assert_eq(ef_restart(&ec, 1, 30000), 0, "%s", ef_why());
+    cr_assert_eq(ef_restart(&ec, 2, 30000), 0, "%s", ef_why());
+    {
+        int64_t end = now_ms() + WAIT_MS;
+        while ((rc = inectl(0, &out, &err, "create", "db", "name", "back", "port", "12001", "shard_node", "1", "shard_address",
+                            "127.0.0.1:6380", NULL)) != 0) {
+            cr_assert_lt(now_ms(), end, "no write accepted after the majority came back: %s", err);
+            free(out);
+            free(err);
+            out = err = NULL;
+            sleep_ms(200);
+        }
+    }
+    free(out);
+    free(err);
+    head = last_seq(0);
+    for (int i = 0; i < NODES; i++) wait_seq(i, head);
+    cr_assert_eq(svc_count_events(dd[2], INE__V1__EVENT__BODY_DATABASE_CREATED), 1, "only 'back' was created");
+    same_logs(0, 2);
+}
+
+Test(control_plane, a_mirror_started_late_copies_the_whole_history)
+{
+    char *out = NULL;
+    start_policy(0);
+    for (int k = 0; k < 5; k++) {
+        char name[16], port[16];
+        snprintf(name, sizeof name, "db%d", k);
+        snprintf(port, sizeof port, "%d", 12000 + k);
+        cr_assert_eq(inectl(0, &out, NULL, "create", "db", "name", name, "port", port, "shard_node", "1", "shard_address",
+                            "127.0.0.1:6379", NULL),
+                     0, "%s", out);
+        free(out);
+        out = NULL;
+    }
+    make_dd(3);
+    start_mirror(3);
+    wait_seq(3, last_seq(0));
+    same_logs(0, 3);
+    verify(3);
+}
+
+Test(control_plane, a_mirror_whose_log_disagrees_stops_and_names_the_seq)
+{
+    char *out = NULL, *err = NULL;
+    int st;
+    /* Node 5's log holds another cluster's first records (made without etcd). */
+    dd[4] = tu_path(tmp, "node5");
+    cr_assert_eq(mkdir(dd[4], 0700), 0);
+    cr_assert_eq(inectl(4, &out, &err, "cluster", "create", "name", "other", "nodes", "127.0.0.9", "ca_key_bits", "2048", NULL), 0,
+                 "%s", err);
+    free(out);
+    free(err);
+    svc_snap before;
+    cr_assert_eq(svc_snap_take(dd[4], &before), 0, "%s", svc_why());
+    write_conf(4, 0);
+    start_mirror(4);
+    {
+        int64_t end = now_ms() + WAIT_MS;
+        while (svc_running(mirror[4], &st)) {
+            cr_assert_lt(now_ms(), end, "the mirror goes on over a log that disagrees");
+            sleep_ms(50);
+        }
+        mirror[4] = 0;
+    }
+    cr_assert_eq(st, 3, "exit status %d", st);
+    {
+        char *log = svc_log(4, "mirror");
+        cr_assert(strstr(svc_tail(log), "disagrees with the cluster's") && strstr(svc_tail(log), "record 1"),
+                  "the mirror does not say which record: %s", svc_tail(log));
+        free(log);
+    }
+    cr_assert_eq(svc_snap_same(dd[4], &before), 0, "the mirror changed the local log: %s", svc_why());
+    svc_snap_free(&before);
+}
+
+Test(control_plane, a_second_cluster_create_against_the_same_etcd_is_refused)
+{
+    char *out = NULL, *err = NULL;
+    dd[3] = tu_path(tmp, "fresh");
+    cr_assert_eq(mkdir(dd[3], 0700), 0);
+    write_conf(3, 1);
+    int rc = inectl(3, &out, &err, "cluster", "create", "name", "again", "nodes", "127.0.0.1", "ca_key_bits", "2048", NULL);
+    cr_assert_neq(rc, 0, "a second cluster was created: %s", out);
+    cr_assert(strstr(err, "already holds"), "%s", err);
+    {
+        char *k = tu_path(dd[3], "seal.key");
+        cr_assert_neq(access(k, F_OK), 0, "the refused create left a seal key behind");
+        free(k);
+    }
+    cr_assert_eq(last_seq(0), g_created, "the refused create appended");
+    free(out);
+    free(err);
+}
