@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# The control-plane benchmark (issue #21): appends through ine's front door against raw
+# compare-and-put transactions of the same size sent to the same etcd members, in one run,
+# rounds interleaved (bench_commit); then the same with a writer on each of the three nodes at
+# once; then commit -> applied in every node's local log (three mirrors, bench_applied).
+#
+#   bench/etcd/run.sh [--count N] [--rounds R] [--size BYTES] [--out DIR]
+#
+# Three etcd 3.4 members on 127.0.0.41-43 (plain HTTP on loopback, the flags scripts/run.sh
+# gives its members), three data dirs each with its own etcd.conf (its member first) and its
+# own ine-mirror. Everything it starts is killed on exit; files live in --out.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+SRC=$PWD
+
+COUNT=2000 ROUNDS=3 SIZE=3000 OUT=/tmp/ine-bench-etcd
+while [ $# -gt 0 ]; do
+  case $1 in
+    --count) COUNT=$2; shift ;;
+    --rounds) ROUNDS=$2; shift ;;
+    --size) SIZE=$2; shift ;;
+    --out) OUT=$2; shift ;;
+    -h|--help) sed -n 2,12p "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+BUILD=${BUILD_DIR:-$SRC/build-rel}
+cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
+cmake --build "$BUILD" -j"$(nproc)" --target bench_commit bench_applied ine-mirror >/dev/null
+
+rm -rf "$OUT"; mkdir -p "$OUT"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+
+CP=22379 PP=22380
+cluster="m1=http://127.0.0.41:$PP,m2=http://127.0.0.42:$PP,m3=http://127.0.0.43:$PP"
+for i in 1 2 3; do
+  a=127.0.0.4$i
+  etcd --name m$i --data-dir "$OUT/etcd/m$i" \
+    --listen-client-urls http://$a:$CP --advertise-client-urls http://$a:$CP \
+    --listen-peer-urls http://$a:$PP --initial-advertise-peer-urls http://$a:$PP \
+    --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench-$$ \
+    --snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 10485760 --pre-vote \
+    --logger zap --log-outputs stderr 2>"$OUT/etcd-$i.log" &
+  pids+=($!)
+done
+for _ in $(seq 100); do
+  curl -sf -X POST -d '{"key":"AA=="}' http://127.0.0.41:$CP/v3/kv/range >/dev/null 2>&1 && break
+  sleep 0.1
+done
+for i in 1 2 3; do
+  d=$OUT/node$i; mkdir -p "$d"; chmod 700 "$d"
+  others=$(for j in 1 2 3; do [ $j = $i ] || printf ',http://127.0.0.4%s:%s' $j $CP; done)
+  echo "endpoints=http://127.0.0.4$i:$CP$others" >"$d/etcd.conf"
+  "$BUILD/ine-mirror" --data-dir "$d" 2>"$OUT/mirror-$i.log" &
+  pids+=($!)
+done
+sleep 0.5
+
+echo "# one writer (node 1), $COUNT appends of $SIZE B per round, $ROUNDS rounds, raw and ine interleaved"
+"$BUILD/bench_commit" --data-dir "$OUT/node1" --mode both --count "$COUNT" --rounds "$ROUNDS" --size "$SIZE" \
+  | tee "$OUT/one-writer.txt"
+
+echo "# three writers at once, one per node (raw: a head each; ine: the one log, so they race for its head)"
+for mode in raw ine; do
+  wp=()
+  for i in 1 2 3; do
+    "$BUILD/bench_commit" --data-dir "$OUT/node$i" --mode $mode --count $((COUNT / 2)) --rounds 1 --size "$SIZE" \
+      --writer-id "n$i" >"$OUT/three-$mode-$i.txt" &
+    wp+=($!)
+  done
+  for p in "${wp[@]}"; do wait "$p"; done
+  cat "$OUT"/three-$mode-*.txt
+  awk -v m=$mode '{for(i=1;i<=NF;i++){split($i,kv,"="); if(kv[1]=="rate") s+=kv[2]}} END {printf "%s three writers: %.1f appends/s together\n", m, s}' \
+    "$OUT"/three-$mode-*.txt
+done
+
+echo "# commit -> applied in every node's local log"
+"$BUILD/bench_applied" --data-dir "$OUT/node1" --data-dir "$OUT/node2" --data-dir "$OUT/node3" --count 500 --size "$SIZE" \
+  | tee "$OUT/applied.txt"
