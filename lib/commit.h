@@ -57,6 +57,8 @@ typedef struct {
     uint64_t based_on;       /* 0: append after whatever is there; else the seq of the log the
                                 caller's checks read: commit only while it is still the head,
                                 else INE_ESTALE (catch up, check again, retry) */
+    const char *fence_key;   /* etcd only: commit only while this key's create_revision is */
+    int64_t fence_rev;       /* fence_rev (an elected role, lib/elect.h), else INE_EPERM */
     int no_wait;             /* return once committed, without waiting for the local mirror
                                 (a tool that reads nothing back) */
 } commit_opts;
@@ -65,7 +67,8 @@ typedef struct {
  * already used (nothing written, *first_seq the original's seq, which the local log holds on
  * return); negative on failure, and then nothing was appended: INE_EUNAVAIL when etcd did not
  * answer or has no quorum (within COMMIT_DEADLINE_MS), INE_EEXIST for expect_empty on a log
- * that is not, INE_ESTALE when the head moved past based_on, INE_EFULL when the log (LMDB map
+ * that is not, INE_ESTALE when the head moved past based_on, INE_EPERM when the fence no longer
+ * holds, INE_EFULL when the log (LMDB map
  * or etcd quota) is full. */
 int commit_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq)
     __attribute__((warn_unused_result));

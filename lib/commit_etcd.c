@@ -161,9 +161,9 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
         goto out;
     }
     for (;;) {
-        etcd_cmp cmp[2];
-        etcd_op fail_ops[2];
-        size_t n_cmp = 0, n_ok = 0, n_fail = 0;
+        etcd_cmp cmp[3];
+        etcd_op fail_ops[3];
+        size_t n_cmp = 0, n_ok = 0, n_fail = 0, i_req = 0, i_fence = 0;
 
         if (commit__ms() >= deadline) {
             rc = ine_err(INE_EUNAVAIL, "the cluster's consensus (etcd at %s) did not commit the change within %d ms%s",
@@ -204,6 +204,9 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
         if (reqid)
             cmp[n_cmp++] = (etcd_cmp){.target = ETCD_CMP_CREATE, .result = ETCD_CMP_EQUAL, .key = req_key,
                                       .key_len = strlen(req_key), .revision = 0};
+        if (o->fence_key)
+            cmp[n_cmp++] = (etcd_cmp){.target = ETCD_CMP_CREATE, .result = ETCD_CMP_EQUAL, .key = o->fence_key,
+                                      .key_len = strlen(o->fence_key), .revision = o->fence_rev};
         for (size_t i = 0; i < n; i++)
             ok_ops[n_ok++] = (etcd_op){.type = ETCD_OP_PUT, .key = b.keys[i], .key_len = strlen(b.keys[i]),
                                        .value = b.bufs[i], .value_len = b.lens[i]};
@@ -213,7 +216,14 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             ok_ops[n_ok++] = (etcd_op){.type = ETCD_OP_PUT, .key = req_key, .key_len = strlen(req_key),
                                        .value = req_val, .value_len = sizeof req_val};
         fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = head_key, .key_len = strlen(head_key)};
-        if (reqid) fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = req_key, .key_len = strlen(req_key)};
+        if (reqid) {
+            i_req = n_fail;
+            fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = req_key, .key_len = strlen(req_key)};
+        }
+        if (o->fence_key) {
+            i_fence = n_fail;
+            fail_ops[n_fail++] = (etcd_op){.type = ETCD_OP_RANGE, .key = o->fence_key, .key_len = strlen(o->fence_key)};
+        }
 
         etcd_txn_result_free(&r);
         rc = etcd_txn(e->etcd, cmp, n_cmp, ok_ops, n_ok, fail_ops, n_fail, &r);
@@ -249,12 +259,19 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             target = e->seq;
             goto committed;
         }
-        if (reqid && r.n_ranges > 1 && r.ranges[1].n == 1 && r.ranges[1].kvs[0].value_len == 8) {
-            first = commit__get_be64(r.ranges[1].kvs[0].value);
+        if (reqid && r.n_ranges > i_req && r.ranges[i_req].n == 1 && r.ranges[i_req].kvs[0].value_len == 8) {
+            first = commit__get_be64(r.ranges[i_req].kvs[0].value);
             target = first;
             dup = 1;
             if (r.n_ranges > 0) (void)commit__head_from(e, &r.ranges[0]);
             goto committed;
+        }
+        if (o->fence_key && r.n_ranges > i_fence &&
+            (r.ranges[i_fence].n != 1 || r.ranges[i_fence].kvs[0].create_revision != o->fence_rev)) {
+            rc = ine_err(INE_EPERM, "fenced off: %s is no longer held by this process (revision %lld)", o->fence_key,
+                         (long long)o->fence_rev);
+            if (r.n_ranges > 0) (void)commit__head_from(e, &r.ranges[0]);
+            goto out;
         }
         if (r.n_ranges < 1) {
             rc = ine_err(INE_ECORRUPT, "etcd's answer to a failed append carries no head");

@@ -67,6 +67,15 @@ int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64
     evlog_event *evs[n ? n : 1];
     ca__seal_ctx sc = {ca, items, n};
     commit_opts o = {.request_id = request_id, .prepare = ca__seal_hook, .prepare_ud = &sc};
+    if (ca->elect) {
+        /* A standby appends requests only (a rotation asked for, an upload); what the acting
+         * CA decides is fenced on its holding and on the state it decided from. */
+        if (ca->acting) {
+            o.fence_key = elect_key(ca->elect);
+            o.fence_rev = elect_fence(ca->elect);
+            o.based_on = ca->st.applied_seq;
+        }
+    }
     uint64_t first = 0;
     int rc;
     for (size_t i = 0; i < n; i++) evs[i] = items[i].ev;

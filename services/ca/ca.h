@@ -14,6 +14,8 @@
 
 #include "datadir.h"
 #include "commit.h"
+#include "elect.h"
+#include "etcd.h"
 #include "evlog.h"
 #include "follow.h"
 #include "pki.h"
@@ -34,6 +36,13 @@ typedef struct {
     follow_t *follow;
     follow_pub *pub;
     commit_t *commit;        /* the front door for every append */
+    /* Under etcd every CA-eligible node runs ine-ca; the one holding the election key acts
+     * (issues, rotates, falls back) and fences its appends on it. NULL: a single-node log,
+     * where this ine-ca always acts. */
+    etcd_t *etcd;
+    elect_t *elect;
+    int acting;
+    int lease_ttl_s;
     rpc_server *rpc;
     proj_state st;
     /* The CA as loaded from its CaCreated event (ca_seq); reloaded when that changes. */

@@ -66,6 +66,39 @@ static int ca__planes(size_t n, const Ine__V1__Plane *planes, unsigned *mask, ca
     return 0;
 }
 
+/* A recorded rotation, done: by us when we act as the CA (deciding again when another writer's
+ * event landed first), else by the CA that does, which we wait for. */
+#define CA_STALE_RETRIES 20
+#define CA_STANDBY_WAIT_MS 60000
+
+static int ca__complete(ca_t *ca, const char *rid, uint64_t *done)
+{
+    int64_t end = ine_clock_mono_ms() + CA_STANDBY_WAIT_MS;
+    int rc;
+    for (int i = 0; ca->acting && i < CA_STALE_RETRIES; i++) {
+        GUARD(ca_catch_up(ca));
+        if (!proj_rotation_find(&ca->st, rid)) break; /* another holder finished it meanwhile */
+        rc = ca_complete_rotation(ca, rid, done);
+        if (rc == INE_OK) return INE_OK;
+        if (rc == INE_EPERM) break; /* fenced off: the next holder completes it */
+        if (rc != INE_ESTALE) return rc;
+    }
+    /* Standing by (or outraced): the acting CA completes it; answer once it has. */
+    while (proj_rotation_find(&ca->st, rid)) {
+        if (ine_clock_mono_ms() >= end)
+            return ine_err(INE_EAGAIN, "rotation %s is recorded; the acting CA (%s) has not completed it within %d s", rid,
+                           ca->elect ? elect_holder(ca->elect) : "?", CA_STANDBY_WAIT_MS / 1000);
+        rc = follow_poll(ca->follow, 100);
+        if (rc < 0) return rc;
+    }
+    {
+        ca__find_ctx fc = {rid, 0};
+        GUARD(evlog_iterate(ca->log, 1, 0, 1, ca__find_rotated, &fc));
+        *done = fc.seq;
+    }
+    return INE_OK;
+}
+
 static void ca__rotate(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
 {
     Ine__V1__RotationRequested *rr;
@@ -104,7 +137,7 @@ static void ca__rotate(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
     if (rc < 0) goto fail;
     if (rc == 0) logline(LOGLINE_INFO, seq, "rotation %s requested by %s", rid, it.ev->actor);
     if (proj_rotation_find(&ca->st, rid)) {
-        rc = ca_complete_rotation(ca, rid, &done);
+        rc = ca__complete(ca, rid, &done);
         if (rc < 0) goto fail;
     } else {
         /* A retry of a rotation already done: answer with where it finished. */

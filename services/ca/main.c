@@ -20,6 +20,7 @@
 
 static const char *usage_text =
     "usage: ine-ca [--data-dir DIR] [--check-interval SECONDS] [--ca-key-bits N] [--workers N]\n"
+    "              [--lease-ttl SECONDS]\n"
     "\n"
     "The cluster CA service: issues, rotates and replaces node certificates as the event log asks.\n"
     "\n"
@@ -27,6 +28,8 @@ static const char *usage_text =
     "  --check-interval SECS   how often the rotation schedule is checked (default 60)\n"
     "  --ca-key-bits N         RSA size of a new cluster CA (default 3072)\n"
     "  --workers N             key generation threads (default: the number of CPUs)\n"
+    "  --lease-ttl SECS        with etcd (etcd.conf in the data dir): the CA lease's TTL; the\n"
+    "                          ine-ca holding it acts, the others stand by (default 5)\n"
     "  -h, --help              this text\n";
 
 static volatile sig_atomic_t stop;
@@ -68,11 +71,31 @@ static int ca_open(ca_t *ca)
     }
     proj_init(&ca->st);
     GUARD(follow_new(ca->zctx, ca->log, ca->run_dir, 0, follow_apply, ca, &ca->follow));
+    if (!strcmp(commit_backend(ca->commit), "etcd")) {
+        commit_etcd_conf conf;
+        etcd_opts eo = {0};
+        char key[300], who[DATADIR_MAX + 300], host[128] = "";
+        GUARD(commit_conf_load(ca->data_dir, &conf));
+        eo.endpoints = conf.endpoints;
+        eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
+        eo.cert = conf.cert[0] ? conf.cert : NULL;
+        eo.key = conf.key[0] ? conf.key : NULL;
+        eo.timeout_ms = conf.timeout_ms;
+        GUARD(etcd_open(&eo, &ca->etcd));
+        gethostname(host, sizeof host - 1);
+        snprintf(key, sizeof key, "%sca/holder", conf.prefix);
+        snprintf(who, sizeof who, "ine-ca pid %ld on %s, data dir %s", (long)getpid(), host, ca->data_dir);
+        GUARD(elect_open(ca->etcd, key, who, ca->lease_ttl_s, &ca->elect));
+    } else {
+        ca->acting = 1;
+    }
     return ca_catch_up(ca);
 }
 
 static void ca_close(ca_t *ca)
 {
+    elect_close(ca->elect);
+    etcd_close(ca->etcd);
     follow_free(ca->follow);
     commit_close(ca->commit);
     follow_pub_close(ca->pub);
@@ -90,8 +113,8 @@ int main(int argc, char **argv)
     static const struct option lo[] = {
         {"data-dir", required_argument, 0, 'd'}, {"check-interval", required_argument, 0, 'i'},
         {"ca-key-bits", required_argument, 0, 'b'}, {"workers", required_argument, 0, 'w'},
-        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-    ca_t ca = {.ca_key_bits = PKI_CA_KEY_BITS_DEFAULT, .check_interval_ms = 60000};
+        {"lease-ttl", required_argument, 0, 'l'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
+    ca_t ca = {.ca_key_bits = PKI_CA_KEY_BITS_DEFAULT, .check_interval_ms = 60000, .lease_ttl_s = ELECT_DEFAULT_TTL_S};
     const char *dd_arg = NULL;
     int64_t next_check = 0;
     uint64_t reconciled_at = UINT64_MAX;
@@ -112,6 +135,9 @@ int main(int argc, char **argv)
             break;
         case 'w':
             if (parse_int(optarg, 1, 16, &ca.workers)) { fprintf(stderr, "ine-ca: --workers takes 1..16, not '%s'\n", optarg); return 2; }
+            break;
+        case 'l':
+            if (parse_int(optarg, 2, 600, &ca.lease_ttl_s)) { fprintf(stderr, "ine-ca: --lease-ttl takes 2..600 seconds, not '%s'\n", optarg); return 2; }
             break;
         case 'h': fputs(usage_text, stdout); return 0;
         default: fputs(usage_text, stderr); return 2;
@@ -144,11 +170,26 @@ int main(int argc, char **argv)
         /* A follow failure must not starve commands: each command catches up itself and
          * answers with the error if the log cannot be read. */
         if (follow_poll(ca.follow, 0) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "follow: %s", ine_err_msg());
+        if (ca.elect) {
+            int holding = 0, changed = 0;
+            if (elect_tick(ca.elect, &holding, &changed) < 0) logline(LOGLINE_ERROR, 0, "election: %s", ine_err_msg());
+            ca.acting = holding;
+            if (changed && holding) {
+                /* Carry on from the log: a rotation the last holder left half done completes. */
+                logline(LOGLINE_INFO, ca.st.applied_seq, "acting as the cluster CA");
+                reconciled_at = UINT64_MAX;
+                next_check = 0;
+            } else if (changed) {
+                logline(LOGLINE_INFO, ca.st.applied_seq, "standing by (the CA lease is elsewhere)");
+            }
+        }
         if (ca_serve(&ca) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "commands: %s", ine_err_msg());
         /* Reconcile when the log moved (someone else's event may ask for work), and on the
          * schedule timer. A failure waits for the next tick instead of spinning. */
-        if (now >= next_check || ca.st.applied_seq != reconciled_at) {
-            if (ca_reconcile(&ca) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "reconcile: %s", ine_err_msg());
+        if (ca.acting && (now >= next_check || ca.st.applied_seq != reconciled_at)) {
+            int rrc = ca_reconcile(&ca);
+            /* Stale: another writer's event landed first; the next round decides again. */
+            if (rrc < 0) logline(rrc == INE_ESTALE ? LOGLINE_INFO : LOGLINE_ERROR, ca.st.applied_seq, "reconcile: %s", ine_err_msg());
             reconciled_at = ca.st.applied_seq;
             if (now >= next_check) next_check = now + ca.check_interval_ms;
         }

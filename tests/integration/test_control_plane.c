@@ -22,7 +22,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "commit.h"
+#include "elect.h"
 #include "err.h"
+#include "etcd.h"
 #include "etcdfix.h"
 #include "evlog.h"
 #include "svc.h"
@@ -34,7 +37,7 @@
 static char *tmp;
 static ef_cluster ec;
 static char *dd[NODES + 2];           /* node data dirs; [3] and [4] for late/odd ones */
-static pid_t mirror[NODES + 2], policy[NODES + 2];
+static pid_t mirror[NODES + 2], policy[NODES + 2], ca[NODES];
 
 static int64_t now_ms(void)
 {
@@ -183,6 +186,8 @@ static void setup(void)
 
 static void teardown(void)
 {
+    for (int i = 0; i < NODES; i++)
+        if (ca[i] > 0) svc_stop(ca[i], 5000), ca[i] = 0;
     for (int i = 0; i < NODES + 2; i++) {
         if (policy[i] > 0) svc_stop(policy[i], 5000);
         if (mirror[i] > 0) svc_stop(mirror[i], 5000);
@@ -191,7 +196,8 @@ static void teardown(void)
         dd[i] = NULL;
     }
     ef_stop(&ec);
-    tu_rmrf(tmp);
+    if (getenv("INE_TEST_KEEP")) fprintf(stderr, "kept %s\n", tmp);
+    else tu_rmrf(tmp);
     free(tmp);
 }
 
@@ -474,4 +480,168 @@ Test(control_plane, a_second_cluster_create_against_the_same_etcd_is_refused)
     cr_assert_eq(last_seq(0), g_created, "the refused create appended");
     free(out);
     free(err);
+}
+
+/* --- the CA: one acts, the others stand by ------------------------------------------------------ */
+
+static void start_ca(int i)
+{
+    char *bin = strdup(tu_bin("ine-ca")), *log = svc_log(i, "ca");
+    char *argv[] = {bin, "--data-dir", dd[i], "--ca-key-bits", "2048", "--check-interval", "1", "--lease-ttl", "2", NULL};
+    ca[i] = svc_spawn(argv, NULL, log);
+    cr_assert_gt(ca[i], 0, "%s", svc_why());
+    free(bin);
+    free(log);
+}
+
+static int log_has(int i, const char *what, const char *text)
+{
+    char *p = svc_log(i, what);
+    size_t len;
+    char *s = tu_read_file(p, &len);
+    int n = 0;
+    for (const char *q = s; q && (q = strstr(q, text)); q += strlen(text)) n++;
+    free(s);
+    free(p);
+    return n;
+}
+
+static int count_all(int i, int body_case)
+{
+    int n = svc_count_events(dd[i], body_case);
+    cr_assert_geq(n, 0, "%s", svc_why());
+    return n;
+}
+
+static void wait_count(int i, int body_case, int want)
+{
+    int64_t end = now_ms() + 60000;
+    while (count_all(i, body_case) < want) {
+        cr_assert_lt(now_ms(), end, "node %d's log has %d events of type %d, not %d", i + 1, count_all(i, body_case), body_case, want);
+        sleep_ms(50);
+    }
+}
+
+/* Which node's ine-ca acts now (the last to say so), -1 if none within the wait. */
+static int acting_ca(int64_t wait_ms)
+{
+    int64_t end = now_ms() + wait_ms;
+    for (;;) {
+        int best = -1, most = 0;
+        for (int i = 0; i < NODES; i++) {
+            int a = ca[i] > 0 ? log_has(i, "ca", "acting as the cluster CA") : 0;
+            int s = ca[i] > 0 ? log_has(i, "ca", "standing by") : 0;
+            if (a > s && a > most) best = i, most = a;
+        }
+        if (best >= 0 || now_ms() > end) return best;
+        sleep_ms(50);
+    }
+}
+
+static void stop_cas(void)
+{
+    for (int i = 0; i < NODES; i++)
+        if (ca[i] > 0) svc_stop(ca[i], 5000), ca[i] = 0;
+}
+
+Test(control_plane, one_ca_acts_and_a_holder_killed_mid_rotation_is_replaced_and_the_rotation_completes)
+{
+    enum { CERTS = NODES * 2 };
+    for (int i = 0; i < NODES; i++) start_ca(i);
+    for (int i = 0; i < NODES; i++) start_policy(i);
+    /* Initial certificates, issued once although three CAs run. */
+    wait_count(0, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED, CERTS);
+    sleep_ms(1500);
+    cr_assert_eq(count_all(0, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED), CERTS, "a certificate was issued twice");
+    int h = acting_ca(10000);
+    cr_assert_geq(h, 0, "no ine-ca acts");
+    for (int i = 0; i < NODES; i++)
+        if (i != h) cr_assert_eq(log_has(i, "ca", "acting as the cluster CA"), 0, "node %d's standby CA acted too", i + 1);
+
+    /* A rotation asked on a standby's node: recorded there, done by the acting CA, answered. */
+    int s = (h + 1) % NODES;
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(inectl(s, &out, &err, "cluster", "certificate", "rotate", NULL), 0, "rotate on a standby: %s%s", out, err);
+    free(out);
+    free(err);
+    cr_assert_eq(count_all(s, INE__V1__EVENT__BODY_CERTIFICATES_ROTATED), 1);
+
+    /* Another, on the holder's node, and the holder killed as soon as it is recorded. */
+    pid_t kid = fork();
+    cr_assert_neq(kid, -1);
+    if (kid == 0) _exit(inectl(h, NULL, NULL, "cluster", "certificate", "rotate", NULL));
+    wait_count(s, INE__V1__EVENT__BODY_ROTATION_REQUESTED, 2);
+    cr_assert_eq(kill(ca[h], SIGKILL), 0);
+    int64_t killed = now_ms();
+    waitpid(ca[h], NULL, 0);
+    ca[h] = 0;
+    /* A new holder within the TTL (2 s) plus etcd's own failover; generous for a busy host. */
+    wait_count(s, INE__V1__EVENT__BODY_CERTIFICATES_ROTATED, 2);
+    int n = acting_ca(1000);
+    cr_assert(n >= 0 && n != h, "no other CA took over");
+    cr_assert_lt(now_ms() - killed, 60000);
+    /* The inectl that asked the killed CA gets no answer from it: not ours to wait for. */
+    kill(kid, SIGKILL);
+    waitpid(kid, NULL, 0);
+    {
+        uint64_t head = last_seq(s);
+        for (int i = 0; i < NODES; i++) wait_seq(i, head);
+    }
+    sleep_ms(1500); /* nothing more comes: the rotation was completed once */
+    cr_assert_eq(count_all(s, INE__V1__EVENT__BODY_CERTIFICATES_ROTATED), 2, "a rotation completed twice");
+    cr_assert_eq(count_all(s, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED), 3 * CERTS, "issued: %d",
+                 count_all(s, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED));
+    for (int i = 0; i < NODES; i++) verify(i);
+    same_logs(0, 1);
+    same_logs(0, 2);
+    stop_cas();
+}
+
+Test(control_plane, an_append_fenced_on_a_holding_that_ended_is_refused_and_writes_nothing)
+{
+    etcd_opts eo = {.endpoints = ef_endpoints(&ec)};
+    etcd_t *e = NULL;
+    elect_t *el = NULL, *el2 = NULL;
+    evlog_t *log = NULL;
+    commit_t *c = NULL;
+    int holding = 0, changed = 0;
+    char *p = tu_path(dd[0], "log");
+    cr_assert_eq(etcd_open(&eo, &e), 0, "%s", ine_err_msg());
+    cr_assert_eq(elect_open(e, "/ine/test/holder", "first", 2, &el), 0);
+    cr_assert_eq(elect_tick(el, &holding, &changed), 0);
+    cr_assert(holding && changed, "the only candidate does not hold the role");
+    int64_t fence = elect_fence(el);
+    cr_assert_gt(fence, 0);
+    /* The holding ends (as when its lease runs out); a second candidate takes the role. */
+    elect_close(el);
+    cr_assert_eq(elect_open(e, "/ine/test/holder", "second", 2, &el2), 0);
+    cr_assert_eq(elect_tick(el2, &holding, NULL), 0);
+    cr_assert(holding, "the second candidate did not take the free role");
+    cr_assert_neq(elect_fence(el2), fence);
+
+    cr_assert_eq(evlog_open(p, NULL, &log), 0);
+    commit_cfg cc = {.data_dir = dd[0], .producer = "test", .log = log};
+    cr_assert_eq(commit_open(&cc, &c), 0, "%s", ine_err_msg());
+    cr_assert_str_eq(commit_backend(c), "etcd");
+    uint64_t head = last_seq(0), seq = 0;
+    Ine__V1__AlertCleared b = INE__V1__ALERT_CLEARED__INIT;
+    evlog_event ev = INE__V1__EVENT__INIT, *evs[1] = {&ev};
+    b.alert_id = "x";
+    ev.body_case = INE__V1__EVENT__BODY_ALERT_CLEARED;
+    ev.alert_cleared = &b;
+    commit_opts o = {.fence_key = "/ine/test/holder", .fence_rev = fence};
+    cr_assert_eq(commit_append(c, evs, 1, &o, &seq), INE_EPERM, "a fenced-off append: %s", ine_err_msg());
+    cr_assert(strstr(ine_err_msg(), "fenced off"), "%s", ine_err_msg());
+    sleep_ms(300);
+    cr_assert_eq(last_seq(0), head, "the fenced-off append reached the log");
+    /* The current holder's fence lets it through. */
+    o.fence_rev = elect_fence(el2);
+    cr_assert_eq(commit_append(c, evs, 1, &o, &seq), 0, "%s", ine_err_msg());
+    cr_assert_eq(seq, head + 1);
+    cr_assert_eq(last_seq(0), head + 1, "read-your-writes: the local log holds it on return");
+    commit_close(c);
+    evlog_close(log);
+    elect_close(el2);
+    etcd_close(e);
+    free(p);
 }
