@@ -14,6 +14,7 @@
 #include "evlog.h"
 #include "inectl.h"
 #include "proj.h"
+#include "quorum.h"
 
 /* A live database by uid or name; prints why not. */
 static const proj_db *find_db(const proj_state *st, const char *key)
@@ -194,15 +195,45 @@ int inectl_info(int argc, char **argv)
     return rc;
 }
 
+/* The consensus section: where this node's log commits, and how that looks now. */
+static void print_consensus(json_t *q)
+{
+    json_t *m, *v;
+    size_t i;
+    if (!strcmp(json_string_value(json_object_get(q, "mode")), "local")) {
+        printf("CONSENSUS: none (this data dir's log is the only copy: no etcd.conf)\n\n");
+        return;
+    }
+    v = json_object_get(q, "ca_holder");
+    printf("CONSENSUS: etcd, %zu members, %lld healthy, leader %s, quorum %s\n  CA lease: %s\n",
+           json_array_size(json_object_get(q, "members")), (long long)json_integer_value(json_object_get(q, "healthy_members")),
+           json_is_string(json_object_get(q, "leader")) ? json_string_value(json_object_get(q, "leader")) : "none",
+           json_is_true(json_object_get(q, "quorum")) ? "yes" : "NO (writes are refused)",
+           json_is_string(v) ? json_string_value(v) : "nobody holds it");
+    if ((v = json_object_get(q, "error"))) printf("  etcd: %s\n", json_string_value(v));
+    printf("%-8s %-17s %-32s %-8s %s\n", "MEMBER", "ID", "CLIENT URLS", "HEALTHY", "LEADER");
+    json_array_foreach(json_object_get(q, "members"), i, m)
+        printf("%-8s %-17s %-32s %-8s %s\n", json_string_value(json_object_get(m, "name")),
+               json_string_value(json_object_get(m, "id")), json_string_value(json_object_get(m, "client_urls")),
+               json_is_true(json_object_get(m, "healthy")) ? "yes" : "no", json_is_true(json_object_get(m, "leader")) ? "yes" : "");
+    putchar('\n');
+}
+
 int inectl_status(int argc, char **argv)
 {
+    json_t *q = NULL;
     proj_state st;
     char ts[40];
     (void)argv;
     if (argc) return inectl_fail("usage: status | status certificates"), 2;
     if (inectl_load_state(&st)) return proj_free(&st), 1;
+    if (quorum_status(inectl_g.data_dir, &q) < 0) {
+        proj_free(&st);
+        return inectl_fail("%s", ine_err_msg());
+    }
     if (inectl_g.json) {
         json_t *j = proj_to_json(&st);
+        json_object_set_new(j, "consensus", q);
         json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         putchar('\n');
         json_decref(j);
@@ -210,6 +241,8 @@ int inectl_status(int argc, char **argv)
         return 0;
     }
     printf("CLUSTER: %s (uid %s), log at seq %llu\n\n", st.cluster.name, st.cluster.uid, (unsigned long long)st.applied_seq);
+    print_consensus(q);
+    json_decref(q);
     printf("NODES:\n%-5s %-40s %s\n", "UID", "ADDRESS", "NAME");
     for (size_t i = 0; i < st.n_nodes; i++)
         if (!st.nodes[i].removed) printf("%-5u %-40s %s\n", st.nodes[i].uid, st.nodes[i].address, st.nodes[i].name);

@@ -9,6 +9,7 @@
  * (GET /v1/cluster/ca and POST /v1/nodes/join, which need no credentials, are in join.c.)
  * Writes go through policy_execute (validation, then one append); certificate writes are
  * forwarded to ine-ca. A refused request changes nothing. */
+#include "quorum.h"
 #include "rest.h"
 #include "alerts.h"
 #include "clock.h"
@@ -595,7 +596,12 @@ void rest_route(rest_ctx *c, const char *path)
         return rest_error(c, 405, "method_not_allowed", "use POST on /v1/cluster/certificates/rotate");
     }
     if (!strcmp(path, "/v1/cluster")) {
-        if (m == EVHTTP_REQ_GET) return rest_reply(c, 200, rest__cluster_json(&c->p->st));
+        if (m == EVHTTP_REQ_GET) {
+            /* The consensus as this node sees it; each member asked with a short timeout. */
+            json_t *o = rest__cluster_json(&c->p->st), *q = NULL;
+            if (quorum_status(c->p->data_dir, &q) == INE_OK) json_object_set_new(o, "consensus", q);
+            return rest_reply(c, 200, o);
+        }
         if (m == EVHTTP_REQ_PUT) return rest__cluster_put(c);
         return rest_error(c, 405, "method_not_allowed", "use GET or PUT on /v1/cluster");
     }

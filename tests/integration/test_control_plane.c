@@ -274,6 +274,20 @@ static void count_dbs(int i, db_count *c)
     free(p);
 }
 
+/* inectl --json status on node i: its "consensus" object (the caller decrefs the whole). */
+static json_t *status_json(int i, json_t **consensus)
+{
+    char *out = NULL, *err = NULL;
+    cr_assert_eq(inectl(i, &out, &err, "--json", "status", NULL), 0, "status: %s", err);
+    json_t *j = json_loads(out, 0, NULL);
+    cr_assert(j, "status is not JSON: %s", out);
+    *consensus = json_object_get(j, "consensus");
+    cr_assert(json_is_object(*consensus), "status has no consensus: %s", out);
+    free(out);
+    free(err);
+    return j;
+}
+
 /* --- tests ------------------------------------------------------------------------------------- */
 
 Test(control_plane, racing_writers_on_three_nodes_commit_each_change_once_in_one_chain)
@@ -371,8 +385,25 @@ Test(control_plane, without_quorum_a_write_fails_fast_and_writes_nothing_then_re
     char *out = NULL, *err = NULL;
     start_policy(0);
     uint64_t head = last_seq(0);
+    json_t *c, *j = status_json(0, &c);
+    cr_assert_str_eq(json_string_value(json_object_get(c, "mode")), "etcd");
+    cr_assert_eq(json_array_size(json_object_get(c, "members")), NODES);
+    cr_assert(json_is_true(json_object_get(c, "quorum")));
+    cr_assert(json_is_string(json_object_get(c, "leader")), "no leader named");
+    cr_assert_eq(json_integer_value(json_object_get(c, "log_head_seq")), (json_int_t)head);
+    json_decref(j);
     cr_assert_eq(ef_kill(&ec, 1), 0, "%s", ef_why());
     cr_assert_eq(ef_kill(&ec, 2), 0, "%s", ef_why());
+    {
+        /* Status still answers, and says what is wrong. */
+        char *text = NULL;
+        j = status_json(0, &c);
+        cr_assert(json_is_false(json_object_get(c, "quorum")), "quorum with two of three members dead");
+        json_decref(j);
+        cr_assert_eq(inectl(0, &text, NULL, "status", NULL), 0);
+        cr_assert(strstr(text, "quorum NO (writes are refused)"), "%s", text);
+        free(text);
+    }
     int64_t t0 = now_ms();
     int rc = inectl(0, &out, &err, "create", "db", "name", "lost", "port", "12000", "shard_node", "1", "shard_address",
                     "127.0.0.1:6379", NULL);
@@ -555,6 +586,14 @@ Test(control_plane, one_ca_acts_and_a_holder_killed_mid_rotation_is_replaced_and
     cr_assert_eq(count_all(0, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED), CERTS, "a certificate was issued twice");
     int h = acting_ca(10000);
     cr_assert_geq(h, 0, "no ine-ca acts");
+    {
+        json_t *c, *j = status_json((h + 2) % NODES, &c);
+        char want[64];
+        snprintf(want, sizeof want, "node%d", h + 1);
+        cr_assert(json_is_string(json_object_get(c, "ca_holder")) && strstr(json_string_value(json_object_get(c, "ca_holder")), want),
+                  "status does not name the CA holder on node %d", h + 1);
+        json_decref(j);
+    }
     for (int i = 0; i < NODES; i++)
         if (i != h) cr_assert_eq(log_has(i, "ca", "acting as the cluster CA"), 0, "node %d's standby CA acted too", i + 1);
 

@@ -241,6 +241,8 @@ Test(policy, every_endpoint_answers_on_its_success_path)
     cr_assert_eq(jint(j, "bdbs"), 0);
     cr_assert_eq(jbool(j, "data_internode_encryption"), 0);
     cr_assert_eq((uint64_t)jint(j, "log_seq"), s0);
+    /* No etcd.conf in this data dir: the log commits locally, and the cluster says so. */
+    cr_assert_str_eq(json_string_value(json_object_get(json_object_get(j, "consensus"), "mode")), "local");
     json_decref(j);
 
     a = expect(REST("GET", "/v1/nodes", NULL), 200, "GET /v1/nodes");

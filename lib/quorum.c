@@ -1,0 +1,108 @@
+/* quorum.c — the consensus as one node sees it (quorum.h). */
+#include "quorum.h"
+
+#include "commit.h"
+#include "err.h"
+#include "etcd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The first URL of a comma-separated list. */
+static void quorum__first_url(const char *list, char *out, size_t len)
+{
+    size_t n = strcspn(list, ",");
+    snprintf(out, len, "%.*s", (int)(n < len ? n : len - 1), list);
+}
+
+/* One key's value (serializable: the local member's view): the head's seq, or text; JSON null
+ * when absent or unreadable. */
+static json_t *quorum__key_text(etcd_t *e, const char *key, int head)
+{
+    etcd_range_req q = {.key = key, .key_len = strlen(key), .serializable = 1};
+    etcd_range_result r = {0};
+    json_t *v = NULL;
+    if (etcd_range(e, &q, &r) < 0) return json_null();
+    if (r.n == 1 && head && r.kvs[0].value_len == COMMIT_HEAD_LEN) {
+        uint64_t seq = 0;
+        for (int i = 0; i < 8; i++) seq = seq << 8 | r.kvs[0].value[i];
+        v = json_integer((json_int_t)seq);
+    } else if (r.n == 1 && !head) {
+        v = json_stringn((const char *)r.kvs[0].value, r.kvs[0].value_len);
+    }
+    etcd_range_result_free(&r);
+    return v ? v : json_null();
+}
+
+int quorum_status(const char *data_dir, json_t **out)
+{
+    commit_etcd_conf conf;
+    etcd_opts eo = {0};
+    etcd_t *e = NULL;
+    etcd_member *ms = NULL;
+    size_t n = 0, healthy = 0;
+    json_t *o, *arr;
+    char key[300];
+    const char *leader = NULL;
+    int rc = commit_conf_load(data_dir, &conf);
+
+    if (rc == INE_ENOTFOUND) {
+        *out = json_pack("{s:s}", "mode", "local");
+        return INE_OK;
+    }
+    GUARD(rc);
+    o = json_pack("{s:s}", "mode", "etcd");
+    eo.endpoints = conf.endpoints;
+    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
+    eo.cert = conf.cert[0] ? conf.cert : NULL;
+    eo.key = conf.key[0] ? conf.key : NULL;
+    eo.timeout_ms = QUORUM_TIMEOUT_MS;
+    if ((rc = etcd_open(&eo, &e)) < 0) goto unreachable;
+    if ((rc = etcd_member_list(e, &ms, &n)) < 0) goto unreachable;
+    arr = json_array();
+    for (size_t i = 0; i < n; i++) {
+        etcd_status_info si;
+        char url[256], id[24];
+        json_t *m;
+        quorum__first_url(ms[i].client_urls, url, sizeof url);
+        snprintf(id, sizeof id, "%016llx", (unsigned long long)ms[i].id);
+        m = json_pack("{s:s, s:s, s:s, s:s}", "name", ms[i].name, "id", id, "client_urls", ms[i].client_urls, "peer_urls",
+                      ms[i].peer_urls);
+        if (url[0] && etcd_status(e, url, &si) == INE_OK) {
+            healthy += si.leader != 0;
+            json_object_set_new(m, "healthy", json_boolean(si.leader != 0));
+            json_object_set_new(m, "leader", json_boolean(si.leader == ms[i].id));
+            json_object_set_new(m, "db_size_bytes", json_integer(si.db_size));
+            if (si.leader == ms[i].id) leader = ms[i].name;
+        } else {
+            json_object_set_new(m, "healthy", json_false());
+            json_object_set_new(m, "leader", json_false());
+            json_object_set_new(m, "error", json_string(url[0] ? ine_err_msg() : "no client URL"));
+        }
+        json_array_append_new(arr, m);
+    }
+    json_object_set_new(o, "members", arr);
+    json_object_set_new(o, "leader", leader ? json_string(leader) : json_null());
+    json_object_set_new(o, "healthy_members", json_integer((json_int_t)healthy));
+    json_object_set_new(o, "quorum", json_boolean(leader && healthy > n / 2));
+    snprintf(key, sizeof key, "%s" COMMIT_KEY_HEAD, conf.prefix);
+    json_object_set_new(o, "log_head_seq", quorum__key_text(e, key, 1));
+    snprintf(key, sizeof key, "%sca/holder", conf.prefix);
+    json_object_set_new(o, "ca_holder", quorum__key_text(e, key, 0));
+    free(ms);
+    etcd_close(e);
+    *out = o;
+    return INE_OK;
+
+unreachable:
+    json_object_set_new(o, "members", json_array());
+    json_object_set_new(o, "leader", json_null());
+    json_object_set_new(o, "healthy_members", json_integer(0));
+    json_object_set_new(o, "quorum", json_false());
+    json_object_set_new(o, "error", json_string(ine_err_msg()));
+    free(ms);
+    etcd_close(e);
+    *out = o;
+    return INE_OK;
+}

@@ -1,0 +1,19 @@
+/* quorum.h — what the cluster's consensus looks like from one node: the etcd members, which one
+ * leads, which answer, whether a majority does, the log's head in etcd, and who holds the CA
+ * lease. For `inectl status` and REST's GET /v1/cluster. Every member is asked with a short
+ * timeout, so a dead one costs at most that. */
+#ifndef INE_QUORUM_H
+#define INE_QUORUM_H
+
+#include <jansson.h>
+
+#define QUORUM_TIMEOUT_MS 500
+
+/* A JSON object: {"mode": "local"} for a data dir without etcd.conf; else {"mode": "etcd",
+ * "members": [{"name", "id", "client_urls", "peer_urls", "healthy", "leader", "db_size_bytes",
+ * "error"?}], "leader": name or null, "healthy_members", "quorum": bool, "log_head_seq",
+ * "ca_holder": text or null, "error"?}. Never fails for an unreachable etcd: that is what it
+ * reports. INE_EINVAL for a malformed etcd.conf. */
+int quorum_status(const char *data_dir, json_t **out) __attribute__((warn_unused_result));
+
+#endif
