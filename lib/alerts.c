@@ -25,6 +25,8 @@ static const alerts_def alerts__defs[ALERTS_COUNT] = {
      ALERTS_UNIT_MINUTES, 1, 10080, 10, "a node has not activated its current certificate within the threshold after issuance"},
     {ALERTS_CUSTOMER_FALLBACK, "customer_cert_expiry_fallback", 0, INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_INFO,
      ALERTS_UNIT_NONE, 0, 0, 0, "a customer certificate near expiry was replaced by self-signed ones (until a new upload)"},
+    {ALERTS_STORAGE, "consensus_storage_near_quota", 0, INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_WARNING,
+     ALERTS_UNIT_PERCENT, 1, 99, 75, "etcd's database, where the cluster's log commits, uses more of its quota than the threshold"},
 };
 
 const alerts_def *alerts_def_at(alerts_kind k)
@@ -45,6 +47,7 @@ const char *alerts_unit_name(alerts_unit u)
     case ALERTS_UNIT_DAYS: return "days";
     case ALERTS_UNIT_HOURS: return "hours";
     case ALERTS_UNIT_MINUTES: return "minutes";
+    case ALERTS_UNIT_PERCENT: return "percent";
     default: return "";
     }
 }
@@ -233,7 +236,7 @@ static int alerts__cmp(const void *a, const void *b)
     return strcmp(((const alerts_want *)a)->alert_id, ((const alerts_want *)b)->alert_id);
 }
 
-int alerts_evaluate(const proj_state *st, int64_t now, alerts_want **out, size_t *n)
+int alerts_evaluate(const proj_state *st, int64_t now, const alerts_env *env, alerts_want **out, size_t *n)
 {
     alerts_setting set[ALERTS_COUNT];
     alerts__list l = {0};
@@ -279,6 +282,22 @@ int alerts_evaluate(const proj_state *st, int64_t now, alerts_want **out, size_t
                  proj_plane_name(p), f->customer_fingerprint, ine_clock_fmt(f->customer_not_after * INE_USEC_PER_SEC, ts, sizeof ts));
     }
 
+    d = &alerts__defs[ALERTS_STORAGE];
+    if (set[d->kind].enabled && env && env->storage_quota_bytes > 0 && env->storage_used_bytes > 0) {
+        int64_t pct = env->storage_used_bytes * 100 / env->storage_quota_bytes;
+        if (pct >= set[d->kind].threshold) {
+            if (!(w = alerts__push(&l, d, 0, 0, &set[d->kind]))) goto oom;
+            snprintf(w->change_value, sizeof w->change_value, "%lld", (long long)pct);
+            snprintf(w->description, sizeof w->description,
+                     "etcd's database%s%s uses %lld MiB of its %lld MiB quota (%lld %%, threshold %ld %%): past the quota "
+                     "every change to the cluster is refused; compact and defragment etcd, or raise --quota-backend-bytes "
+                     "(and quota_bytes in etcd.conf)",
+                     env->storage_where ? " on " : "", env->storage_where ? env->storage_where : "",
+                     (long long)(env->storage_used_bytes >> 20), (long long)(env->storage_quota_bytes >> 20), (long long)pct,
+                     set[d->kind].threshold);
+        }
+    }
+
     if (l.n) qsort(l.v, l.n, sizeof *l.v, alerts__cmp);
     *out = l.v;
     *n = l.n;
@@ -309,6 +328,7 @@ const char *alerts_clear_reason(const proj_state *st, const alerts_def *d, uint3
         return a && !strcasecmp(a->fingerprint, subj) ? "certificate activated" : "no longer overdue";
     }
     case ALERTS_CUSTOMER_FALLBACK: return "customer certificate uploaded";
+    case ALERTS_STORAGE: return "below the threshold";
     default: return "resolved";
     }
 }

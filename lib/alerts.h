@@ -13,6 +13,7 @@
  *   node_cert_rotation_overdue           <name>/<node>/<cp|dp>  warning   hours past the rotation period (1)
  *   node_cert_not_activated              <name>/<node>/<cp|dp>  warning   minutes after issuance (10)
  *   customer_cert_expiry_fallback        <name>/<cp|dp>         info      none
+ *   consensus_storage_near_quota         <name>                 warning   percent of etcd's quota used (75)
  *
  * - expiry: a live node's current certificate (any source) or the cluster CA certificate
  *   has less than `threshold` days of validity left;
@@ -23,6 +24,9 @@
  *   reported (CertificateActivated) serving exactly that certificate;
  * - customer fallback: a CustomerExpiryFallback replaced the plane's customer certificate
  *   with self-signed ones; a notice until a customer certificate is uploaded again.
+ * - storage: etcd's database (where the cluster's log commits) uses `threshold` percent of
+ *   its quota or more; past the quota every write fails. Not a function of the log: the
+ *   caller measures it (alerts_env) and an alert without a measure is never asked for.
  *
  * The certificate an alert concerns is its *subject*: the slot's current certificate, the CA,
  * or the customer certificate the fallback replaced. An alert is raised once per subject and
@@ -42,10 +46,11 @@ typedef enum {
     ALERTS_ROTATION_OVERDUE,
     ALERTS_NOT_ACTIVATED,
     ALERTS_CUSTOMER_FALLBACK,
+    ALERTS_STORAGE,
     ALERTS_COUNT
 } alerts_kind;
 
-typedef enum { ALERTS_UNIT_NONE = 0, ALERTS_UNIT_DAYS, ALERTS_UNIT_HOURS, ALERTS_UNIT_MINUTES } alerts_unit;
+typedef enum { ALERTS_UNIT_NONE = 0, ALERTS_UNIT_DAYS, ALERTS_UNIT_HOURS, ALERTS_UNIT_MINUTES, ALERTS_UNIT_PERCENT } alerts_unit;
 
 #define ALERTS_THRESHOLD_LEN 24   /* a canonical threshold: decimal digits, NUL */
 #define ALERTS_ID_LEN 96
@@ -113,9 +118,16 @@ typedef struct {
     char description[400];
 } alerts_want;
 
-/* Every enabled alert the state asks for at `now` (unix seconds), sorted by alert id. *out
- * is malloc'd (free() it; NULL when *n is 0). */
-int alerts_evaluate(const proj_state *st, int64_t now, alerts_want **out, size_t *n);
+/* What the evaluation needs beyond the log: measured by the caller, 0 when not known. */
+typedef struct {
+    int64_t storage_used_bytes;   /* etcd's database size on the node's member */
+    int64_t storage_quota_bytes;  /* its --quota-backend-bytes (etcd.conf quota_bytes) */
+    const char *storage_where;    /* the member it was measured on, for the description */
+} alerts_env;
+
+/* Every enabled alert the state (and env, may be NULL) asks for at `now` (unix seconds),
+ * sorted by alert id. *out is malloc'd (free() it; NULL when *n is 0). */
+int alerts_evaluate(const proj_state *st, int64_t now, const alerts_env *env, alerts_want **out, size_t *n);
 
 /* Why an active alert (of d, for node/plane, raised for subject fingerprint `raised_for`,
  * "" if unknown) is no longer asked for: "alert disabled", "node removed", "certificate

@@ -38,6 +38,14 @@ static int commit__conf_set(commit_etcd_conf *c, const char *k, const char *v, c
         strcpy(strs[i].dst, v);
         return INE_OK;
     }
+    if (!strcmp(k, "quota_bytes")) {
+        char *end;
+        long long q = strtoll(v, &end, 10);
+        if (*end || q < (1LL << 20) || q > (64LL << 30))
+            return ine_err(INE_EINVAL, "%s:%d: quota_bytes must be 1 MiB to 64 GiB in bytes, not '%s'", path, line, v);
+        c->quota_bytes = q;
+        return INE_OK;
+    }
     if (!strcmp(k, "timeout_ms")) {
         char *end;
         long ms = strtol(v, &end, 10);
@@ -57,6 +65,7 @@ int commit_conf_load(const char *data_dir, commit_etcd_conf *out)
 
     memset(out, 0, sizeof *out);
     strcpy(out->prefix, "/ine/");
+    out->quota_bytes = 2LL << 30; /* etcd's own default */
     GUARD(datadir_path(data_dir, COMMIT_CONF_NAME, path, sizeof path));
     if (!(f = fopen(path, "r"))) {
         if (errno == ENOENT) return ine_err(INE_ENOTFOUND, "%s does not exist", path);

@@ -83,12 +83,15 @@ int commit_append_one(commit_t *c, evlog_event *ev, const char *actor, const cha
  *   endpoints=https://127.0.0.1:2379[,...]   the node's own member first
  *   cacert=/path  cert=/path  key=/path      mutual TLS (https endpoints)
  *   prefix=/ine/                             the keyspace of this cluster (default /ine/)
- *   timeout_ms=1000                          per request */
+ *   timeout_ms=1000                          per request
+ *   quota_bytes=4294967296                   the members' --quota-backend-bytes (default etcd's
+ *                                            2 GiB): what the storage alert measures against */
 typedef struct {
     char endpoints[1024];
     char cacert[512], cert[512], key[512];
     char prefix[128];
     int timeout_ms;
+    int64_t quota_bytes;
 } commit_etcd_conf;
 
 /* INE_ENOTFOUND when the data dir has no etcd.conf; INE_EINVAL naming the line when malformed. */

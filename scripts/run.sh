@@ -20,7 +20,8 @@ TP_PORT=${INE_TP_PORT:-3342}
 # Not etcd's 2379/2380: the Debian package's own etcd.service may hold those on localhost.
 ETCD_CLIENT_PORT=${INE_ETCD_CLIENT_PORT:-12379}
 ETCD_PEER_PORT=${INE_ETCD_PEER_PORT:-12380}
-ETCD_FLAGS="--snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 10485760 --quota-backend-bytes 4294967296 --pre-vote --logger zap --log-outputs stderr"
+ETCD_QUOTA=4294967296
+ETCD_FLAGS="--snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 10485760 --quota-backend-bytes $ETCD_QUOTA --auto-compaction-mode revision --auto-compaction-retention 10000 --pre-vote --logger zap --log-outputs stderr"
 
 ./scripts/install-deps.sh
 cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
@@ -52,6 +53,7 @@ mkdir -p "$DATA/etcd"
 cat >"$DATA/etcd.conf" <<EOT
 # The etcd members this node's ine processes commit through (its own first): scripts/run.sh
 endpoints=http://127.0.0.1:$ETCD_CLIENT_PORT,http://127.0.0.2:$ETCD_CLIENT_PORT,http://127.0.0.3:$ETCD_CLIENT_PORT
+quota_bytes=$ETCD_QUOTA
 EOT
 
 fresh=no

@@ -44,6 +44,7 @@ for i in 1 2 3; do
     --listen-peer-urls http://$a:$PP --initial-advertise-peer-urls http://$a:$PP \
     --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench-$$ \
     --snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 10485760 --pre-vote \
+    --auto-compaction-mode revision --auto-compaction-retention 10000 \
     --logger zap --log-outputs stderr 2>"$OUT/etcd-$i.log" &
   pids+=($!)
 done

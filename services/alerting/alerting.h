@@ -15,6 +15,7 @@
 #include "alerts.h"
 #include "datadir.h"
 #include "commit.h"
+#include "etcd.h"
 #include "evlog.h"
 #include "follow.h"
 #include "proj.h"
@@ -41,6 +42,11 @@ typedef struct {
     follow_t *follow;
     follow_pub *pub;
     commit_t *commit;       /* the front door for every append */
+    /* Under etcd: the storage its database uses on this node's member, measured at each
+     * evaluation (kept when a measure fails: an unreachable member clears nothing). */
+    etcd_t *etcd;
+    int64_t storage_used, storage_quota;
+    char storage_where[256];
     proj_state st;
     int lock_fd;
     alerting_memo *memo;

@@ -231,7 +231,20 @@ int alerting_evaluate(alerting_t *a)
     a->evaluations++;
     a->evaluated_seq = a->st.applied_seq;
     if (!a->st.cluster.present) return INE_OK;
-    GUARD(alerts_evaluate(&a->st, ine_clock_now(), &want, &n));
+    if (a->etcd) {
+        etcd_status_info si;
+        if (etcd_status(a->etcd, NULL, &si) == INE_OK) {
+            a->storage_used = si.db_size;
+            snprintf(a->storage_where, sizeof a->storage_where, "%s", etcd_endpoint(a->etcd));
+        } else {
+            logline(LOGLINE_WARN, a->st.applied_seq, "cannot measure etcd's storage: %s", ine_err_msg());
+        }
+    }
+    {
+        alerts_env env = {.storage_used_bytes = a->storage_used, .storage_quota_bytes = a->storage_quota,
+                          .storage_where = a->storage_where[0] ? a->storage_where : NULL};
+        GUARD(alerts_evaluate(&a->st, ine_clock_now(), &env, &want, &n));
+    }
 
     /* Clears first: an alert whose certificate was replaced by one that also qualifies ends,
      * and the new certificate's alert starts as its own episode. */

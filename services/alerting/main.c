@@ -137,6 +137,18 @@ static int alerting_open(alerting_t *a)
         commit_cfg cc = {.data_dir = a->data_dir, .producer = "ine-alerting", .log = a->log, .pub = a->pub};
         GUARD(commit_open(&cc, &a->commit));
     }
+    if (!strcmp(commit_backend(a->commit), "etcd")) {
+        commit_etcd_conf conf;
+        etcd_opts eo = {0};
+        GUARD(commit_conf_load(a->data_dir, &conf));
+        eo.endpoints = conf.endpoints;
+        eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
+        eo.cert = conf.cert[0] ? conf.cert : NULL;
+        eo.key = conf.key[0] ? conf.key : NULL;
+        eo.timeout_ms = 500;
+        GUARD(etcd_open(&eo, &a->etcd));
+        a->storage_quota = conf.quota_bytes;
+    }
     if (a->webhook_url) GUARD(alerting_hook_open(a));
     proj_init(&a->st);
     GUARD(follow_new(a->zctx, a->log, a->run_dir, 0, alerting_apply, a, &a->follow));
@@ -156,6 +168,7 @@ static void alerting_close(alerting_t *a)
     if (a->base) event_base_free(a->base);
     alerting_hook_stop(a->hook);
     follow_free(a->follow);
+    etcd_close(a->etcd);
     commit_close(a->commit);
     follow_pub_close(a->pub);
     if (a->zctx) zmq_ctx_term(a->zctx);

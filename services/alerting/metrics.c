@@ -111,6 +111,12 @@ static void metrics__service(struct evbuffer *b, alerting_t *a)
     evbuffer_add_printf(b, "ine_alerting_evaluated_seq %llu\n", (unsigned long long)a->evaluated_seq);
     metrics__head(b, "ine_alerting_evaluations_total", "counter", "Alert evaluations run since the service started.");
     evbuffer_add_printf(b, "ine_alerting_evaluations_total %llu\n", (unsigned long long)a->evaluations);
+    if (a->etcd && a->storage_used > 0) {
+        metrics__head(b, "ine_etcd_db_size_bytes", "gauge", "Size of etcd's database on this node's member (the committed log).");
+        evbuffer_add_printf(b, "ine_etcd_db_size_bytes %lld\n", (long long)a->storage_used);
+        metrics__head(b, "ine_etcd_quota_bytes", "gauge", "etcd's quota (--quota-backend-bytes): past it every write fails.");
+        evbuffer_add_printf(b, "ine_etcd_quota_bytes %lld\n", (long long)a->storage_quota);
+    }
     if (a->hook) {
         alerting_hook_stats s;
         alerting_hook_get_stats(a->hook, &s);

@@ -684,3 +684,98 @@ Test(control_plane, an_append_fenced_on_a_holding_that_ended_is_refused_and_writ
     etcd_close(e);
     free(p);
 }
+
+/* --- etcd's quota ------------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int n;
+    char description[512];
+} alert_find;
+
+static int find_alert(const evlog_record *rec, void *ud)
+{
+    alert_find *f = ud;
+    if (rec->ev && rec->ev->body_case == INE__V1__EVENT__BODY_ALERT_RAISED && !strcmp(rec->ev->alert_raised->name, f->name)) {
+        f->n++;
+        snprintf(f->description, sizeof f->description, "%s", rec->ev->alert_raised->description);
+    }
+    return 0;
+}
+
+static alert_find alerts_named(int i, const char *name)
+{
+    alert_find f = {name, 0, ""};
+    evlog_opts o = {.read_only = 1};
+    evlog_t *l;
+    char *p = tu_path(dd[i], "log");
+    cr_assert_eq(evlog_open(p, &o, &l), 0);
+    cr_assert_eq(evlog_iterate(l, 1, 0, 0, find_alert, &f), 0);
+    evlog_close(l);
+    free(p);
+    return f;
+}
+
+Test(control_plane, etcd_storage_near_its_quota_raises_an_alert)
+{
+    etcd_opts eo = {.endpoints = ef_endpoints(&ec)};
+    etcd_status_info si;
+    etcd_t *e = NULL;
+    pid_t al;
+    char *conf = tu_path(dd[0], "etcd.conf"), *log = svc_log(0, "alerting"), *bin = strdup(tu_bin("ine-alerting"));
+    char port[16], *out = NULL;
+    size_t len;
+    char *text = tu_read_file(conf, &len);
+    int mport = svc_free_port();
+    /* The quota ine measures against: 8 MiB here (etcd keeps its own default). */
+    cr_assert(text);
+    text = realloc(text, len + 64);
+    strcat(text, "quota_bytes=8388608\n");
+    cr_assert_eq(tu_write_file(conf, text, strlen(text)), 0);
+    cr_assert_eq(etcd_open(&eo, &e), 0);
+    cr_assert_eq(etcd_status(e, ef_endpoint(&ec, 0), &si), 0, "%s", ine_err_msg());
+    cr_assert_lt(si.db_size, 6 << 20, "etcd's database is already %lld bytes", (long long)si.db_size);
+
+    snprintf(port, sizeof port, "%d", mport);
+    char *argv[] = {bin, "--data-dir", dd[0], "--check-interval", "1", "--metrics-addr", "127.0.0.1", "--metrics-port", port, NULL};
+    al = svc_spawn(argv, NULL, log);
+    cr_assert_gt(al, 0);
+    sleep_ms(2500);
+    cr_assert_eq(alerts_named(0, "consensus_storage_near_quota").n, 0, "raised below the threshold");
+
+    /* Fill etcd past 75 % of 8 MiB, beside the log. */
+    {
+        size_t big = 1 << 20;
+        char *v = malloc(big), key[32];
+        memset(v, 'f', big);
+        for (int k = 0; k < 7; k++) {
+            snprintf(key, sizeof key, "/fill/%d", k);
+            cr_assert_eq(etcd_put(e, key, strlen(key), v, big, 0, NULL), 0, "%s", ine_err_msg());
+        }
+        free(v);
+    }
+    {
+        int64_t end = now_ms() + WAIT_MS;
+        alert_find f;
+        while ((f = alerts_named(0, "consensus_storage_near_quota")).n == 0) {
+            cr_assert_lt(now_ms(), end, "no storage alert; ine-alerting: %s", svc_tail(log));
+            sleep_ms(100);
+        }
+        cr_assert_eq(f.n, 1);
+        cr_assert(strstr(f.description, "of its 8 MiB quota") && strstr(f.description, "threshold 75 %"), "%s", f.description);
+    }
+    {
+        char url[64];
+        snprintf(url, sizeof url, "http://127.0.0.1:%d/metrics", mport);
+        char *cargv[] = {"/usr/bin/curl", "-sf", url, NULL};
+        cr_assert_eq(tu_run(cargv, NULL, &out, NULL), 0, "GET %s failed", url);
+    }
+    cr_assert(strstr(out, "ine_etcd_quota_bytes 8388608") && strstr(out, "ine_etcd_db_size_bytes "), "metrics: %s", out);
+    free(out);
+    svc_stop(al, 5000);
+    etcd_close(e);
+    free(text);
+    free(conf);
+    free(log);
+    free(bin);
+}

@@ -154,7 +154,7 @@ typedef struct {
 static t_eval t_evaluate(const proj_state *st, int64_t now)
 {
     t_eval e;
-    cr_assert_eq(alerts_evaluate(st, now, &e.v, &e.n), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(alerts_evaluate(st, now, NULL, &e.v, &e.n), INE_OK, "%s", ine_err_msg());
     for (size_t i = 1; i < e.n; i++) cr_assert_lt(strcmp(e.v[i - 1].alert_id, e.v[i].alert_id), 0, "sorted, no duplicates");
     return e;
 }
@@ -483,5 +483,45 @@ Test(alerts, clear_reasons_for_disabled_and_removed)
     free(e.v);
     t_setting(&st, d->name, 0, NULL);
     cr_assert_str_eq(alerts_clear_reason(&st, d, 1, CP, "n1cp"), "alert disabled");
+    proj_free(&st);
+}
+
+Test(alerts, consensus_storage_from_the_measure_the_caller_passes)
+{
+    proj_state st;
+    alerts_want *v = NULL;
+    size_t n = 0;
+    alerts_env env = {.storage_used_bytes = 70LL << 20, .storage_quota_bytes = 100LL << 20, .storage_where = "m1"};
+    const alerts_def *d = alerts_def_find("consensus_storage_near_quota");
+    cr_assert_not_null(d);
+    cr_assert_eq(d->unit, ALERTS_UNIT_PERCENT);
+    cr_assert_eq(d->default_threshold, 75);
+    t_cluster_2x2(&st);
+    cr_assert_eq(alerts_evaluate(&st, T0 + 10, &env, &v, &n), INE_OK);
+    cr_assert_eq(n, 0, "70 %% is below 75 %%");
+    free(v);
+    env.storage_used_bytes = 80LL << 20;
+    cr_assert_eq(alerts_evaluate(&st, T0 + 10, &env, &v, &n), INE_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(v[0].alert_id, "consensus_storage_near_quota");
+    cr_assert_str_eq(v[0].change_value, "80");
+    cr_assert(strstr(v[0].description, "on m1 uses 80 MiB of its 100 MiB quota (80 %, threshold 75 %)"), "%s", v[0].description);
+    free(v);
+    /* Unknown measure: nothing asked for (an unreachable member is not a full one). */
+    env.storage_used_bytes = 0;
+    cr_assert_eq(alerts_evaluate(&st, T0 + 10, &env, &v, &n), INE_OK);
+    cr_assert_eq(n, 0);
+    free(v);
+    /* The operator's threshold and switch apply as to every alert. */
+    env.storage_used_bytes = 80LL << 20;
+    t_setting(&st, "consensus_storage_near_quota", -1, "90");
+    cr_assert_eq(alerts_evaluate(&st, T0 + 10, &env, &v, &n), INE_OK);
+    cr_assert_eq(n, 0, "80 %% is below an operator's 90 %%");
+    free(v);
+    t_setting(&st, "consensus_storage_near_quota", 0, "50");
+    cr_assert_eq(alerts_evaluate(&st, T0 + 10, &env, &v, &n), INE_OK);
+    cr_assert_eq(n, 0, "disabled");
+    free(v);
+    cr_assert_str_eq(alerts_clear_reason(&st, d, 0, 0, ""), "alert disabled");
     proj_free(&st);
 }
