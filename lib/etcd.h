@@ -145,6 +145,8 @@ typedef struct {
 
 /* Members as the answering member knows them (malloc'd array; free()). */
 int etcd_member_list(etcd_t *e, etcd_member **out, size_t *n) __attribute__((warn_unused_result));
+/* Remove a member from the cluster (needs quorum). INE_ENOTFOUND when there is no such member. */
+int etcd_member_remove(etcd_t *e, uint64_t id) __attribute__((warn_unused_result));
 
 typedef struct {
     uint64_t member_id;    /* the member that answered */

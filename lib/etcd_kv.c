@@ -424,6 +424,23 @@ out:
     return rc;
 }
 
+int etcd_member_remove(etcd_t *e, uint64_t id)
+{
+    json_t *body = json_object(), *reply = NULL;
+    char ids[24];
+    int rc;
+    if (!body) return ine_err(INE_ENOMEM, "out of memory");
+    snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
+    if (json_object_set_new(body, "ID", json_string(ids)) < 0) {
+        json_decref(body);
+        return ine_err(INE_ENOMEM, "out of memory");
+    }
+    rc = etcd__post(e, "/v3/cluster/member/remove", body, &reply);
+    json_decref(reply);
+    json_decref(body);
+    return rc;
+}
+
 int etcd_status(etcd_t *e, const char *endpoint, etcd_status_info *out)
 {
     json_t *body, *reply = NULL, *hdr;

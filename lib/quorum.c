@@ -35,6 +35,60 @@ static json_t *quorum__key_text(etcd_t *e, const char *key, int head)
     return v ? v : json_null();
 }
 
+/* A removal sent while etcd changes leader can hang unanswered, and a later one then goes
+ * through in milliseconds (measured on 3.4.23): ask again, a short while each time. */
+#define QUORUM__REMOVE_TRY_MS 2000
+#define QUORUM__REMOVE_TRIES 5
+
+int quorum_member_remove(const char *data_dir, uint32_t uid, uint64_t *id)
+{
+    commit_etcd_conf conf;
+    etcd_opts eo = {0};
+    etcd_t *e = NULL;
+    char name[32];
+    int rc = commit_conf_load(data_dir, &conf), asked = 0;
+    if (rc == INE_ENOTFOUND) return 0;
+    GUARD(rc);
+    eo.endpoints = conf.endpoints;
+    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
+    eo.cert = conf.cert[0] ? conf.cert : NULL;
+    eo.key = conf.key[0] ? conf.key : NULL;
+    eo.timeout_ms = QUORUM__REMOVE_TRY_MS;
+    snprintf(name, sizeof name, "node%u", uid);
+    GUARD(etcd_open(&eo, &e));
+    for (int t = 0; t < QUORUM__REMOVE_TRIES; t++) {
+        etcd_member *ms = NULL;
+        size_t n = 0, i;
+        if ((rc = etcd_member_list(e, &ms, &n)) < 0) {
+            if (rc == INE_EUNAVAIL) continue;
+            break;
+        }
+        for (i = 0; i < n && strcmp(ms[i].name, name); i++) {
+        }
+        if (i == n) {
+            rc = asked; /* gone: by us (an answer lost), or never there */
+            free(ms);
+            break;
+        }
+        if (n == 1) {
+            rc = ine_err(INE_EPERM, "etcd member %s is the cluster's last one: removing it would end the cluster", name);
+            free(ms);
+            break;
+        }
+        if (id) *id = ms[i].id;
+        asked = 1;
+        rc = etcd_member_remove(e, ms[i].id);
+        free(ms);
+        if (rc == INE_OK || rc == INE_ENOTFOUND) {
+            rc = 1;
+            break;
+        }
+        if (rc != INE_EUNAVAIL) break;
+    }
+    etcd_close(e);
+    return rc;
+}
+
 int quorum_status(const char *data_dir, json_t **out)
 {
     commit_etcd_conf conf;

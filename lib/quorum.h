@@ -6,6 +6,7 @@
 #define INE_QUORUM_H
 
 #include <jansson.h>
+#include <stdint.h>
 
 #define QUORUM_TIMEOUT_MS 500
 
@@ -15,5 +16,10 @@
  * "ca_holder": text or null, "error"?}. Never fails for an unreachable etcd: that is what it
  * reports. INE_EINVAL for a malformed etcd.conf. */
 int quorum_status(const char *data_dir, json_t **out) __attribute__((warn_unused_result));
+
+/* Node `uid`'s etcd member (by ine's naming: member "node<uid>") out of the cluster. 1 when it
+ * was removed (*id its member id), 0 when there is none (a local log, or already removed),
+ * negative when etcd refused or did not answer (no quorum). */
+int quorum_member_remove(const char *data_dir, uint32_t uid, uint64_t *id) __attribute__((warn_unused_result));
 
 #endif

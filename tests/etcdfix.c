@@ -248,7 +248,8 @@ int ef_start(ef_cluster *c, const char *dir, int n, int timeout_ms)
     c->n = n;
     for (int i = 0; i < n; i++) {
         char name[32];
-        snprintf(c->m[i].name, sizeof c->m[i].name, "m%d", i + 1);
+        /* ine's naming: member "node<uid>" is node <uid>'s (lib/quorum.h). */
+        snprintf(c->m[i].name, sizeof c->m[i].name, "node%d", i + 1);
         snprintf(name, sizeof name, "m%d.etcd", i + 1);
         c->m[i].data_dir = tu_path(dir, name);
         snprintf(name, sizeof name, "m%d.log", i + 1);

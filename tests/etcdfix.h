@@ -16,7 +16,7 @@
 typedef struct {
     pid_t pid;            /* 0 when not running */
     int client_port, peer_port;
-    char name[8];         /* m1, m2, ... */
+    char name[8];         /* node1, node2, ...: ine's naming of node N's member */
     char url[64];         /* http://127.0.0.1:<client_port> */
     char *data_dir;       /* <dir>/mN.etcd */
     char *log;            /* <dir>/mN.log: etcd's stderr (zap) */

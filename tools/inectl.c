@@ -34,6 +34,9 @@ static const char *usage_text =
     "      Refuses a directory that already holds a cluster. Also creates the cluster CA\n"
     "      (ca_key_bits N, or $INE_CA_KEY_BITS; default 3072) and prints its fingerprint and a\n"
     "      first join token (single use, 24 h).\n"
+    "  node remove <uid>\n"
+    "      Take a node out of the cluster for good (a dead one too): its etcd member leaves\n"
+    "      the consensus, then the node leaves the cluster. Refused while it holds a shard.\n"
     "  node token create [ttl SECONDS]\n"
     "      On the master: a new join token (single use; default 24 h) and the CA fingerprint.\n"
     "  node join master <addr> token <token|-> ca_fingerprint <hex> address <this node's addr>\n"
@@ -68,6 +71,7 @@ static const char *usage_text =
     "        node_cert_rotation_overdue           hours past the rotation period (default 1)\n"
     "        node_cert_not_activated              minutes after issuance (default 10)\n"
     "        customer_cert_expiry_fallback        no threshold (a notice)\n"
+    "        consensus_storage_near_quota         percent of etcd's quota used (default 75)\n"
     "      e.g. inectl tune cluster alert cluster_certs_about_to_expire enabled true threshold 45\n"
     "  status alerts\n"
     "      Every alert's setting and the alerts in force (read from the local log).\n"
@@ -256,6 +260,7 @@ int main(int argc, char **argv)
     if (argc >= 3 && !strcmp(argv[0], "node") && !strcmp(argv[1], "token") && !strcmp(argv[2], "create"))
         return inectl_node_token_create(argc - 3, argv + 3);
     if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "join")) return inectl_node_join(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "remove")) return inectl_node_remove(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "delete") && !strcmp(argv[1], "db")) return inectl_delete_db(argc - 2, argv + 2);
     inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;

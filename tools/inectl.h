@@ -48,5 +48,6 @@ int inectl_status_alerts(int argc, char **argv);
 /* inectl_node.c: join tokens (on the master) and joining a cluster (on the new node). */
 int inectl_node_token_create(int argc, char **argv);
 int inectl_node_join(int argc, char **argv);
+int inectl_node_remove(int argc, char **argv);
 
 #endif

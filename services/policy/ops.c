@@ -4,6 +4,7 @@
  * Each is validated against the caught-up projection (every rule before anything is written)
  * and recorded as one append; a request id makes a retry answer with the original outcome. */
 #include "policy.h"
+#include "quorum.h"
 #include "alerts.h"
 #include "clock.h"
 #include "err.h"
@@ -262,11 +263,20 @@ static void ops__remove_node(policy_t *p, const Ine__V1__PolicyRequest *req, pol
 {
     Ine__V1__NodeRemoved b = INE__V1__NODE_REMOVED__INIT;
     uint32_t uid = req->remove_node->node_uid;
-    if (!ops__live_node(&p->st, uid)) return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "no node %u", uid);
+    if (!ops__live_node(&p->st, uid)) return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND, "no node %u in this cluster", uid);
     for (size_t i = 0; i < p->st.n_dbs; i++)
         if (!p->st.dbs[i].deleted && p->st.dbs[i].shard_node_uid == uid)
             return ops__fail(r, INE__V1__ERROR_CODE__ERROR_CODE_CONFLICT,
                              "node %u holds the shard of database %u; move or delete the database first", uid, p->st.dbs[i].uid);
+    /* Its etcd member first: a retry finds it gone and goes on to the event. */
+    {
+        uint64_t id = 0;
+        int rc = quorum_member_remove(p->data_dir, uid, &id);
+        if (rc < 0)
+            return ops__fail(r, rc == INE_EUNAVAIL ? INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM : INE__V1__ERROR_CODE__ERROR_CODE_CONFLICT,
+                             "node %u's etcd member: %s", uid, ine_err_msg());
+        if (rc == 1) logline(LOGLINE_INFO, 0, "etcd member node%u (%016llx) removed", uid, (unsigned long long)id);
+    }
     b.node_uid = uid;
     r->uid = uid;
     ops__append(p, req, INE__V1__EVENT__BODY_NODE_REMOVED, &b, r, "node removed");

@@ -379,6 +379,24 @@ static json_t *rest__alerts_of(const proj_state *st, uint32_t node)
 
 static void rest__alerts(rest_ctx *c) { rest_reply(c, 200, rest__alerts_of(&c->p->st, 0)); }
 
+/* POST /v1/nodes/{uid}/actions/remove: the node's etcd member out, then NodeRemoved. */
+static void rest__node_remove(rest_ctx *c, const char *uid_s, size_t len)
+{
+    Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
+    Ine__V1__RemoveNode rn = INE__V1__REMOVE_NODE__INIT;
+    policy_result r;
+    char buf[16], *end;
+    unsigned long uid;
+    snprintf(buf, sizeof buf, "%.*s", (int)(len < sizeof buf ? len : sizeof buf - 1), uid_s);
+    uid = strtoul(buf, &end, 10);
+    if (!*buf || *end || len >= sizeof buf || uid == 0 || uid > UINT32_MAX)
+        return rest_error(c, 404, "not_found", "no node '%.*s'", (int)(len < 64 ? len : 64), uid_s);
+    rn.node_uid = (uint32_t)uid;
+    req.op_case = INE__V1__POLICY_REQUEST__OP_REMOVE_NODE;
+    req.remove_node = &rn;
+    if (rest__exec(c, &req, &r) == 0) rest_reply(c, 200, json_pack("{s:I, s:I}", "uid", (json_int_t)r.uid, "seq", (json_int_t)r.seq));
+}
+
 /* GET /v1/nodes/alerts: {"<uid>": {"<name>": alert, ...}, ...} for every live node. */
 static void rest__nodes_alerts(rest_ctx *c, const char *uid_s)
 {
@@ -604,6 +622,10 @@ void rest_route(rest_ctx *c, const char *path)
         }
         if (m == EVHTTP_REQ_PUT) return rest__cluster_put(c);
         return rest_error(c, 405, "method_not_allowed", "use GET or PUT on /v1/cluster");
+    }
+    if (!strncmp(path, "/v1/nodes/", 10) && (sub = strchr(path + 10, '/')) && !strcmp(sub, "/actions/remove")) {
+        if (m != EVHTTP_REQ_POST) return rest_error(c, 405, "method_not_allowed", "use POST on %s", path);
+        return rest__node_remove(c, path + 10, (size_t)(sub - (path + 10)));
     }
     if (!strncmp(path, "/v1/nodes/", 10) && (sub = strchr(path + 10, '/')) && !strcmp(sub, "/alerts")) {
         char uid[16];

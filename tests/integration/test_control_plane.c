@@ -115,13 +115,20 @@ static uint64_t last_seq(int i)
     return s;
 }
 
+/* The last seq, 0 while the log is not there or not yet set up (a mirror creating it). */
+static uint64_t try_last_seq(int i)
+{
+    uint64_t s = 0;
+    return svc_last_seq(dd[i], &s) == 0 ? s : 0;
+}
+
 static void wait_seq(int i, uint64_t seq)
 {
     int64_t end = now_ms() + WAIT_MS;
-    while (last_seq(i) < seq) {
+    while (try_last_seq(i) < seq) {
         char *log = svc_log(i, "mirror");
         cr_assert_lt(now_ms(), end, "node %d's log holds %llu, not %llu, after %d ms; mirror: %s", i + 1,
-                     (unsigned long long)last_seq(i), (unsigned long long)seq, WAIT_MS, svc_tail(log));
+                     (unsigned long long)try_last_seq(i), (unsigned long long)seq, WAIT_MS, svc_tail(log));
         free(log);
         sleep_ms(20);
     }
@@ -778,4 +785,67 @@ Test(control_plane, etcd_storage_near_its_quota_raises_an_alert)
     free(conf);
     free(log);
     free(bin);
+}
+
+/* --- membership ---------------------------------------------------------------------------------- */
+
+Test(control_plane, removing_a_dead_node_takes_its_etcd_member_out_and_the_cluster_writes_on)
+{
+    etcd_opts eo = {.endpoints = ef_endpoints(&ec)};
+    etcd_member *ms = NULL;
+    size_t n = 0;
+    etcd_t *e = NULL;
+    char *out = NULL, *err = NULL;
+    char uid[16], said[48], *nodename;
+    int dead = 2;
+    start_policy(0);
+    /* A node dies for good, its member and its mirror: the etcd leader's when that is node 2's
+     * or node 3's (a removal sent while etcd elects again goes unanswered), else node 3's. */
+    cr_assert_eq(etcd_open(&eo, &e), 0);
+    for (int m = 1; m < NODES; m++) {
+        etcd_status_info si;
+        if (etcd_status(e, ef_endpoint(&ec, m), &si) == 0 && si.leader == si.member_id) dead = m;
+    }
+    etcd_close(e);
+    e = NULL;
+    cr_assert_eq(ef_kill(&ec, dead), 0, "%s", ef_why());
+    svc_stop(mirror[dead], 5000);
+    mirror[dead] = 0;
+    snprintf(uid, sizeof uid, "%d", dead + 1);
+    snprintf(said, sizeof said, "node %d removed", dead + 1);
+    nodename = ec.m[dead].name;
+    cr_assert_eq(inectl(0, &out, &err, "node", "remove", uid, NULL), 0, "node remove: %s%s", out, err);
+    cr_assert(strstr(out, said), "%s", out);
+    free(out);
+    free(err);
+    out = err = NULL;
+    cr_assert_eq(etcd_open(&eo, &e), 0);
+    cr_assert_eq(etcd_member_list(e, &ms, &n), 0, "%s", ine_err_msg());
+    cr_assert_eq(n, 2, "etcd still has %zu members", n);
+    for (size_t i = 0; i < n; i++) cr_assert_str_neq(ms[i].name, nodename);
+    free(ms);
+    etcd_close(e);
+    cr_assert_eq(svc_count_events(dd[0], INE__V1__EVENT__BODY_NODE_REMOVED), 1);
+    /* Two of two members: writes go on. */
+    cr_assert_eq(inectl(0, &out, &err, "create", "db", "name", "after", "port", "12000", "shard_node", "1", "shard_address",
+                        "127.0.0.1:6379", NULL),
+                 0, "a write after the removal: %s", err);
+    free(out);
+    free(err);
+    out = err = NULL;
+    wait_seq(3 - dead, last_seq(0));
+    same_logs(0, 3 - dead);
+    /* Refusals change nothing. */
+    uint64_t head = last_seq(0);
+    snprintf(said, sizeof said, "no node %d in this cluster [NOT_FOUND]", dead + 1);
+    cr_assert_eq(inectl(0, &out, &err, "node", "remove", uid, NULL), 1);
+    cr_assert(strstr(err, said), "%s", err);
+    free(out);
+    free(err);
+    out = err = NULL;
+    cr_assert_eq(inectl(0, &out, &err, "node", "remove", "three", NULL), 2);
+    cr_assert(strstr(err, "'three' is not a node uid"), "%s", err);
+    free(out);
+    free(err);
+    cr_assert_eq(last_seq(0), head);
 }

@@ -374,6 +374,30 @@ Test(policy, new_databases_take_the_cluster_default_at_creation_only)
     stop_clean();
 }
 
+Test(policy, a_node_is_removed_through_its_remove_action)
+{
+    json_t *j;
+    uint64_t s;
+    /* Node 1 holds a shard: refused, nothing written. */
+    json_decref(create_db("a", 12000, NULL));
+    s = last_seq();
+    REFUSED("POST", "/v1/nodes/1/actions/remove", NULL, 409, "conflict");
+    REFUSED("GET", "/v1/nodes/2/actions/remove", NULL, 405, "method_not_allowed");
+    REFUSED("POST", "/v1/nodes/x/actions/remove", NULL, 404, "not_found");
+    REFUSED("POST", "/v1/nodes/9/actions/remove", NULL, 404, "not_found");
+    cr_assert_eq(last_seq(), s);
+    j = expect(REST("POST", "/v1/nodes/2/actions/remove", NULL), 200, "remove node 2");
+    cr_assert_eq(jint(j, "uid"), 2);
+    cr_assert_eq((uint64_t)jint(j, "seq"), s + 1);
+    json_decref(j);
+    cr_assert_eq(svc_count_events(C.dd, INE__V1__EVENT__BODY_NODE_REMOVED), 1);
+    j = expect(REST("GET", "/v1/nodes", NULL), 200, "nodes");
+    cr_assert_eq(json_array_size(j), 1, "the removed node is still listed");
+    json_decref(j);
+    REFUSED("POST", "/v1/nodes/2/actions/remove", NULL, 404, "not_found");
+    stop_clean();
+}
+
 /* --- refusals --------------------------------------------------------------------------------- */
 
 #define DB(extra) "{\"name\":\"x\",\"port\":12100,\"shard_node\":1,\"shard_address\":\"127.0.0.1:6379\"" extra "}"
