@@ -110,6 +110,15 @@ const commit__ops commit__local_ops = {"local", commit__local_append, commit__lo
 
 /* --- the handle --------------------------------------------------------------------------------- */
 
+/* The waiting follower only counts: the caller's own follower applies the events. */
+static int commit__skip(const evlog_event *ev, uint64_t seq, void *ud)
+{
+    (void)ev;
+    (void)seq;
+    (void)ud;
+    return INE_OK;
+}
+
 int commit_open(const commit_cfg *cfg, commit_t **out)
 {
     commit_etcd_conf conf;
@@ -127,6 +136,11 @@ int commit_open(const commit_cfg *cfg, commit_t **out)
     rc = cfg->data_dir ? commit_conf_load(cfg->data_dir, &conf) : INE_ENOTFOUND;
     if (rc == INE_OK) rc = commit__etcd_open(c, &conf);
     else if (rc == INE_ENOTFOUND) rc = INE_OK;
+    if (rc == INE_OK && c->ops == &commit__etcd_ops && cfg->zctx && cfg->run_dir) {
+        uint64_t last = 0;
+        rc = evlog_last_seq(c->log, &last);
+        if (rc == INE_OK) rc = follow_new(cfg->zctx, c->log, cfg->run_dir, last, commit__skip, NULL, &c->follow);
+    }
     if (rc < 0) {
         commit_close(c);
         return rc;
@@ -138,6 +152,7 @@ int commit_open(const commit_cfg *cfg, commit_t **out)
 void commit_close(commit_t *c)
 {
     if (!c) return;
+    follow_free(c->follow);
     c->ops->close(c);
     free(c->producer);
     free(c);
@@ -199,6 +214,13 @@ int commit__wait_local(commit_t *c, uint64_t seq)
     int64_t deadline = commit__now_ms() + COMMIT_MIRROR_WAIT_MS;
     long sleep_us = 100;
     uint64_t last = 0;
+    if (c->follow) {
+        int rc = follow_wait_seq(c->follow, seq, COMMIT_MIRROR_WAIT_MS);
+        if (rc != INE_EAGAIN) return rc;
+        (void)evlog_last_seq(c->log, &last);
+        return ine_err(INE_EAGAIN, "seq %llu is committed but this node's log holds only %llu after %d ms: is ine-mirror running?",
+                       (unsigned long long)seq, (unsigned long long)last, COMMIT_MIRROR_WAIT_MS);
+    }
     for (;;) {
         GUARD(evlog_last_seq(c->log, &last));
         if (last >= seq) return INE_OK;

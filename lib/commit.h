@@ -39,6 +39,8 @@ typedef struct {
     const char *producer;  /* the process that writes: "ine-policy", "inectl", ... */
     evlog_t *log;          /* the node's LMDB log (not owned; must outlive the handle) */
     follow_pub *pub;       /* hints after a local append (may be NULL; not owned) */
+    void *zctx;            /* with run_dir: wait for the mirror on its ZeroMQ hints (wakes when */
+    const char *run_dir;   /* it applied); NULL: poll the log instead (a one-shot tool) */
 } commit_cfg;
 
 int commit_open(const commit_cfg *cfg, commit_t **out) __attribute__((warn_unused_result));

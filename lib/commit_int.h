@@ -19,6 +19,7 @@ struct commit {
     char *producer;
     evlog_t *log;
     follow_pub *pub;
+    follow_t *follow;      /* woken by the mirror's hints while waiting for it; may be NULL */
     void *backend;         /* the backend's own state */
 };
 

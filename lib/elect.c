@@ -82,6 +82,15 @@ static int elect__campaign(elect_t *e, int64_t now)
     etcd_op get = {.type = ETCD_OP_RANGE, .key = e->key, .key_len = strlen(e->key)};
     etcd_txn_result r = {0};
     int rc;
+    /* Win only with a lease that has most of its TTL ahead: a holding must not end before
+     * its first keepalive is due. */
+    if (e->lease && now - e->last_alive_ms > (int64_t)e->ttl_s * 1000 / 3) {
+        int64_t left = 0;
+        rc = etcd_lease_keepalive(e->etcd, e->lease, &left);
+        if (rc == INE_ENOTFOUND) e->lease = 0;
+        else if (rc < 0) return rc;
+        else e->last_alive_ms = now;
+    }
     if (!e->lease) {
         int64_t ttl = 0;
         if ((rc = etcd_lease_grant(e->etcd, e->ttl_s, &e->lease, &ttl)) < 0) return rc;
@@ -116,11 +125,17 @@ int elect_tick(elect_t *e, int *holding, int *changed)
             if (now - e->last_alive_ms > (int64_t)e->ttl_s * 1000) e->lease = 0;
         }
         e->next_campaign_ms = now + ELECT__RETRY_MS;
-        e->next_keepalive_ms = now + e->ttl_s * 1000 / 3;
+        /* Keepalives run on their own schedule, from the lease's last renewal. */
+        if (e->fence) e->next_keepalive_ms = e->last_alive_ms + e->ttl_s * 1000 / 3;
     }
     *holding = e->fence != 0;
     if (changed) *changed = *holding != before;
     return INE_OK;
+}
+
+void elect_fenced_off(elect_t *e)
+{
+    if (e && e->fence) elect__lost(e, "an append was fenced off (the holding ended on etcd's side)");
 }
 
 int64_t elect_fence(const elect_t *e) { return e ? e->fence : 0; }

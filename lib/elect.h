@@ -32,6 +32,10 @@ void elect_close(elect_t *e);
  * are not failures: they count against the TTL (and are in ine_err_msg() when *holding drops). */
 int elect_tick(elect_t *e, int *holding, int *changed) __attribute__((warn_unused_result));
 
+/* An append fenced on our holding was refused: we no longer hold the role, whatever our clock
+ * says. Campaign again (with a new lease) from the next tick. */
+void elect_fenced_off(elect_t *e);
+
 /* The fence of our holding (the key's create_revision), 0 when we do not hold the role. */
 int64_t elect_fence(const elect_t *e);
 const char *elect_key(const elect_t *e);

@@ -179,6 +179,7 @@ int evlog_open(const char *dir, const evlog_opts *opts, evlog_t **out)
     GUARD_MDB(mdb_env_set_maxreaders(log->env, 256), err);
     /* MDB_RDONLY still records readers in lock.mdb, so an inspector never blocks writers. */
     if (log->read_only) envflags |= MDB_RDONLY;
+    if (opts && opts->copy) envflags |= MDB_NOMETASYNC;
     GUARD_MDB(mdb_env_open(log->env, dir, envflags, 0600), err);
     /* A process that died inside a read transaction leaves its slot behind; a stale slot
      * keeps old pages from being reused and the file grows without bound. */

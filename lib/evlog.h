@@ -27,6 +27,9 @@ typedef struct evlog evlog_t;
 typedef struct {
     size_t map_size;   /* 0: EVLOG_DEFAULT_MAP_SIZE; fixed for the life of the handle */
     int read_only;     /* open without creating; appends fail */
+    int copy;          /* this log copies one kept elsewhere (ine-mirror copying etcd): one
+                          sync per commit instead of two (MDB_NOMETASYNC). A system crash may
+                          undo the last commit, never corrupt: the copier fetches it again. */
 } evlog_opts;
 
 /* Options from the environment: INE_LOG_MAP_SIZE (bytes, or with a K/M/G suffix, 4096 to 1T)

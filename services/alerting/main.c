@@ -134,7 +134,8 @@ static int alerting_open(alerting_t *a)
     if (!(a->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     GUARD(follow_pub_open(a->zctx, a->run_dir, "ine-alerting", &a->pub));
     {
-        commit_cfg cc = {.data_dir = a->data_dir, .producer = "ine-alerting", .log = a->log, .pub = a->pub};
+        commit_cfg cc = {.data_dir = a->data_dir, .producer = "ine-alerting", .log = a->log, .pub = a->pub,
+                         .zctx = a->zctx, .run_dir = a->run_dir};
         GUARD(commit_open(&cc, &a->commit));
     }
     if (!strcmp(commit_backend(a->commit), "etcd")) {

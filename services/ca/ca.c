@@ -62,28 +62,54 @@ int ca_catch_up(ca_t *ca)
     return rc < 0 ? rc : INE_OK;
 }
 
-int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq)
+static int ca__append(ca_t *ca, ca_item *items, size_t n, const char *request_id, int request, uint64_t *first_seq)
 {
     evlog_event *evs[n ? n : 1];
     ca__seal_ctx sc = {ca, items, n};
     commit_opts o = {.request_id = request_id, .prepare = ca__seal_hook, .prepare_ud = &sc};
-    if (ca->elect) {
-        /* A standby appends requests only (a rotation asked for, an upload); what the acting
-         * CA decides is fenced on its holding and on the state it decided from. */
-        if (ca->acting) {
-            o.fence_key = elect_key(ca->elect);
-            o.fence_rev = elect_fence(ca->elect);
-            o.based_on = ca->st.applied_seq;
-        }
+    /* What the acting CA decides is fenced on its holding and on the state it decided from;
+     * a request (a rotation asked for, an upload) is recorded by whichever CA got it. */
+    if (ca->elect && ca->acting && !request) {
+        o.fence_key = elect_key(ca->elect);
+        o.fence_rev = elect_fence(ca->elect);
+        o.based_on = ca->st.applied_seq;
     }
     uint64_t first = 0;
     int rc;
     for (size_t i = 0; i < n; i++) evs[i] = items[i].ev;
     rc = commit_append(ca->commit, evs, n, &o, &first);
+    if (rc == INE_EPERM && o.fence_key) {
+        /* Our holding ended on etcd's side before our own clock said so: stand by now. */
+        elect_fenced_off(ca->elect);
+        ca->acting = 0;
+        logline(LOGLINE_WARN, ca->st.applied_seq, "standing by: %s", ine_err_msg());
+    }
     if (rc < 0) return rc;
     if (first_seq) *first_seq = first;
     GUARD(ca_catch_up(ca));
     return rc;
+}
+
+int ca_elect_tick(ca_t *ca)
+{
+    int holding = 0, changed = 0;
+    if (!ca->elect) return 0;
+    if (elect_tick(ca->elect, &holding, &changed) < 0) logline(LOGLINE_ERROR, 0, "election: %s", ine_err_msg());
+    if (holding != ca->acting) changed = 1; /* a fenced-off append dropped it meanwhile */
+    ca->acting = holding;
+    if (!changed) return 0;
+    logline(LOGLINE_INFO, ca->st.applied_seq, holding ? "acting as the cluster CA" : "standing by (the CA lease is elsewhere)");
+    return holding;
+}
+
+int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq)
+{
+    return ca__append(ca, items, n, request_id, 0, first_seq);
+}
+
+int ca_append_request(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq)
+{
+    return ca__append(ca, items, n, request_id, 1, first_seq);
 }
 
 int ca_load_key(ca_t *ca, uint64_t seq, pki_key **out) { return sealed_load_key(ca->log, ca->seal, seq, out); }

@@ -68,6 +68,12 @@ void ca_items_free(ca_item *items, size_t n);
  * and field as purpose; then hint followers and fold the result into ca->st. Returns 1 for a
  * request id already used (nothing written), 0 on success. */
 int ca_append(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq);
+/* Keep the CA lease (or campaign for it) when due, and say so when that changes. 1 when this
+ * ine-ca has just started acting (the caller reconciles at once). 0 without etcd. */
+int ca_elect_tick(ca_t *ca);
+/* The same for what an operator asked (a rotation request, an upload): recorded by any ine-ca,
+ * acting or standing by, never fenced; the acting CA acts on it. */
+int ca_append_request(ca_t *ca, ca_item *items, size_t n, const char *request_id, uint64_t *first_seq);
 /* Catch up with the log (ca->st follows it). */
 int ca_catch_up(ca_t *ca);
 /* Make sure ca_cert/ca_key match the projection's CA. */

@@ -47,6 +47,7 @@ static Ine__V1__ErrorCode ca__code_of(int rc)
     case INE_ENOTFOUND: return INE__V1__ERROR_CODE__ERROR_CODE_NOT_FOUND;
     case INE_EFULL: return INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL;
     case INE_EUNAVAIL: return INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM;
+    case INE_ESTALE: case INE_EAGAIN: return INE__V1__ERROR_CODE__ERROR_CODE_BUSY;
     case INE_EEXIST: return INE__V1__ERROR_CODE__ERROR_CODE_CONFLICT;
     default: return INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL;
     }
@@ -74,22 +75,22 @@ static int ca__planes(size_t n, const Ine__V1__Plane *planes, unsigned *mask, ca
 static int ca__complete(ca_t *ca, const char *rid, uint64_t *done)
 {
     int64_t end = ine_clock_mono_ms() + CA_STANDBY_WAIT_MS;
-    int rc;
-    for (int i = 0; ca->acting && i < CA_STALE_RETRIES; i++) {
+    int tries = 0, rc;
+    for (;;) {
         GUARD(ca_catch_up(ca));
-        if (!proj_rotation_find(&ca->st, rid)) break; /* another holder finished it meanwhile */
-        rc = ca_complete_rotation(ca, rid, done);
-        if (rc == INE_OK) return INE_OK;
-        if (rc == INE_EPERM) break; /* fenced off: the next holder completes it */
-        if (rc != INE_ESTALE) return rc;
-    }
-    /* Standing by (or outraced): the acting CA completes it; answer once it has. */
-    while (proj_rotation_find(&ca->st, rid)) {
+        if (!proj_rotation_find(&ca->st, rid)) break; /* done, by us or by the acting CA */
+        /* Waiting keeps the lease too: when the holder is gone, this ine-ca may take over. */
+        (void)ca_elect_tick(ca);
+        if (ca->acting && tries++ < CA_STALE_RETRIES) {
+            rc = ca_complete_rotation(ca, rid, done);
+            if (rc == INE_OK) return INE_OK;
+            if (rc != INE_ESTALE && rc != INE_EPERM) return rc;
+            continue;
+        }
         if (ine_clock_mono_ms() >= end)
             return ine_err(INE_EAGAIN, "rotation %s is recorded; the acting CA (%s) has not completed it within %d s", rid,
                            ca->elect ? elect_holder(ca->elect) : "?", CA_STANDBY_WAIT_MS / 1000);
-        rc = follow_poll(ca->follow, 100);
-        if (rc < 0) return rc;
+        if ((rc = follow_poll(ca->follow, 100)) < 0) return rc;
     }
     {
         ca__find_ctx fc = {rid, 0};
@@ -133,7 +134,7 @@ static void ca__rotate(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
     for (int p = PROJ_PLANE_MIN; p <= PROJ_PLANE_MAX; p++)
         if (mask & PROJ_PLANE_BIT(p)) rr->planes[rr->n_planes++] = p;
     /* Recorded first: a CA killed while generating keys finds the request on restart. */
-    rc = ca_append(ca, &it, 1, reqid, &seq);
+    rc = ca_append_request(ca, &it, 1, reqid, &seq);
     if (rc < 0) goto fail;
     if (rc == 0) logline(LOGLINE_INFO, seq, "rotation %s requested by %s", rid, it.ev->actor);
     if (proj_rotation_find(&ca->st, rid)) {
@@ -225,7 +226,7 @@ static void ca__upload(ca_t *ca, const Ine__V1__CaRequest *req, ca_reply *r)
         GUARD_GOTO(pki_key_to_der(chk[i].key, &items[i].key_der, &items[i].key_der_len), fail);
     }
     snprintf(reqid, sizeof reqid, "upload/%s", req->request_id ? req->request_id : "");
-    rc = ca_append(ca, items, n, req->request_id && *req->request_id ? reqid : NULL, &seq);
+    rc = ca_append_request(ca, items, n, req->request_id && *req->request_id ? reqid : NULL, &seq);
     if (rc < 0) goto fail;
     for (size_t i = 0; rc == 0 && i < n; i++)
         logline(LOGLINE_INFO, seq + i, "customer certificate %s uploaded by %s (valid until %s)", chk[i].info.serial_hex,

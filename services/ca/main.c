@@ -66,7 +66,8 @@ static int ca_open(ca_t *ca)
     GUARD(rpc_server_open(ca->zctx, ca->run_dir, "ca", &ca->rpc));
     GUARD(follow_pub_open(ca->zctx, ca->run_dir, "ine-ca", &ca->pub));
     {
-        commit_cfg cc = {.data_dir = ca->data_dir, .producer = "ine-ca", .log = ca->log, .pub = ca->pub};
+        commit_cfg cc = {.data_dir = ca->data_dir, .producer = "ine-ca", .log = ca->log, .pub = ca->pub,
+                         .zctx = ca->zctx, .run_dir = ca->run_dir};
         GUARD(commit_open(&cc, &ca->commit));
     }
     proj_init(&ca->st);
@@ -170,18 +171,10 @@ int main(int argc, char **argv)
         /* A follow failure must not starve commands: each command catches up itself and
          * answers with the error if the log cannot be read. */
         if (follow_poll(ca.follow, 0) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "follow: %s", ine_err_msg());
-        if (ca.elect) {
-            int holding = 0, changed = 0;
-            if (elect_tick(ca.elect, &holding, &changed) < 0) logline(LOGLINE_ERROR, 0, "election: %s", ine_err_msg());
-            ca.acting = holding;
-            if (changed && holding) {
-                /* Carry on from the log: a rotation the last holder left half done completes. */
-                logline(LOGLINE_INFO, ca.st.applied_seq, "acting as the cluster CA");
-                reconciled_at = UINT64_MAX;
-                next_check = 0;
-            } else if (changed) {
-                logline(LOGLINE_INFO, ca.st.applied_seq, "standing by (the CA lease is elsewhere)");
-            }
+        if (ca_elect_tick(&ca)) {
+            /* Carry on from the log: a rotation the last holder left half done completes. */
+            reconciled_at = UINT64_MAX;
+            next_check = 0;
         }
         if (ca_serve(&ca) < 0) logline(LOGLINE_ERROR, ca.st.applied_seq, "commands: %s", ine_err_msg());
         /* Reconcile when the log moved (someone else's event may ask for work), and on the

@@ -223,6 +223,7 @@ static int mirror_run(const char *dd)
     snprintf(m.prefix, sizeof m.prefix, "%s" COMMIT_KEY_EVENTS, conf.prefix);
     GUARD_GOTO(datadir_path(dd, "log", p, sizeof p), out);
     GUARD_GOTO(evlog_opts_from_env(&lo), out);
+    lo.copy = 1; /* etcd holds what a crash could undo here */
     GUARD_GOTO(evlog_open(p, &lo, &m.log), out);
     GUARD_GOTO(evlog_last_seq(m.log, &m.last), out);
     eo.endpoints = conf.endpoints;

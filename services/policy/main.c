@@ -75,7 +75,8 @@ static int policy_open(policy_t *p)
     GUARD(rpc_server_open(p->zctx, p->run_dir, "policy", &p->rpc));
     GUARD(follow_pub_open(p->zctx, p->run_dir, "ine-policy", &p->pub));
     {
-        commit_cfg cc = {.data_dir = p->data_dir, .producer = "ine-policy", .log = p->log, .pub = p->pub};
+        commit_cfg cc = {.data_dir = p->data_dir, .producer = "ine-policy", .log = p->log, .pub = p->pub,
+                         .zctx = p->zctx, .run_dir = p->run_dir};
         GUARD(commit_open(&cc, &p->commit));
     }
     proj_init(&p->st);

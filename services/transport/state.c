@@ -500,7 +500,8 @@ int tp_state_open(tp_t *tp)
         snprintf(producer, sizeof producer, "ine-transport-%u", tp->node_uid);
         GUARD(follow_pub_open(tp->zctx, tp->run_dir, producer, &tp->pub));
         {
-            commit_cfg cc = {.data_dir = tp->data_dir, .producer = "ine-transport", .log = tp->log, .pub = tp->pub};
+            commit_cfg cc = {.data_dir = tp->data_dir, .producer = "ine-transport", .log = tp->log, .pub = tp->pub,
+                         .zctx = tp->zctx, .run_dir = tp->run_dir};
             GUARD(commit_open(&cc, &tp->commit));
         }
     }
