@@ -91,7 +91,8 @@ int commit_conf_load(const char *data_dir, commit_etcd_conf *out)
 
 /* --- the local backend ------------------------------------------------------------------------ */
 
-static int commit__local_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq)
+static int commit__local_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq,
+                                uint64_t *wait_seq)
 {
     evlog_append_opts ao = {.request_id = o->request_id, .prepare = o->prepare, .prepare_ud = o->prepare_ud,
                             .expect_head = o->based_on};
@@ -99,6 +100,7 @@ static int commit__local_append(commit_t *c, evlog_event **evs, size_t n, const 
     int rc;
     if (o->expect_empty && evlog_last_seq(c->log, &last) == INE_OK && last != 0)
         return ine_err(INE_EEXIST, "the event log already holds %llu records", (unsigned long long)last);
+    *wait_seq = 0; /* written here: nothing to wait for */
     rc = evlog_append(c->log, evs, n, &ao, first_seq);
     if (rc == 0 && c->pub && evlog_last_seq(c->log, &last) == 0) (void)follow_pub_hint(c->pub, last);
     return rc;
@@ -109,6 +111,8 @@ static void commit__local_close(commit_t *c) { (void)c; }
 const commit__ops commit__local_ops = {"local", commit__local_append, commit__local_close};
 
 /* --- the handle --------------------------------------------------------------------------------- */
+
+static int commit__wait_local(commit_t *c, uint64_t seq);
 
 /* The waiting follower only counts: the caller's own follower applies the events. */
 static int commit__skip(const evlog_event *ev, uint64_t seq, void *ud)
@@ -169,6 +173,7 @@ int commit_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o
     commit_opts none = {0};
     commit__saved *saved;
     const char *actor;
+    uint64_t wait_seq = 0;
     int rc;
 
     if (!o) o = &none;
@@ -186,7 +191,19 @@ int commit_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o
         evs[i]->producer = c->producer;
         if (!evs[i]->actor || !*evs[i]->actor) evs[i]->actor = (char *)actor;
     }
-    rc = c->ops->append(c, evs, n, o, first_seq);
+    rc = c->ops->append(c, evs, n, o, first_seq, &wait_seq);
+    /* Read-your-writes: the node's log holds what was committed before the caller reads it.
+     * A stale decision waits too, or it would be checked against the same old state again. */
+    if (wait_seq && (rc == INE_ESTALE || (rc >= 0 && !o->no_wait))) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", ine_err_msg());
+        if (commit__wait_local(c, wait_seq) < 0) {
+            if (rc == INE_ESTALE) rc = INE_EAGAIN; /* deciding again now would change nothing */
+            else logline(LOGLINE_WARN, wait_seq, "%s", ine_err_msg());
+        } else if (rc == INE_ESTALE) {
+            ine_err(INE_ESTALE, "%s", why);
+        }
+    }
     for (size_t i = 0; i < n; i++) {
         evs[i]->producer = saved[i].producer;
         evs[i]->actor = saved[i].actor;
@@ -209,7 +226,8 @@ static int64_t commit__now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int commit__wait_local(commit_t *c, uint64_t seq)
+/* Wait until the local log holds seq (the mirror applied it), up to COMMIT_MIRROR_WAIT_MS. */
+static int commit__wait_local(commit_t *c, uint64_t seq)
 {
     int64_t deadline = commit__now_ms() + COMMIT_MIRROR_WAIT_MS;
     long sleep_us = 100;

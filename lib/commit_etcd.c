@@ -22,7 +22,7 @@
 typedef struct {
     etcd_t *etcd;
     char prefix[128];
-    int head_known;
+    int head_known;        /* 0: read it first; 1: cached from a txn; 2: just read */
     uint64_t seq;
     uint8_t hash[EVLOG_HASH_LEN];
     int64_t mod_rev;       /* the head key's mod_revision; 0: no head yet */
@@ -70,6 +70,7 @@ static int commit__head_from(commit__etcd *e, const etcd_range_result *r)
     return INE_OK;
 }
 
+/* A linearizable read of the head; head_known becomes 2 ("just read") until the next txn. */
 static int commit__read_head(commit__etcd *e)
 {
     char key[256];
@@ -82,6 +83,7 @@ static int commit__read_head(commit__etcd *e)
     GUARD(etcd_range(e->etcd, &q, &r));
     rc = commit__head_from(e, &r);
     etcd_range_result_free(&r);
+    if (rc == INE_OK) e->head_known = 2;
     return rc;
 }
 
@@ -110,9 +112,18 @@ typedef struct {
     uint8_t **bufs;
     size_t *lens;
     char (*keys)[256];
+    uint8_t *restamp;          /* events whose time the call stamps (0 on entry): on each try */
     uint8_t last_hash[EVLOG_HASH_LEN];
     size_t n;
 } commit__batch;
+
+/* A transaction sent whose answer never came: it may still commit, as long as the head it
+ * compared has not moved. Whichever of our tries commits, its last record is one of these. */
+#define COMMIT__MAX_UNRESOLVED 8
+typedef struct {
+    uint64_t last_seq, first_seq;
+    uint8_t hash[EVLOG_HASH_LEN];
+} commit__unresolved;
 
 static void commit__batch_clear(commit__batch *b)
 {
@@ -128,6 +139,7 @@ static int commit__encode(commit__etcd *e, evlog_event **evs, size_t n, const co
     uint8_t prev[EVLOG_HASH_LEN];
     memcpy(prev, e->hash, sizeof prev);
     for (size_t i = 0; i < n; i++) {
+        if (b->restamp[i]) evs[i]->time_us = 0; /* a later seq gets a later time: seq order is time order */
         GUARD(evlog_encode(evs[i], e->seq + 1 + i, prev, o->request_id, o->prepare, o->prepare_ud, &b->bufs[i], &b->lens[i]));
         evlog_hash(b->bufs[i], b->lens[i], prev);
         commit__event_key(e, e->seq + 1 + i, b->keys[i], sizeof b->keys[i]);
@@ -136,18 +148,50 @@ static int commit__encode(commit__etcd *e, evlog_event **evs, size_t n, const co
     return INE_OK;
 }
 
-static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq)
+static void commit__pause(void)
+{
+    struct timespec ts = {0, 50 * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Did one of our unanswered tries commit? Only decidable once the head reached its seq. 1 with
+ * *first set when one did; 0 when none did or none can be decided yet. */
+static int commit__resolve(commit__etcd *e, commit__unresolved *u, size_t *n_u, uint64_t *first)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < *n_u; i++) {
+        int landed;
+        if (e->seq < u[i].last_seq) {
+            u[k++] = u[i];
+            continue;
+        }
+        landed = commit__landed(e, u[i].last_seq, u[i].hash);
+        if (landed < 0) return landed;
+        if (landed) {
+            *first = u[i].first_seq;
+            *n_u = 0;
+            return 1;
+        }
+    }
+    *n_u = k;
+    return 0;
+}
+
+static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq,
+                               uint64_t *wait_seq)
 {
     commit__etcd *e = c->backend;
     const char *reqid = o->request_id && *o->request_id ? o->request_id : NULL;
     int64_t deadline = commit__ms() + COMMIT_DEADLINE_MS;
     char head_key[256], req_key[512];
     uint8_t head_val[COMMIT_HEAD_LEN], req_val[8];
+    commit__unresolved unres[COMMIT__MAX_UNRESOLVED];
+    size_t n_unres = 0;
     commit__batch b = {0};
     etcd_op *ok_ops = NULL;
     etcd_txn_result r = {0};
-    uint64_t first = 0, target = 0;
-    int rc = INE_OK, lost = 0, dup = 0;
+    uint64_t first = 0;
+    int rc = INE_OK, lost = 0;
 
     snprintf(head_key, sizeof head_key, "%s" COMMIT_KEY_HEAD, e->prefix);
     snprintf(req_key, sizeof req_key, "%s" COMMIT_KEY_REQIDS "%s", e->prefix, reqid ? reqid : "");
@@ -155,11 +199,14 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
     b.bufs = calloc(n, sizeof *b.bufs);
     b.lens = calloc(n, sizeof *b.lens);
     b.keys = calloc(n, sizeof *b.keys);
+    b.restamp = calloc(n, 1);
     ok_ops = calloc(n + 2, sizeof *ok_ops);
-    if (!b.bufs || !b.lens || !b.keys || !ok_ops) {
+    if (!b.bufs || !b.lens || !b.keys || !b.restamp || !ok_ops) {
         rc = ine_err(INE_ENOMEM, "out of memory");
         goto out;
     }
+    for (size_t i = 0; i < n; i++) b.restamp[i] = evs[i]->time_us == 0;
+    if (e->head_known == 2) e->head_known = 1; /* read during an earlier call: only cached now */
     for (;;) {
         etcd_cmp cmp[3];
         etcd_op fail_ops[3];
@@ -167,23 +214,47 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
 
         if (commit__ms() >= deadline) {
             rc = ine_err(INE_EUNAVAIL, "the cluster's consensus (etcd at %s) did not commit the change within %d ms%s",
-                         etcd_endpoint(e->etcd), COMMIT_DEADLINE_MS, lost ? " (it kept losing races with other writers)" : "");
+                         etcd_endpoint(e->etcd), COMMIT_DEADLINE_MS,
+                         n_unres   ? "; a try whose answer was lost may still commit: retry with the same request id"
+                         : lost    ? " (it kept losing races with other writers)"
+                                   : "");
             goto out;
         }
         if (!e->head_known) {
             rc = commit__read_head(e);
-            if (rc == INE_EUNAVAIL) continue; /* the deadline above ends this */
+            if (rc == INE_EUNAVAIL) {
+                commit__pause();
+                continue; /* the deadline above ends this */
+            }
             if (rc < 0) goto out;
         }
+        if (n_unres) {
+            rc = commit__resolve(e, unres, &n_unres, &first);
+            if (rc == INE_EUNAVAIL) {
+                commit__pause();
+                continue;
+            }
+            if (rc < 0) goto out;
+            if (rc == 1) {
+                *wait_seq = first + n - 1;
+                e->head_known = 0; /* the head moved past our record: read it afresh next time */
+                rc = INE_OK;
+                goto committed;
+            }
+        }
         if (o->based_on && e->seq < o->based_on) {
+            if (e->head_known == 2) {
+                rc = ine_err(INE_ECHAIN, "this node's log (seq %llu) is ahead of the cluster's in etcd (seq %llu)",
+                             (unsigned long long)o->based_on, (unsigned long long)e->seq);
+                goto out;
+            }
             /* Our cached head is older than the node's own log: read it again. */
             e->head_known = 0;
             continue;
         }
         if (o->based_on && e->seq > o->based_on) {
-            /* The caller decides again from its local log: let the mirror bring it up to what
-             * beat us first, or it would decide from the same old state again. */
-            if (commit__wait_local(c, e->seq) < 0) logline(LOGLINE_WARN, e->seq, "%s", ine_err_msg());
+            /* The caller decides again, once its log holds what beat it. */
+            *wait_seq = e->seq;
             rc = ine_err(INE_ESTALE, "the cluster's log moved on to seq %llu since seq %llu", (unsigned long long)e->seq,
                          (unsigned long long)o->based_on);
             goto out;
@@ -228,24 +299,15 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
         etcd_txn_result_free(&r);
         rc = etcd_txn(e->etcd, cmp, n_cmp, ok_ops, n_ok, fail_ops, n_fail, &r);
         if (rc == INE_EUNAVAIL) {
-            /* Sent, answer lost: it may have committed. Our last record's hash tells. */
-            e->head_known = 0;
-            while (commit__ms() < deadline) {
-                int landed = commit__landed(e, e->seq + n, b.last_hash);
-                if (landed == INE_EUNAVAIL) continue;
-                if (landed < 0) {
-                    rc = landed;
-                    goto out;
-                }
-                if (landed) {
-                    e->seq += n;
-                    memcpy(e->hash, b.last_hash, EVLOG_HASH_LEN);
-                    target = e->seq;
-                    rc = INE_OK;
-                    goto committed;
-                }
-                break; /* not ours: read the head and try again */
+            /* Sent, answer lost: it may have committed, or commit later while the head it
+             * compared stays. Remember how to recognise it, and read the head again. */
+            if (n_unres < COMMIT__MAX_UNRESOLVED) {
+                unres[n_unres].last_seq = e->seq + n;
+                unres[n_unres].first_seq = first;
+                memcpy(unres[n_unres].hash, b.last_hash, EVLOG_HASH_LEN);
+                n_unres++;
             }
+            e->head_known = 0;
             continue;
         }
         if (rc < 0) {
@@ -256,22 +318,9 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             e->seq += n;
             memcpy(e->hash, b.last_hash, EVLOG_HASH_LEN);
             e->mod_rev = r.revision;
-            target = e->seq;
+            e->head_known = 1;
+            *wait_seq = e->seq;
             goto committed;
-        }
-        if (reqid && r.n_ranges > i_req && r.ranges[i_req].n == 1 && r.ranges[i_req].kvs[0].value_len == 8) {
-            first = commit__get_be64(r.ranges[i_req].kvs[0].value);
-            target = first;
-            dup = 1;
-            if (r.n_ranges > 0) (void)commit__head_from(e, &r.ranges[0]);
-            goto committed;
-        }
-        if (o->fence_key && r.n_ranges > i_fence &&
-            (r.ranges[i_fence].n != 1 || r.ranges[i_fence].kvs[0].create_revision != o->fence_rev)) {
-            rc = ine_err(INE_EPERM, "fenced off: %s is no longer held by this process (revision %lld)", o->fence_key,
-                         (long long)o->fence_rev);
-            if (r.n_ranges > 0) (void)commit__head_from(e, &r.ranges[0]);
-            goto out;
         }
         if (r.n_ranges < 1) {
             rc = ine_err(INE_ECORRUPT, "etcd's answer to a failed append carries no head");
@@ -279,19 +328,32 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             goto out;
         }
         GUARD_GOTO(commit__head_from(e, &r.ranges[0]), out);
+        if (reqid && r.n_ranges > i_req && r.ranges[i_req].n == 1 && r.ranges[i_req].kvs[0].value_len == 8) {
+            /* Used before, maybe by one of our own unanswered tries: either way, its answer.
+             * Wait for the head, at or past every record of that append. */
+            first = commit__get_be64(r.ranges[i_req].kvs[0].value);
+            *wait_seq = e->seq;
+            rc = 1;
+            goto committed;
+        }
+        if (o->fence_key && r.n_ranges > i_fence &&
+            (r.ranges[i_fence].n != 1 || r.ranges[i_fence].kvs[0].create_revision != o->fence_rev)) {
+            rc = ine_err(INE_EPERM, "fenced off: %s is no longer held by this process (revision %lld)", o->fence_key,
+                         (long long)o->fence_rev);
+            goto out;
+        }
         lost++;
     }
 committed:
     if (first_seq) *first_seq = first;
-    if (!o->no_wait && commit__wait_local(c, target) < 0) logline(LOGLINE_WARN, target, "%s", ine_err_msg());
-    rc = dup;
 out:
-    if (rc < 0 && rc != INE_EUNAVAIL && rc != INE_ESTALE) e->head_known = 0;
+    if (rc < 0 && rc != INE_EUNAVAIL && rc != INE_ESTALE && rc != INE_EPERM) e->head_known = 0;
     if (b.bufs) commit__batch_clear(&b);
     etcd_txn_result_free(&r);
     free(b.bufs);
     free(b.lens);
     free(b.keys);
+    free(b.restamp);
     free(ok_ops);
     return rc;
 }

@@ -7,10 +7,11 @@
 
 /* One backend: where an append commits. `append` gets events whose envelope (producer, actor)
  * is already stamped and must stamp seq, link and request id itself (evlog_encode or
- * evlog_append do). */
+ * evlog_append do). It sets *wait_seq to the seq this node's log must hold before the caller
+ * reads it back (0: nothing to wait for): the front door does the waiting. */
 typedef struct {
     const char *name;
-    int (*append)(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq);
+    int (*append)(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq, uint64_t *wait_seq);
     void (*close)(commit_t *c);
 } commit__ops;
 
@@ -28,7 +29,5 @@ extern const commit__ops commit__etcd_ops;
 
 /* Open the etcd backend on c (sets c->ops and c->backend). */
 int commit__etcd_open(commit_t *c, const commit_etcd_conf *conf);
-/* Wait until the local log holds seq (the mirror applied it), up to COMMIT_MIRROR_WAIT_MS. */
-int commit__wait_local(commit_t *c, uint64_t seq);
 
 #endif

@@ -104,8 +104,14 @@ static int elect__campaign(elect_t *e, int64_t now)
         logline(LOGLINE_INFO, 0, "holds %s (lease TTL %d s, fence revision %lld)", e->key, e->ttl_s, (long long)e->fence);
     } else if (r.n_ranges == 1 && r.ranges[0].n == 1) {
         const etcd_kv *kv = &r.ranges[0].kvs[0];
-        /* Our own key from a holding we stepped down from while etcd kept it: wait it out. */
         snprintf(e->holder, sizeof e->holder, "%.*s", (int)kv->value_len, (const char *)kv->value);
+        if (kv->lease == e->lease) {
+            /* Our own create, whose answer was lost earlier: the role is ours. */
+            e->fence = kv->create_revision;
+            logline(LOGLINE_INFO, 0, "holds %s (lease TTL %d s, fence revision %lld; the create's answer was lost)", e->key,
+                    e->ttl_s, (long long)e->fence);
+        }
+        /* Else another's, or ours from a holding we gave up while etcd kept it: wait it out. */
     }
     etcd_txn_result_free(&r);
     return INE_OK;
@@ -115,6 +121,9 @@ int elect_tick(elect_t *e, int *holding, int *changed)
 {
     int64_t now = ine_clock_mono_ms();
     int before = e->fence != 0;
+    /* Checked on every tick, not only when a keepalive is due: give up before etcd would. */
+    if (e->fence && now - e->last_alive_ms > (int64_t)e->ttl_s * 1000 - 500)
+        elect__lost(e, "no keepalive answered within the lease's TTL");
     if (e->lease && now >= e->next_keepalive_ms) {
         GUARD(elect__keepalive(e, now));
         e->next_keepalive_ms = now + e->ttl_s * 1000 / 3;

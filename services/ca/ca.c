@@ -72,7 +72,7 @@ static int ca__append(ca_t *ca, ca_item *items, size_t n, const char *request_id
     if (ca->elect && ca->acting && !request) {
         o.fence_key = elect_key(ca->elect);
         o.fence_rev = elect_fence(ca->elect);
-        o.based_on = ca->st.applied_seq;
+        o.based_on = follow_applied(ca->follow); /* unknown types count: applied_seq skips them */
     }
     uint64_t first = 0;
     int rc;
@@ -171,9 +171,10 @@ typedef struct {
     pthread_mutex_t mu;
 } ca__issue_job;
 
-static void *ca__issue_worker(void *arg)
+/* The calling thread also keeps the CA lease alive between two keys: a rotation of many nodes
+ * takes longer than the lease's TTL. */
+static void *ca__issue_run(ca__issue_job *j, int keep_lease)
 {
-    ca__issue_job *j = arg;
     for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
         pki_issue_params p = {
             .cluster_uid = j->ca->st.cluster.uid,
@@ -193,9 +194,12 @@ static void *ca__issue_worker(void *arg)
             }
             pthread_mutex_unlock(&j->mu);
         }
+        if (keep_lease) (void)ca_elect_tick(j->ca);
     }
     return NULL;
 }
+
+static void *ca__issue_worker(void *arg) { return ca__issue_run(arg, 0); }
 
 int ca_issue(ca_t *ca, const ca_target *t, size_t n, int reason, const char *rotation_id, const char *actor,
              ca_item *out)
@@ -216,7 +220,7 @@ int ca_issue(ca_t *ca, const ca_target *t, size_t n, int reason, const char *rot
     if ((size_t)workers > n) workers = (int)n;
     for (int i = 1; i < workers; i++)
         if (pthread_create(&th[started], NULL, ca__issue_worker, &j) == 0) started++;
-    ca__issue_worker(&j);
+    ca__issue_run(&j, 1);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     if (j.rc) {
         rc = ine_err(j.rc, "cannot issue a certificate for %s", j.why);

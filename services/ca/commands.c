@@ -81,7 +81,10 @@ static int ca__complete(ca_t *ca, const char *rid, uint64_t *done)
         if (!proj_rotation_find(&ca->st, rid)) break; /* done, by us or by the acting CA */
         /* Waiting keeps the lease too: when the holder is gone, this ine-ca may take over. */
         (void)ca_elect_tick(ca);
-        if (ca->acting && tries++ < CA_STALE_RETRIES) {
+        if (ca->acting) {
+            if (tries++ == CA_STALE_RETRIES)
+                return ine_err(INE_ESTALE, "rotation %s is recorded; the log kept changing under it (%d tries): it completes in "
+                               "the next round", rid, CA_STALE_RETRIES);
             rc = ca_complete_rotation(ca, rid, done);
             if (rc == INE_OK) return INE_OK;
             if (rc != INE_ESTALE && rc != INE_EPERM) return rc;

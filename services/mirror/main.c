@@ -88,7 +88,22 @@ static int mirror__apply(mirror_t *m, const etcd_kv *kv)
     uint64_t seq = mirror__seq(m, kv);
     int rc;
     if (seq == 0) return INE_OK; /* not an event key */
-    if (seq <= m->last) return INE_OK;
+    if (seq <= m->last) {
+        /* Already here (a watch reopened over what the range read copied): it must be the
+         * same record, or this node's history is not the cluster's. */
+        uint8_t here[EVLOG_HASH_LEN], there[EVLOG_HASH_LEN], *raw = NULL;
+        size_t len;
+        GUARD(evlog_read_raw(m->log, seq, &raw, &len));
+        evlog_hash(raw, len, here);
+        free(raw);
+        evlog_hash(kv->value, kv->value_len, there);
+        if (memcmp(here, there, sizeof here)) {
+            m->diverged = 1;
+            return ine_err(INE_ECHAIN, "record %llu differs from the cluster's record %llu", (unsigned long long)seq,
+                           (unsigned long long)seq);
+        }
+        return INE_OK;
+    }
     if (seq != m->last + 1) return ine_err(INE_EAGAIN, "etcd delivered record %llu after %llu: reading the gap", (unsigned long long)seq, (unsigned long long)m->last);
     rc = evlog_append_raw(m->log, seq, kv->value, kv->value_len);
     if (rc == INE_ECHAIN || rc == INE_ECORRUPT) m->diverged = 1;

@@ -55,7 +55,7 @@ static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body
     {
         /* Checked against the state at applied_seq: commit only if nobody wrote since. */
         commit_opts o = {.actor = req->actor, .request_id = req->request_id && *req->request_id ? reqid : NULL,
-                         .based_on = p->st.applied_seq};
+                         .based_on = follow_applied(p->follow)}; /* counts skipped unknown types too */
         rc = commit_append(p->commit, &ev, 1, &o, &seq);
     }
     free(ev);
@@ -66,6 +66,7 @@ static void ops__append(policy_t *p, const Ine__V1__PolicyRequest *req, int body
     if (rc < 0) {
         return ops__fail(r, rc == INE_EFULL      ? INE__V1__ERROR_CODE__ERROR_CODE_LOG_FULL
                             : rc == INE_EUNAVAIL ? INE__V1__ERROR_CODE__ERROR_CODE_NO_QUORUM
+                            : rc == INE_EAGAIN   ? INE__V1__ERROR_CODE__ERROR_CODE_BUSY
                                                  : INE__V1__ERROR_CODE__ERROR_CODE_INTERNAL,
                          "%s", ine_err_msg());
     }

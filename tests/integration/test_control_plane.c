@@ -253,7 +253,7 @@ static void same_logs(int a, int b)
 }
 
 typedef struct {
-    int names[200];   /* how often database dbN was created */
+    int names[400];   /* how often database dbN was created */
     uint64_t last;    /* seqs strictly increasing */
 } db_count;
 
@@ -264,7 +264,7 @@ static int count_db(const evlog_record *rec, void *ud)
     c->last = rec->seq;
     if (rec->ev && rec->ev->body_case == INE__V1__EVENT__BODY_DATABASE_CREATED) {
         int k = atoi(rec->ev->database_created->name + 2);
-        if (k >= 0 && k < 200) c->names[k]++;
+        if (k >= 0 && k < 400) c->names[k]++;
     }
     return 0;
 }
@@ -297,64 +297,79 @@ static json_t *status_json(int i, json_t **consensus)
 
 /* --- tests ------------------------------------------------------------------------------------- */
 
-Test(control_plane, racing_writers_on_three_nodes_commit_each_change_once_in_one_chain)
+/* One create through node i's policy, with a request id; its exit status. */
+static pid_t create_async(int i, int id, const char *prefix)
 {
-    enum { PER_NODE = 15 };
-    pid_t kids[NODES * PER_NODE];
-    int n = 0;
-    for (int i = 0; i < NODES; i++) start_policy(i);
-    /* Every create at once: 45 inectl processes, 15 on each node, all racing for the head. */
-    for (int i = 0; i < NODES; i++) {
-        for (int k = 0; k < PER_NODE; k++) {
-            int id = i * PER_NODE + k;
-            pid_t pid = fork();
-            cr_assert_neq(pid, -1);
-            if (pid == 0) {
-                char name[16], port[16], shard[32];
-                snprintf(name, sizeof name, "db%d", id);
-                snprintf(port, sizeof port, "%d", 13000 + id);
-                snprintf(shard, sizeof shard, "127.0.0.%d:%d", i + 1, 16000 + id);
-                char *err = NULL, *errf = svc_log(id, "create-err");
-                int rc = inectl(i, NULL, &err, "create", "db", "name", name, "port", port, "shard_node", i == 0 ? "1" : "2",
-                                "shard_address", shard, NULL);
-                if (err) tu_write_file(errf, err, strlen(err));
-                _exit(rc);
-            }
-            kids[n++] = pid;
-        }
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        char name[16], port[16], shard[32], reqid[32];
+        char *err = NULL, *errf = svc_log(id, prefix);
+        snprintf(name, sizeof name, "db%d", id);
+        snprintf(port, sizeof port, "%d", 13000 + id);
+        snprintf(shard, sizeof shard, "127.0.0.%d:%d", i + 1, 16000 + id);
+        snprintf(reqid, sizeof reqid, "race-%d", id);
+        int rc = inectl(i, NULL, &err, "--request-id", reqid, "create", "db", "name", name, "port", port, "shard_node",
+                        i == 0 ? "1" : "2", "shard_address", shard, NULL);
+        if (err) tu_write_file(errf, err, strlen(err));
+        _exit(rc);
     }
+    return pid;
+}
+
+static void reap_all(pid_t *kids, int n, const char *prefix)
+{
     for (int k = 0; k < n; k++) {
         int st;
         cr_assert_eq(waitpid(kids[k], &st, 0), kids[k]);
-        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "create db%d failed (status %d: %s); policy on node %d: %s", k, st,
-                  svc_tail(svc_log(k, "create-err")), k / PER_NODE + 1, svc_tail(svc_log(k / PER_NODE, "policy")));
+        cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "a create failed (status %d): %s", st, svc_tail(svc_log(k, prefix)));
     }
-    {
-        uint64_t head = last_seq(0);
-        cr_assert_geq(head, g_created + (uint64_t)n);
-        for (int i = 0; i < NODES; i++) wait_seq(i, head);
+}
+
+Test(control_plane, three_hundred_changes_racing_on_three_nodes_commit_once_each_in_one_chain)
+{
+    enum { TOTAL = 300, WAVE = 30, RETRIED = 30 };
+    pid_t kids[WAVE];
+    for (int i = 0; i < NODES; i++) start_policy(i);
+    /* 300 creates, 30 at a time, each wave spread over the three nodes: all racing for the head. */
+    for (int w = 0; w < TOTAL; w += WAVE) {
+        for (int k = 0; k < WAVE; k++) kids[k] = create_async((w + k) % NODES, w + k, "create-err");
+        for (int k = 0; k < WAVE; k++) {
+            int st;
+            cr_assert_eq(waitpid(kids[k], &st, 0), kids[k]);
+            cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "create db%d failed (status %d): %s", w + k, st,
+                      svc_tail(svc_log(w + k, "create-err")));
+        }
     }
+    uint64_t head = last_seq(0);
+    cr_assert_geq(head, g_created + TOTAL);
+    for (int i = 0; i < NODES; i++) wait_seq(i, head);
+    /* Retries with the same request ids, each on another node than the first time: answered
+     * from the first attempt, nothing appended. */
+    for (int k = 0; k < RETRIED; k++) kids[k] = create_async((k + 1) % NODES, k, "retry-err");
+    reap_all(kids, RETRIED, "retry-err");
+    sleep_ms(300);
+    cr_assert_eq(last_seq(0), head, "a retry appended");
     for (int i = 0; i < NODES; i++) {
         db_count c;
         count_dbs(i, &c);
-        for (int k = 0; k < n; k++) cr_assert_eq(c.names[k], 1, "node %d: db%d created %d times", i + 1, k, c.names[k]);
+        for (int k = 0; k < TOTAL; k++) cr_assert_eq(c.names[k], 1, "node %d: db%d created %d times", i + 1, k, c.names[k]);
         verify(i);
     }
     same_logs(0, 1);
     same_logs(0, 2);
     /* Every database got its own uid, although three nodes chose uids at once. */
     {
-        char *out = NULL;
-        cr_assert_eq(inectl(2, &out, NULL, "--json", "status", NULL), 0);
-        json_t *j = json_loads(out, 0, NULL), *dbs = j ? json_object_get(j, "databases") : NULL;
-        cr_assert(json_is_array(dbs), "status has no databases: %s", out);
-        cr_assert_eq(json_array_size(dbs), (size_t)n);
-        for (size_t a = 0; a < json_array_size(dbs); a++)
-            for (size_t b = a + 1; b < json_array_size(dbs); b++)
-                cr_assert_neq(json_integer_value(json_object_get(json_array_get(dbs, a), "uid")),
-                              json_integer_value(json_object_get(json_array_get(dbs, b), "uid")), "two databases share a uid");
+        json_t *c, *j = status_json(2, &c);
+        json_t *dbs = json_object_get(j, "databases");
+        char seen[TOTAL + 1] = {0};
+        cr_assert_eq(json_array_size(dbs), (size_t)TOTAL);
+        for (size_t a = 0; a < json_array_size(dbs); a++) {
+            json_int_t uid = json_integer_value(json_object_get(json_array_get(dbs, a), "uid"));
+            cr_assert(uid >= 1 && uid <= TOTAL && !seen[uid], "uid %lld twice or out of range", (long long)uid);
+            seen[uid] = 1;
+        }
         json_decref(j);
-        free(out);
     }
 }
 
