@@ -89,6 +89,16 @@ int commit_conf_load(const char *data_dir, commit_etcd_conf *out)
     return rc;
 }
 
+int commit_conf_etcd_open(const commit_etcd_conf *conf, int timeout_ms, etcd_t **out)
+{
+    etcd_opts eo = {.endpoints = conf->endpoints,
+                    .cacert = conf->cacert[0] ? conf->cacert : NULL,
+                    .cert = conf->cert[0] ? conf->cert : NULL,
+                    .key = conf->key[0] ? conf->key : NULL,
+                    .timeout_ms = timeout_ms ? timeout_ms : conf->timeout_ms};
+    return etcd_open(&eo, out);
+}
+
 /* --- the local backend ------------------------------------------------------------------------ */
 
 static int commit__local_append(commit_t *c, evlog_event **evs, size_t n, const commit_opts *o, uint64_t *first_seq,

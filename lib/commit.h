@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "etcd.h"
 #include "evlog.h"
 #include "follow.h"
 
@@ -98,6 +99,10 @@ typedef struct {
 
 /* INE_ENOTFOUND when the data dir has no etcd.conf; INE_EINVAL naming the line when malformed. */
 int commit_conf_load(const char *data_dir, commit_etcd_conf *out) __attribute__((warn_unused_result));
+
+/* An etcd client on the conf's endpoints and TLS files, with this per-request timeout (0: the
+ * conf's own, else etcd.h's default): every ine process reaches etcd the same way. */
+int commit_conf_etcd_open(const commit_etcd_conf *conf, int timeout_ms, etcd_t **out) __attribute__((warn_unused_result));
 
 /* The keys of the log in etcd (prefix + ...): the head, an event, a request id. */
 #define COMMIT_KEY_HEAD "log/head"

@@ -371,16 +371,11 @@ const commit__ops commit__etcd_ops = {"etcd", commit__etcd_append, commit__etcd_
 
 int commit__etcd_open(commit_t *c, const commit_etcd_conf *conf)
 {
-    etcd_opts eo = {.endpoints = conf->endpoints,
-                    .cacert = conf->cacert[0] ? conf->cacert : NULL,
-                    .cert = conf->cert[0] ? conf->cert : NULL,
-                    .key = conf->key[0] ? conf->key : NULL,
-                    .timeout_ms = conf->timeout_ms};
     commit__etcd *e = calloc(1, sizeof *e);
     int rc;
     if (!e) return ine_err(INE_ENOMEM, "out of memory");
     snprintf(e->prefix, sizeof e->prefix, "%s", conf->prefix);
-    if ((rc = etcd_open(&eo, &e->etcd)) < 0) {
+    if ((rc = commit_conf_etcd_open(conf, 0, &e->etcd)) < 0) {
         free(e);
         return rc;
     }

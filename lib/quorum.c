@@ -43,19 +43,13 @@ static json_t *quorum__key_text(etcd_t *e, const char *key, int head)
 int quorum_member_remove(const char *data_dir, uint32_t uid, uint64_t *id)
 {
     commit_etcd_conf conf;
-    etcd_opts eo = {0};
     etcd_t *e = NULL;
     char name[32];
     int rc = commit_conf_load(data_dir, &conf), asked = 0;
     if (rc == INE_ENOTFOUND) return 0;
     GUARD(rc);
-    eo.endpoints = conf.endpoints;
-    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
-    eo.cert = conf.cert[0] ? conf.cert : NULL;
-    eo.key = conf.key[0] ? conf.key : NULL;
-    eo.timeout_ms = QUORUM__REMOVE_TRY_MS;
     snprintf(name, sizeof name, "node%u", uid);
-    GUARD(etcd_open(&eo, &e));
+    GUARD(commit_conf_etcd_open(&conf, QUORUM__REMOVE_TRY_MS, &e));
     for (int t = 0; t < QUORUM__REMOVE_TRIES; t++) {
         etcd_member *ms = NULL;
         size_t n = 0, i;
@@ -92,7 +86,6 @@ int quorum_member_remove(const char *data_dir, uint32_t uid, uint64_t *id)
 int quorum_status(const char *data_dir, json_t **out)
 {
     commit_etcd_conf conf;
-    etcd_opts eo = {0};
     etcd_t *e = NULL;
     etcd_member *ms = NULL;
     size_t n = 0, healthy = 0;
@@ -107,12 +100,7 @@ int quorum_status(const char *data_dir, json_t **out)
     }
     GUARD(rc);
     o = json_pack("{s:s}", "mode", "etcd");
-    eo.endpoints = conf.endpoints;
-    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
-    eo.cert = conf.cert[0] ? conf.cert : NULL;
-    eo.key = conf.key[0] ? conf.key : NULL;
-    eo.timeout_ms = QUORUM_TIMEOUT_MS;
-    if ((rc = etcd_open(&eo, &e)) < 0) goto unreachable;
+    if ((rc = commit_conf_etcd_open(&conf, QUORUM_TIMEOUT_MS, &e)) < 0) goto unreachable;
     if ((rc = etcd_member_list(e, &ms, &n)) < 0) goto unreachable;
     arr = json_array();
     for (size_t i = 0; i < n; i++) {

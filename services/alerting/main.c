@@ -140,14 +140,8 @@ static int alerting_open(alerting_t *a)
     }
     if (!strcmp(commit_backend(a->commit), "etcd")) {
         commit_etcd_conf conf;
-        etcd_opts eo = {0};
         GUARD(commit_conf_load(a->data_dir, &conf));
-        eo.endpoints = conf.endpoints;
-        eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
-        eo.cert = conf.cert[0] ? conf.cert : NULL;
-        eo.key = conf.key[0] ? conf.key : NULL;
-        eo.timeout_ms = 500;
-        GUARD(etcd_open(&eo, &a->etcd));
+        GUARD(commit_conf_etcd_open(&conf, 500, &a->etcd));
         a->storage_quota = conf.quota_bytes;
     }
     if (a->webhook_url) GUARD(alerting_hook_open(a));

@@ -74,15 +74,9 @@ static int ca_open(ca_t *ca)
     GUARD(follow_new(ca->zctx, ca->log, ca->run_dir, 0, follow_apply, ca, &ca->follow));
     if (!strcmp(commit_backend(ca->commit), "etcd")) {
         commit_etcd_conf conf;
-        etcd_opts eo = {0};
         char key[300], who[DATADIR_MAX + 300], host[128] = "";
         GUARD(commit_conf_load(ca->data_dir, &conf));
-        eo.endpoints = conf.endpoints;
-        eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
-        eo.cert = conf.cert[0] ? conf.cert : NULL;
-        eo.key = conf.key[0] ? conf.key : NULL;
-        eo.timeout_ms = conf.timeout_ms;
-        GUARD(etcd_open(&eo, &ca->etcd));
+        GUARD(commit_conf_etcd_open(&conf, 0, &ca->etcd));
         gethostname(host, sizeof host - 1);
         snprintf(key, sizeof key, "%sca/holder", conf.prefix);
         snprintf(who, sizeof who, "ine-ca pid %ld on %s, data dir %s", (long)getpid(), host, ca->data_dir);

@@ -220,7 +220,6 @@ static int mirror_run(const char *dd)
     char p[DATADIR_MAX], run_dir[DATADIR_MAX];
     uint8_t end[200];
     commit_etcd_conf conf;
-    etcd_opts eo = {0};
     evlog_opts lo = {0};
     mirror_t m = {0};
     void *zctx = NULL;
@@ -241,12 +240,8 @@ static int mirror_run(const char *dd)
     lo.copy = 1; /* etcd holds what a crash could undo here */
     GUARD_GOTO(evlog_open(p, &lo, &m.log), out);
     GUARD_GOTO(evlog_last_seq(m.log, &m.last), out);
-    eo.endpoints = conf.endpoints;
-    eo.cacert = conf.cacert[0] ? conf.cacert : NULL;
-    eo.cert = conf.cert[0] ? conf.cert : NULL;
-    eo.key = conf.key[0] ? conf.key : NULL;
-    eo.timeout_ms = conf.timeout_ms ? conf.timeout_ms : 3000; /* a page of big records takes a while */
-    GUARD_GOTO(etcd_open(&eo, &m.etcd), out);
+    /* A page of big records takes a while: 3 s unless etcd.conf says otherwise. */
+    GUARD_GOTO(commit_conf_etcd_open(&conf, conf.timeout_ms ? 0 : 3000, &m.etcd), out);
     if (!(zctx = zmq_ctx_new())) {
         rc = ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
         goto out;
