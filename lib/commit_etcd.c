@@ -117,9 +117,12 @@ typedef struct {
     size_t n;
 } commit__batch;
 
-/* A transaction sent whose answer never came: it may still commit, as long as the head it
- * compared has not moved. Whichever of our tries commits, its last record is one of these. */
-#define COMMIT__MAX_UNRESOLVED 8
+/* A transaction of ours that did not say "succeeded": its answer never came, or it failed its
+ * compares. Either may hide a commit: a sent transaction may still commit while the head it
+ * compared stays, and libcurl resends a request once on its own when a kept-alive connection
+ * dies before any answer ("retrying a fresh connect"), so the copy that failed may have
+ * followed one that succeeded. Whichever of our tries committed, its last record is here. */
+#define COMMIT__MAX_UNRESOLVED 32
 typedef struct {
     uint64_t last_seq, first_seq;
     uint8_t hash[EVLOG_HASH_LEN];
@@ -165,7 +168,8 @@ static int commit__resolve(commit__etcd *e, commit__unresolved *u, size_t *n_u, 
             u[k++] = u[i];
             continue;
         }
-        landed = commit__landed(e, u[i].last_seq, u[i].hash);
+        /* The head itself names its last record's hash: no read when it is that record. */
+        landed = e->seq == u[i].last_seq ? !memcmp(e->hash, u[i].hash, EVLOG_HASH_LEN) : commit__landed(e, u[i].last_seq, u[i].hash);
         if (landed < 0) return landed;
         if (landed) {
             *first = u[i].first_seq;
@@ -298,15 +302,17 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
 
         etcd_txn_result_free(&r);
         rc = etcd_txn(e->etcd, cmp, n_cmp, ok_ops, n_ok, fail_ops, n_fail, &r);
-        if (rc == INE_EUNAVAIL) {
-            /* Sent, answer lost: it may have committed, or commit later while the head it
-             * compared stays. Remember how to recognise it, and read the head again. */
+        if (rc == INE_EUNAVAIL || (rc == INE_OK && !r.succeeded)) {
+            /* Remember how to recognise this try, should it (or a copy of it) have landed. */
             if (n_unres < COMMIT__MAX_UNRESOLVED) {
                 unres[n_unres].last_seq = e->seq + n;
                 unres[n_unres].first_seq = first;
                 memcpy(unres[n_unres].hash, b.last_hash, EVLOG_HASH_LEN);
                 n_unres++;
             }
+        }
+        if (rc == INE_EUNAVAIL) {
+            /* Sent, answer lost: read the head again; the top decides once it reached us. */
             e->head_known = 0;
             continue;
         }
@@ -328,6 +334,13 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             goto out;
         }
         GUARD_GOTO(commit__head_from(e, &r.ranges[0]), out);
+        /* One of our tries may be what moved the head (and used the request id): decide that
+         * first, at the top, so our own write is neither repeated nor answered as another's. */
+        {
+            int decidable = 0;
+            for (size_t i = 0; i < n_unres; i++) decidable |= unres[i].last_seq <= e->seq;
+            if (decidable) continue;
+        }
         if (reqid && r.n_ranges > i_req && r.ranges[i_req].n == 1 && r.ranges[i_req].kvs[0].value_len == 8) {
             /* Used before, maybe by one of our own unanswered tries: either way, its answer.
              * Wait for the head, at or past every record of that append. */
