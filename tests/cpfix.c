@@ -174,6 +174,7 @@ void cp_setup(const char *nodes)
 
 void cp_teardown(void)
 {
+    if (!cp_tmp) return; /* torn down already */
     for (int i = 0; i < CP_NODES; i++)
         if (cp_ca[i] > 0) svc_stop(cp_ca[i], 5000), cp_ca[i] = 0;
     for (int i = 0; i < CP_NODES + 2; i++) {
@@ -187,6 +188,7 @@ void cp_teardown(void)
     if (getenv("INE_TEST_KEEP")) fprintf(stderr, "kept %s\n", cp_tmp);
     else tu_rmrf(cp_tmp);
     free(cp_tmp);
+    cp_tmp = NULL;
 }
 
 

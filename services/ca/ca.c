@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 evlog_event *ca_event_new(int body_case, void *body, const char *actor)
 {
@@ -169,12 +170,12 @@ typedef struct {
     int rc;                  /* first failure */
     char why[256];
     pthread_mutex_t mu;
+    atomic_int finished;     /* workers done */
 } ca__issue_job;
 
-/* The calling thread also keeps the CA lease alive between two keys: a rotation of many nodes
- * takes longer than the lease's TTL. */
-static void *ca__issue_run(ca__issue_job *j, int keep_lease)
+static void *ca__issue_worker(void *arg)
 {
+    ca__issue_job *j = arg;
     for (size_t i; (i = atomic_fetch_add(&j->next, 1)) < j->n;) {
         pki_issue_params p = {
             .cluster_uid = j->ca->st.cluster.uid,
@@ -194,12 +195,10 @@ static void *ca__issue_run(ca__issue_job *j, int keep_lease)
             }
             pthread_mutex_unlock(&j->mu);
         }
-        if (keep_lease) (void)ca_elect_tick(j->ca);
     }
+    atomic_fetch_add(&j->finished, 1);
     return NULL;
 }
-
-static void *ca__issue_worker(void *arg) { return ca__issue_run(arg, 0); }
 
 int ca_issue(ca_t *ca, const ca_target *t, size_t n, int reason, const char *rotation_id, const char *actor,
              ca_item *out)
@@ -218,9 +217,16 @@ int ca_issue(ca_t *ca, const ca_target *t, size_t n, int reason, const char *rot
         goto out;
     }
     if ((size_t)workers > n) workers = (int)n;
-    for (int i = 1; i < workers; i++)
+    for (int i = 0; i < workers; i++)
         if (pthread_create(&th[started], NULL, ca__issue_worker, &j) == 0) started++;
-    ca__issue_run(&j, 1);
+    if (started == 0) ca__issue_worker(&j);
+    /* Meanwhile this thread keeps the CA lease alive: a rotation of many nodes takes longer
+     * than the lease's TTL, and one key can take seconds. */
+    while (atomic_load(&j.finished) < started) {
+        struct timespec ts = {0, 100 * 1000000L};
+        nanosleep(&ts, NULL);
+        (void)ca_elect_tick(ca);
+    }
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
     if (j.rc) {
         rc = ine_err(j.rc, "cannot issue a certificate for %s", j.why);
