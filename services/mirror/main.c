@@ -82,7 +82,19 @@ static uint64_t mirror__seq(const mirror_t *m, const etcd_kv *kv)
     return *end ? 0 : v;
 }
 
-/* Append one committed record; records the local log already has are skipped. */
+/* 1 when the local record `seq` has these bytes (same SHA-256), 0 when it does not. */
+static int mirror__matches(mirror_t *m, uint64_t seq, const uint8_t *val, size_t len)
+{
+    uint8_t here[EVLOG_HASH_LEN], there[EVLOG_HASH_LEN], *raw = NULL;
+    size_t rlen;
+    GUARD(evlog_read_raw(m->log, seq, &raw, &rlen));
+    evlog_hash(raw, rlen, here);
+    free(raw);
+    evlog_hash(val, len, there);
+    return memcmp(here, there, sizeof here) == 0;
+}
+
+/* Append one committed record; records the local log already has are checked, not copied. */
 static int mirror__apply(mirror_t *m, const etcd_kv *kv)
 {
     uint64_t seq = mirror__seq(m, kv);
@@ -91,18 +103,11 @@ static int mirror__apply(mirror_t *m, const etcd_kv *kv)
     if (seq <= m->last) {
         /* Already here (a watch reopened over what the range read copied): it must be the
          * same record, or this node's history is not the cluster's. */
-        uint8_t here[EVLOG_HASH_LEN], there[EVLOG_HASH_LEN], *raw = NULL;
-        size_t len;
-        GUARD(evlog_read_raw(m->log, seq, &raw, &len));
-        evlog_hash(raw, len, here);
-        free(raw);
-        evlog_hash(kv->value, kv->value_len, there);
-        if (memcmp(here, there, sizeof here)) {
-            m->diverged = 1;
-            return ine_err(INE_ECHAIN, "record %llu differs from the cluster's record %llu", (unsigned long long)seq,
-                           (unsigned long long)seq);
-        }
-        return INE_OK;
+        GUARD(rc = mirror__matches(m, seq, kv->value, kv->value_len));
+        if (rc) return INE_OK;
+        m->diverged = 1;
+        return ine_err(INE_ECHAIN, "record %llu differs from the cluster's record %llu", (unsigned long long)seq,
+                       (unsigned long long)seq);
     }
     if (seq != m->last + 1) return ine_err(INE_EAGAIN, "etcd delivered record %llu after %llu: reading the gap", (unsigned long long)seq, (unsigned long long)m->last);
     rc = evlog_append_raw(m->log, seq, kv->value, kv->value_len);
@@ -117,8 +122,6 @@ static int mirror__apply(mirror_t *m, const etcd_kv *kv)
 static int mirror__same(mirror_t *m, uint64_t seq)
 {
     char key[200];
-    uint8_t here[EVLOG_HASH_LEN], there[EVLOG_HASH_LEN], *raw = NULL;
-    size_t len;
     etcd_range_req q = {0};
     etcd_range_result r = {0};
     int rc;
@@ -126,16 +129,8 @@ static int mirror__same(mirror_t *m, uint64_t seq)
     q.key = key;
     q.key_len = strlen(key);
     q.serializable = 1;
-    GUARD(evlog_read_raw(m->log, seq, &raw, &len));
-    evlog_hash(raw, len, here);
-    free(raw);
     GUARD(etcd_range(m->etcd, &q, &r));
-    if (r.n == 1) {
-        evlog_hash(r.kvs[0].value, r.kvs[0].value_len, there);
-        rc = memcmp(here, there, sizeof here) == 0;
-    } else {
-        rc = INE_ENOTFOUND;
-    }
+    rc = r.n == 1 ? mirror__matches(m, seq, r.kvs[0].value, r.kvs[0].value_len) : INE_ENOTFOUND;
     etcd_range_result_free(&r);
     return rc;
 }
