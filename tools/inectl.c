@@ -165,6 +165,22 @@ Ine__V1__Reply *inectl_policy_call(Ine__V1__PolicyRequest *req)
     return r;
 }
 
+int inectl_policy_send(Ine__V1__PolicyRequest *req, const char *what, uint32_t *uid, uint64_t *seq)
+{
+    Ine__V1__Reply *r = inectl_policy_call(req);
+    int rc = 0;
+    if (!r) return 1;
+    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) {
+        rc = inectl_reply_fail(what, r);
+    } else {
+        if (uid) *uid = r->uid;
+        if (seq) *seq = r->seq;
+    }
+    if (!rc && inectl_g.json) printf("{\"uid\": %u, \"seq\": %llu}\n", r->uid, (unsigned long long)r->seq);
+    ine__v1__reply__free_unpacked(r, NULL);
+    return rc;
+}
+
 int inectl_reply_fail(const char *what, const Ine__V1__Reply *r)
 {
     const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(&ine__v1__error_code__descriptor, r->code);

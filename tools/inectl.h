@@ -26,6 +26,9 @@ int inectl_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * A transport failure prints the reason and returns NULL. */
 Ine__V1__Reply *inectl_ca_call(Ine__V1__CaRequest *req);
 Ine__V1__Reply *inectl_policy_call(Ine__V1__PolicyRequest *req);
+/* Send a policy request; on a refusal print `what: why [CODE]` and return 1. On success the
+ * reply's uid and seq (either pointer may be NULL), and with --json {"uid", "seq"} printed. */
+int inectl_policy_send(Ine__V1__PolicyRequest *req, const char *what, uint32_t *uid, uint64_t *seq);
 /* The cluster state from this node's log (read-only, through the projection); prints why not
  * and returns 1 on failure. Free with proj_free in every case. */
 int inectl_load_state(proj_state *st);

@@ -39,18 +39,6 @@ static int parse_switch(const char *v, int *out)
     return 0;
 }
 
-static int send_policy(Ine__V1__PolicyRequest *req, const char *what, uint32_t *uid)
-{
-    Ine__V1__Reply *r = inectl_policy_call(req);
-    int rc = 0;
-    if (!r) return 1;
-    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) rc = inectl_reply_fail(what, r);
-    else if (uid) *uid = r->uid;
-    if (!rc && inectl_g.json) printf("{\"uid\": %u, \"seq\": %llu}\n", r->uid, (unsigned long long)r->seq);
-    ine__v1__reply__free_unpacked(r, NULL);
-    return rc;
-}
-
 int inectl_tune(int argc, char **argv)
 {
     Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
@@ -61,7 +49,7 @@ int inectl_tune(int argc, char **argv)
         sd.enabled = on;
         req.op_case = INE__V1__POLICY_REQUEST__OP_SET_CLUSTER_DEFAULT_ENCRYPTION;
         req.set_cluster_default_encryption = &sd;
-        if ((rc = send_policy(&req, "tune cluster refused", NULL))) return rc;
+        if ((rc = inectl_policy_send(&req, "tune cluster refused", NULL, NULL))) return rc;
         if (!inectl_g.json) printf("cluster default data_internode_encryption: %s (for new databases)\n", argv[2]);
         return 0;
     }
@@ -76,7 +64,7 @@ int inectl_tune(int argc, char **argv)
         se.enabled = on;
         req.op_case = INE__V1__POLICY_REQUEST__OP_SET_DATABASE_ENCRYPTION;
         req.set_database_encryption = &se;
-        rc = send_policy(&req, "tune db refused", NULL);
+        rc = inectl_policy_send(&req, "tune db refused", NULL, NULL);
         if (!rc && !inectl_g.json) printf("db:%u %s: data_internode_encryption %s\n", d->uid, d->name, argv[3]);
         proj_free(&st);
         return rc;
@@ -120,7 +108,7 @@ int inectl_create_db(int argc, char **argv)
         return inectl_fail("create db needs name, port, shard_node and shard_address"), 2;
     req.op_case = INE__V1__POLICY_REQUEST__OP_CREATE_DATABASE;
     req.create_database = &cd;
-    if ((rc = send_policy(&req, "create db refused", &uid))) return rc;
+    if ((rc = inectl_policy_send(&req, "create db refused", &uid, NULL))) return rc;
     if (!inectl_g.json) printf("db:%u %s created (port %u, shard on node %u at %s)\n", uid, cd.name, cd.port, cd.shard_node_uid, cd.shard_address);
     return 0;
 }
@@ -138,7 +126,7 @@ int inectl_delete_db(int argc, char **argv)
     dd.db_uid = d->uid;
     req.op_case = INE__V1__POLICY_REQUEST__OP_DELETE_DATABASE;
     req.delete_database = &dd;
-    rc = send_policy(&req, "delete db refused", NULL);
+    rc = inectl_policy_send(&req, "delete db refused", NULL, NULL);
     if (!rc && !inectl_g.json) printf("db:%u %s deleted\n", d->uid, d->name);
     proj_free(&st);
     return rc;

@@ -514,20 +514,17 @@ int inectl_node_remove(int argc, char **argv)
 {
     Ine__V1__PolicyRequest req = INE__V1__POLICY_REQUEST__INIT;
     Ine__V1__RemoveNode rn = INE__V1__REMOVE_NODE__INIT;
-    Ine__V1__Reply *r;
+    uint64_t seq = 0;
     char *end;
     unsigned long uid;
-    int rc = 0;
+    int rc;
     if (argc != 1) return inectl_fail("usage: node remove <uid>"), 2;
     uid = strtoul(argv[0], &end, 10);
     if (!*argv[0] || *end || uid == 0 || uid > UINT32_MAX) return inectl_fail("node remove: '%s' is not a node uid", argv[0]), 2;
     rn.node_uid = (uint32_t)uid;
     req.op_case = INE__V1__POLICY_REQUEST__OP_REMOVE_NODE;
     req.remove_node = &rn;
-    if (!(r = inectl_policy_call(&req))) return 1;
-    if (r->code != INE__V1__ERROR_CODE__ERROR_CODE_OK) rc = inectl_reply_fail("node remove refused", r);
-    else if (inectl_g.json) printf("{\"uid\": %u, \"seq\": %llu}\n", r->uid, (unsigned long long)r->seq);
-    else printf("node %lu removed (seq %llu)\n", uid, (unsigned long long)r->seq);
-    ine__v1__reply__free_unpacked(r, NULL);
-    return rc;
+    if ((rc = inectl_policy_send(&req, "node remove refused", NULL, &seq))) return rc;
+    if (!inectl_g.json) printf("node %lu removed (seq %llu)\n", uid, (unsigned long long)seq);
+    return 0;
 }
