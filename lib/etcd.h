@@ -147,6 +147,11 @@ typedef struct {
 int etcd_member_list(etcd_t *e, etcd_member **out, size_t *n) __attribute__((warn_unused_result));
 /* Remove a member from the cluster (needs quorum). INE_ENOTFOUND when there is no such member. */
 int etcd_member_remove(etcd_t *e, uint64_t id) __attribute__((warn_unused_result));
+/* Add a member reached at peer_url (needs quorum); a learner (is_learner) does not count for
+ * quorum until promoted. *id is the new member's id. */
+int etcd_member_add(etcd_t *e, const char *peer_url, int is_learner, uint64_t *id) __attribute__((warn_unused_result));
+/* Make learner `id` a voting member. etcd refuses (INE_EPERM) while the learner lags the leader. */
+int etcd_member_promote(etcd_t *e, uint64_t id) __attribute__((warn_unused_result));
 
 typedef struct {
     uint64_t member_id;    /* the member that answered */

@@ -441,6 +441,37 @@ int etcd_member_remove(etcd_t *e, uint64_t id)
     return rc;
 }
 
+int etcd_member_add(etcd_t *e, const char *peer_url, int is_learner, uint64_t *id)
+{
+    json_t *body = json_pack("{s:[s], s:b}", "peerURLs", peer_url, "isLearner", is_learner), *reply = NULL;
+    int rc;
+    *id = 0;
+    if (!body) return ine_err(INE_ENOMEM, "out of memory");
+    rc = etcd__post(e, "/v3/cluster/member/add", body, &reply);
+    if (rc == INE_OK && (etcd__u64(json_object_get(reply, "member"), "ID", "id", id) < 0 || !*id))
+        rc = ine_err(INE_ECORRUPT, "etcd at %s answered /v3/cluster/member/add without the new member's id", etcd_endpoint(e));
+    json_decref(reply);
+    json_decref(body);
+    return rc;
+}
+
+int etcd_member_promote(etcd_t *e, uint64_t id)
+{
+    json_t *body = json_object(), *reply = NULL;
+    char ids[24];
+    int rc;
+    if (!body) return ine_err(INE_ENOMEM, "out of memory");
+    snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
+    if (json_object_set_new(body, "ID", json_string(ids)) < 0) {
+        json_decref(body);
+        return ine_err(INE_ENOMEM, "out of memory");
+    }
+    rc = etcd__post(e, "/v3/cluster/member/promote", body, &reply);
+    json_decref(reply);
+    json_decref(body);
+    return rc;
+}
+
 int etcd_status(etcd_t *e, const char *endpoint, etcd_status_info *out)
 {
     json_t *body, *reply = NULL, *hdr;

@@ -76,7 +76,7 @@ int evlog_encode(evlog_event *ev, uint64_t seq, const uint8_t prev[EVLOG_HASH_LE
 /* Convenience: one event, optional request id. */
 int evlog_append_one(evlog_t *log, evlog_event *ev, const char *request_id, uint64_t *seq);
 
-/* Append one record received as raw bytes (a replica fed from another node, or a record of a
+/* Append one record received as raw bytes (what ine-mirror copies from etcd, or a record of a
  * newer schema): it must decode, carry `seq` == head + 1, and link to the current head hash,
  * or nothing is written (INE_ECORRUPT / INE_ECHAIN naming the seq). Durable like any append. */
 int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len);

@@ -88,7 +88,7 @@ int quorum_status(const char *data_dir, json_t **out)
     commit_etcd_conf conf;
     etcd_t *e = NULL;
     etcd_member *ms = NULL;
-    size_t n = 0, healthy = 0;
+    size_t n = 0, healthy = 0, voters = 0;
     json_t *o, *arr;
     char key[300];
     const char *leader = NULL;
@@ -109,10 +109,11 @@ int quorum_status(const char *data_dir, json_t **out)
         json_t *m;
         quorum__first_url(ms[i].client_urls, url, sizeof url);
         snprintf(id, sizeof id, "%016llx", (unsigned long long)ms[i].id);
-        m = json_pack("{s:s, s:s, s:s, s:s}", "name", ms[i].name, "id", id, "client_urls", ms[i].client_urls, "peer_urls",
-                      ms[i].peer_urls);
+        m = json_pack("{s:s, s:s, s:s, s:s, s:b}", "name", ms[i].name, "id", id, "client_urls", ms[i].client_urls, "peer_urls",
+                      ms[i].peer_urls, "learner", ms[i].is_learner);
+        voters += !ms[i].is_learner;
         if (url[0] && etcd_status(e, url, &si) == INE_OK) {
-            healthy += si.leader != 0;
+            healthy += si.leader != 0 && !ms[i].is_learner;
             json_object_set_new(m, "healthy", json_boolean(si.leader != 0));
             json_object_set_new(m, "leader", json_boolean(si.leader == ms[i].id));
             json_object_set_new(m, "db_size_bytes", json_integer(si.db_size));
@@ -127,7 +128,7 @@ int quorum_status(const char *data_dir, json_t **out)
     json_object_set_new(o, "members", arr);
     json_object_set_new(o, "leader", leader ? json_string(leader) : json_null());
     json_object_set_new(o, "healthy_members", json_integer((json_int_t)healthy));
-    json_object_set_new(o, "quorum", json_boolean(leader && healthy > n / 2));
+    json_object_set_new(o, "quorum", json_boolean(leader && healthy > voters / 2));
     snprintf(key, sizeof key, "%s" COMMIT_KEY_HEAD, conf.prefix);
     json_object_set_new(o, "log_head_seq", quorum__key_text(e, key, 1));
     snprintf(key, sizeof key, "%sca/holder", conf.prefix);
@@ -146,5 +147,85 @@ unreachable:
     free(ms);
     etcd_close(e);
     *out = o;
+    return INE_OK;
+}
+
+int quorum_peer_url(const char *address, int peer_port, char *out, size_t len)
+{
+    int v6 = strchr(address, ':') != NULL, w;
+    w = snprintf(out, len, "http://%s%s%s:%d", v6 ? "[" : "", address, v6 ? "]" : "", peer_port);
+    return w < 0 || (size_t)w >= len ? ine_err(INE_EINVAL, "peer URL for %s does not fit", address) : INE_OK;
+}
+
+/* "name=url,..." for every member, `uid`'s own named node<uid> (a member added but not yet
+ * started has no name of its own). */
+static int quorum__initial_cluster(const etcd_member *ms, size_t n, uint64_t own_id, uint32_t uid, char *out, size_t cap)
+{
+    size_t off = 0;
+    out[0] = 0;
+    for (size_t i = 0; i < n; i++) {
+        char url[256], name[64];
+        int w;
+        quorum__first_url(ms[i].peer_urls, url, sizeof url);
+        if (ms[i].id == own_id) snprintf(name, sizeof name, "node%u", uid);
+        else if (ms[i].name[0]) snprintf(name, sizeof name, "%s", ms[i].name);
+        else continue; /* another join under way: its member is not ours to name */
+        w = snprintf(out + off, cap - off, "%s%s=%s", off ? "," : "", name, url);
+        if (w < 0 || (size_t)w >= cap - off) return ine_err(INE_EINVAL, "the members' list does not fit");
+        off += (size_t)w;
+    }
+    return INE_OK;
+}
+
+int quorum_member_add(etcd_t *e, uint32_t uid, const char *peer_url, char *initial_cluster, size_t cap)
+{
+    etcd_member *ms = NULL;
+    size_t n = 0, i;
+    uint64_t id = 0;
+    int rc;
+    GUARD(etcd_member_list(e, &ms, &n));
+    for (i = 0; i < n; i++) {
+        char url[256];
+        quorum__first_url(ms[i].peer_urls, url, sizeof url);
+        if (!strcmp(url, peer_url)) break;
+    }
+    if (i < n) {
+        char name[32];
+        snprintf(name, sizeof name, "node%u", uid);
+        /* Ours from an earlier try (a retried join), or a started member of that name. */
+        if (ms[i].name[0] && strcmp(ms[i].name, name)) {
+            rc = ine_err(INE_EEXIST, "etcd member %s already uses peer URL %s", ms[i].name, peer_url);
+            goto out;
+        }
+        id = ms[i].id;
+    } else {
+        /* etcd 3.4 takes one learner at a time: say who is in the way. */
+        for (size_t k = 0; k < n; k++)
+            if (ms[k].is_learner) {
+                rc = ine_err(INE_EAGAIN, "another node's etcd member (%s, peer %s) is still a learner: etcd takes one joining "
+                             "member at a time; start that member (and its ine-mirror) and retry once it caught up",
+                             ms[k].name[0] ? ms[k].name : "not started yet", ms[k].peer_urls);
+                goto out;
+            }
+        free(ms);
+        ms = NULL;
+        GUARD(etcd_member_add(e, peer_url, 1, &id));
+        GUARD(etcd_member_list(e, &ms, &n));
+    }
+    rc = quorum__initial_cluster(ms, n, id, uid, initial_cluster, cap);
+out:
+    free(ms);
+    return rc;
+}
+
+int quorum_promote_learners(etcd_t *e, int *promoted)
+{
+    etcd_member *ms = NULL;
+    size_t n = 0;
+    *promoted = 0;
+    GUARD(etcd_member_list(e, &ms, &n));
+    for (size_t i = 0; i < n; i++)
+        if (ms[i].is_learner && etcd_member_promote(e, ms[i].id) == INE_OK) ++*promoted;
+    free(ms);
     return INE_OK;
 }

@@ -22,7 +22,7 @@ typedef struct {
     char *log;            /* <dir>/mN.log: etcd's stderr (zap) */
 } ef_member;
 
-typedef struct {
+typedef struct ef_cluster_s {
     char *dir;
     int n;
     char token[64];       /* --initial-cluster-token: unique per start */

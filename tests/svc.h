@@ -40,11 +40,18 @@ typedef struct {
     pid_t ca, policy;   /* 0 when not running */
     int port;           /* the REST port of the last ine-policy started */
     char *create_out;   /* what inectl cluster create printed (the CA fingerprint, a join token) */
+    struct ef_cluster_s *etcd; /* svc_cluster_init_etcd: its one etcd member; NULL otherwise */
+    pid_t mirror;       /* ... and the data dir's ine-mirror */
+    int peer_port;      /* ... and etcd.conf's peer_port (a joining node's member listens there) */
 } svc_cluster;
 
 /* A fresh temp dir and `inectl cluster create name test nodes 127.0.0.1,127.0.0.2` with
  * `username user password password` when user is not NULL. */
 int svc_cluster_init(svc_cluster *c, const char *user, const char *password);
+/* The same with the log committed through etcd: one real member (tests/etcdfix.h) in the temp
+ * dir, etcd.conf naming it (and a free peer_port), the cluster created through it, and
+ * ine-mirror running (its output in <dir>/ine-mirror.log) and caught up. */
+int svc_cluster_init_etcd(svc_cluster *c, const char *user, const char *password);
 /* ine-ca with --ca-key-bits 2048 (speed), then wait until every live node has a certificate
  * on both planes (so the log is quiet afterwards). */
 int svc_start_ca(svc_cluster *c, int timeout_ms);

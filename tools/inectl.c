@@ -19,7 +19,6 @@
 #include "proj.h"
 #include "inectl.h"
 #include "logline.h"
-#include "repl.h"
 #include "rpc.h"
 
 static const char *usage_text =
@@ -38,12 +37,15 @@ static const char *usage_text =
     "      Take a node out of the cluster for good (a dead one too): its etcd member leaves\n"
     "      the consensus, then the node leaves the cluster. Refused while it holds a shard.\n"
     "  node token create [ttl SECONDS]\n"
-    "      On the master: a new join token (single use; default 24 h) and the CA fingerprint.\n"
-    "  node join master <addr> token <token|-> ca_fingerprint <hex> address <this node's addr>\n"
-    "            [rest_port 9443] [transport_port 3342] [name <name>]\n"
-    "      On a new machine, into an empty DIR: checks the master's CA against the fingerprint\n"
-    "      before sending anything, joins with the token ('-': read it from standard input),\n"
-    "      writes seal.key and replica.conf, and replicates the log.\n"
+    "      On any node: a new join token (single use; default 24 h) and the CA fingerprint.\n"
+    "  node join via <addr> token <token|-> ca_fingerprint <hex> address <this node's addr>\n"
+    "            [rest_port 9443] [etcd_client http://127.0.0.1:2379] [name <name>]\n"
+    "      On a new machine, into an empty DIR, through any node of the cluster: checks its CA\n"
+    "      against the fingerprint before sending anything, joins with the token ('-': read it\n"
+    "      from standard input), and writes seal.key, etcd.conf and etcd/member.env: this\n"
+    "      node's etcd member (added as a learner) listening for clients on etcd_client and\n"
+    "      for peers on <addr>:<the cluster's peer port>. Start that member, then ine-mirror,\n"
+    "      which brings the whole log from it.\n"
     "  cluster certificate rotate [all|ccs_internode_encryption|data_internode_encryption]\n"
     "      Replace the cluster-issued certificates of every node now (customer ones are kept).\n"
     "  cluster certificate set internal [cpine_certificate_file F cpine_key_file F]\n"
@@ -98,8 +100,7 @@ int inectl_fail(const char *fmt, ...)
     return 1;
 }
 
-/* Send packed request bytes to a service and decode its Reply. A follower runs no CA or
- * policy service (its log is a replica): say where changes are made instead of timing out. */
+/* Send packed request bytes to a service and decode its Reply. */
 static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t len)
 {
     char run[DATADIR_MAX];
@@ -112,14 +113,6 @@ static Ine__V1__Reply *inectl__call(const char *service, uint8_t *buf, size_t le
     if (datadir_path(inectl_g.data_dir, "run", run, sizeof run) < 0) {
         inectl_fail("%s", ine_err_msg());
         return NULL;
-    }
-    {
-        repl_conf rcf;
-        if (repl_conf_load(inectl_g.data_dir, &rcf) == 0) {
-            inectl_fail("%s is follower node %u's data dir (its log is a replica of the master's): run this on the master, "
-                        "%s, or use the master's REST API", inectl_g.data_dir, rcf.node_uid, rcf.master_address);
-            return NULL;
-        }
     }
     z = zmq_ctx_new();
     rc = rpc_call(z, run, service, buf, len, inectl_g.timeout_ms, &out, &olen);

@@ -1,12 +1,15 @@
 /* inectl_node.c — nodes joining a cluster:
- *   `inectl node token create [ttl SECONDS]` (on the master) records a new join token (its
+ *   `inectl node token create [ttl SECONDS]` (on any node) records a new join token (its
  *   hash only) and shows the token once, with the CA fingerprint the new node must pin;
- *   `inectl node join master ADDR token T ca_fingerprint HEX address MYADDR ...` (on the new
+ *   `inectl node join via ADDR token T ca_fingerprint HEX address MYADDR ...` (on the new
  *   machine) fetches the CA and checks it against the pinned fingerprint before sending
  *   anything, joins over HTTPS verified against that CA only, opens the sealed secrets, writes
- *   seal.key (0600) and replica.conf, and replicates the log (repl_sync).
+ *   seal.key (0600), etcd.conf and the settings of the node's etcd member (added as a learner by
+ *   the node joined through): the log then comes from that member, through ine-mirror.
  * Neither ever prints a key; the token only where it is made. */
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -25,7 +28,6 @@
 #include "inectl.h"
 #include "jointoken.h"
 #include "pki.h"
-#include "repl.h"
 #include "seal.h"
 #include "tlsconf.h"
 #include "valid.h"
@@ -57,13 +59,6 @@ int inectl_node_token_create(int argc, char **argv)
         ttl = strtol(v, &end, 10);
         if (*end || !*v || ttl < 1 || ttl > JOINTOKEN_TTL_MAX_S)
             return inectl_fail("node token create: ttl takes 1..%d seconds, not '%s'", JOINTOKEN_TTL_MAX_S, v);
-    }
-    {
-        /* Tokens are the master's to issue: a follower's log is a replica and takes no writes. */
-        repl_conf rcf;
-        if (repl_conf_load(inectl_g.data_dir, &rcf) == 0)
-            return inectl_fail("%s is follower node %u's data dir: create join tokens on the master, %s", inectl_g.data_dir,
-                               rcf.node_uid, rcf.master_address);
     }
     if (inectl_load_state(&st)) {
         proj_free(&st);
@@ -143,7 +138,7 @@ static void node__buf_wipe(node_buf *b)
     *b = (node_buf){0};
 }
 
-/* One HTTPS request to the master. ca_pem NULL: the server is not verified (only for fetching
+/* One HTTPS request to the node we join through. ca_pem NULL: the server is not verified (only for fetching
  * the public CA certificate, which is then checked against the pinned fingerprint). */
 static int node__http(const char *url, const char *ca_pem, const char *post, long *status, node_buf *body)
 {
@@ -184,13 +179,13 @@ static int node__http(const char *url, const char *ca_pem, const char *post, lon
     return INE_OK;
 }
 
-/* "inectl: node join: the master refused: <description> [<error_code>]" from a JSON error. */
+/* "inectl: node join: refused: <description> [<error_code>]" from a JSON error. */
 static int node__refused(long status, const node_buf *b)
 {
     json_t *o = b->buf ? json_loads(b->buf, 0, NULL) : NULL;
     const char *code = o ? json_string_value(json_object_get(o, "error_code")) : NULL;
     const char *desc = o ? json_string_value(json_object_get(o, "description")) : NULL;
-    int rc = inectl_fail("node join: the master refused (HTTP %ld): %s [%s]", status, desc ? desc : "no reason given",
+    int rc = inectl_fail("node join: refused (HTTP %ld): %s [%s]", status, desc ? desc : "no reason given",
                          code ? code : "?");
     json_decref(o);
     return rc;
@@ -199,8 +194,8 @@ static int node__refused(long status, const node_buf *b)
 /* --- node join ----------------------------------------------------------------------------------- */
 
 typedef struct {
-    const char *master, *token, *fingerprint, *address, *name;
-    int rest_port, transport_port;
+    const char *via, *token, *fingerprint, *address, *name, *etcd_client;
+    int rest_port;
     char fpr[PKI_FPR_LEN + 1];
     char tokbuf[JOINTOKEN_STR_LEN + 2];
 } join_args;
@@ -219,24 +214,27 @@ static int node__parse_join(int argc, char **argv, join_args *a)
     jointoken t;
     memset(a, 0, sizeof *a);
     a->rest_port = 9443;
-    a->transport_port = 3342;
+    a->etcd_client = "http://127.0.0.1:2379";
     for (int i = 0; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return inectl_fail("node join: '%s' needs a value", k);
-        if (!strcmp(k, "master")) a->master = v;
+        if (!strcmp(k, "via") || !strcmp(k, "master")) a->via = v;
         else if (!strcmp(k, "token")) a->token = v;
         else if (!strcmp(k, "ca_fingerprint")) a->fingerprint = v;
         else if (!strcmp(k, "address")) a->address = v;
         else if (!strcmp(k, "name")) a->name = v;
         else if (!strcmp(k, "rest_port")) { if (node__port(k, v, &a->rest_port)) return 1; }
-        else if (!strcmp(k, "transport_port")) { if (node__port(k, v, &a->transport_port)) return 1; }
+        else if (!strcmp(k, "etcd_client")) a->etcd_client = v;
         else return inectl_fail("node join: unknown keyword '%s' (see inectl --help)", k);
     }
-    if (!a->master) return inectl_fail("node join: missing 'master <address>'");
+    if (!a->via) return inectl_fail("node join: missing 'via <address of a node of the cluster>'");
+    if (strncmp(a->etcd_client, "http://127.", 11) && strncmp(a->etcd_client, "http://[::1]", 12) && strncmp(a->etcd_client, "https://", 8))
+        return inectl_fail("node join: etcd_client '%s' must be https://..., or http:// on a loopback address (never plaintext "
+                           "beyond this machine)", a->etcd_client);
     if (!a->token) return inectl_fail("node join: missing 'token <token>'");
     if (!a->fingerprint) return inectl_fail("node join: missing 'ca_fingerprint <hex>' (printed by inectl cluster create)");
     if (!a->address) return inectl_fail("node join: missing 'address <this node's address>'");
-    if (!valid_address(a->master)) return inectl_fail("node join: master '%s' is not an IP address or host name", a->master);
+    if (!valid_address(a->via)) return inectl_fail("node join: via '%s' is not an IP address or host name", a->via);
     if (!valid_address(a->address)) return inectl_fail("node join: address '%s' is not an IP address or host name", a->address);
     if (a->name && !valid_name(a->name))
         return inectl_fail("node join: name '%s' is invalid: use 1-64 letters, digits, '-', '_' or '.'", a->name);
@@ -269,8 +267,8 @@ static int node__dd_busy(const char *dd)
     uint64_t last = 0;
     if (datadir_path(dd, SEAL_KEY_FILE, p, sizeof p) == 0 && lstat(p, &st) == 0)
         return inectl_fail("node join: %s already has a seal key (%s): it belongs to a cluster; use an empty data dir", dd, p);
-    if (datadir_path(dd, REPL_CONF_FILE, p, sizeof p) == 0 && lstat(p, &st) == 0)
-        return inectl_fail("node join: %s is already a replica (%s); use an empty data dir", dd, p);
+    if (datadir_path(dd, COMMIT_CONF_NAME, p, sizeof p) == 0 && lstat(p, &st) == 0)
+        return inectl_fail("node join: %s already has %s: it belongs to a cluster; use an empty data dir", dd, p);
     if (datadir_path(dd, "log/data.mdb", p, sizeof p) == 0 && lstat(p, &st) == 0) {
         datadir_path(dd, "log", p, sizeof p);
         if (evlog_open(p, &o, &log) < 0 || evlog_last_seq(log, &last) < 0 || last > 0) {
@@ -284,8 +282,8 @@ static int node__dd_busy(const char *dd)
 
 static void node__url(char *buf, size_t len, const join_args *a, const char *path)
 {
-    int v6 = strchr(a->master, ':') && a->master[0] != '[';
-    snprintf(buf, len, "https://%s%s%s:%d%s", v6 ? "[" : "", a->master, v6 ? "]" : "", a->rest_port, path);
+    int v6 = strchr(a->via, ':') && a->via[0] != '[';
+    snprintf(buf, len, "https://%s%s%s:%d%s", v6 ? "[" : "", a->via, v6 ? "]" : "", a->rest_port, path);
 }
 
 /* GET the CA and check it against the pin; *ca_pem (malloc'd) is the one certificate only. */
@@ -302,7 +300,7 @@ static int node__fetch_ca(const join_args *a, char **ca_pem)
     *ca_pem = NULL;
     node__url(url, sizeof url, a, "/v1/cluster/ca");
     if (node__http(url, NULL, NULL, &status, &b) < 0) {
-        inectl_fail("node join: cannot reach the master: %s", ine_err_msg());
+        inectl_fail("node join: cannot reach %s: %s", a->via, ine_err_msg());
         goto out;
     }
     if (status != 200) {
@@ -311,7 +309,7 @@ static int node__fetch_ca(const join_args *a, char **ca_pem)
     }
     if (!(o = json_loads(b.buf, 0, NULL)) || !(pem = json_string_value(json_object_get(o, "ca_pem"))) ||
         pki_cert_from_pem(pem, &ca) < 0) {
-        inectl_fail("node join: the master's /v1/cluster/ca answer holds no certificate");
+        inectl_fail("node join: %s's /v1/cluster/ca answer holds no certificate", a->via);
         goto out;
     }
     if (pki_cert_fingerprint(ca, got) < 0) {
@@ -319,8 +317,8 @@ static int node__fetch_ca(const join_args *a, char **ca_pem)
         goto out;
     }
     if (CRYPTO_memcmp(got, a->fpr, PKI_FPR_LEN) != 0) {
-        inectl_fail("node join: the master's CA has fingerprint %s, not the pinned %s: refusing to join (nothing was sent)",
-                    got, a->fpr);
+        inectl_fail("node join: the CA of %s has fingerprint %s, not the pinned %s: refusing to join (nothing was sent)",
+                    a->via, got, a->fpr);
         goto out;
     }
     /* Re-encoded from the one certificate checked, so nothing else rides along as a trust anchor. */
@@ -338,7 +336,7 @@ out:
 
 /* POST the join; on success *secrets (malloc'd JoinSecrets) and the node and cluster uids. */
 static int node__post_join(const join_args *a, const char *ca_pem, uint32_t *uid, char *cluster, size_t clen,
-                           Ine__V1__JoinSecrets **secrets)
+                           Ine__V1__JoinSecrets **secrets, char **answer)
 {
     node_buf b = {0};
     char url[512], purpose[64], *req = NULL;
@@ -352,6 +350,7 @@ static int node__post_join(const join_args *a, const char *ca_pem, uint32_t *uid
     int rc = 1;
 
     *secrets = NULL;
+    *answer = NULL;
     if (!(in = json_pack("{s:s, s:s}", "token", a->token, "address", a->address)) ||
         (a->name && json_object_set_new(in, "name", json_string(a->name))) || !(req = json_dumps(in, JSON_COMPACT))) {
         inectl_fail("out of memory");
@@ -368,7 +367,7 @@ static int node__post_join(const join_args *a, const char *ca_pem, uint32_t *uid
     }
     if (!(o = json_loads(b.buf, 0, NULL)) || !json_is_integer(json_object_get(o, "node_uid")) ||
         !(cu = json_string_value(json_object_get(o, "cluster_uid"))) || !(b64 = json_string_value(json_object_get(o, "secrets")))) {
-        inectl_fail("node join: the master's answer lacks node_uid, cluster_uid or secrets");
+        inectl_fail("node join: the answer lacks node_uid, cluster_uid or secrets");
         goto out;
     }
     *uid = (uint32_t)json_integer_value(json_object_get(o, "node_uid"));
@@ -389,6 +388,10 @@ static int node__post_join(const join_args *a, const char *ca_pem, uint32_t *uid
         inectl_fail("node join: the sealed secrets do not match the answer (node %u, cluster %s)", *uid, cluster);
         goto out;
     }
+    if (!(*answer = strdup(b.buf))) {
+        inectl_fail("out of memory");
+        goto out;
+    }
     rc = 0;
 out:
     if (rc && *secrets) {
@@ -406,104 +409,123 @@ out:
     return rc;
 }
 
-/* The envelope's secrets as the credentials repl_sync borrows. */
-static int node__creds(const Ine__V1__JoinSecrets *s, repl_creds *c, pki_key **key)
+/* The answer's "etcd" object: how this node's member starts. */
+typedef struct {
+    char name[32], peer_url[300], initial_cluster[4096], prefix[128];
+} node_etcd;
+
+static int node__etcd_answer(const char *body, node_etcd *m)
 {
-    X509 *leaf = NULL, *x;
-    STACK_OF(X509) *roots = NULL, *dummy = NULL;
-    memset(c, 0, sizeof *c);
-    if (tlsconf_pem_certs(s->cert_pem, &c->cert, &dummy) < 0) goto fail;
-    sk_X509_pop_free(dummy, X509_free);
-    dummy = NULL;
-    if (s->chain_pem && *s->chain_pem) {
-        if (tlsconf_pem_certs(s->chain_pem, &leaf, &c->chain) < 0) goto fail;
-        sk_X509_unshift(c->chain, leaf);
-        leaf = NULL;
+    json_t *o = json_loads(body, 0, NULL), *e = json_object_get(o, "etcd");
+    const char *name = json_string_value(json_object_get(e, "name")), *url = json_string_value(json_object_get(e, "peer_url"));
+    const char *ic = json_string_value(json_object_get(e, "initial_cluster")), *pfx = json_string_value(json_object_get(e, "prefix"));
+    int ok = name && url && ic && pfx && strlen(name) < sizeof m->name && strlen(url) < sizeof m->peer_url &&
+             strlen(ic) < sizeof m->initial_cluster && strlen(pfx) < sizeof m->prefix && !strpbrk(ic, "\n\"'") &&
+             !strpbrk(url, "\n\"'") && !strpbrk(pfx, "\n\"'");
+    if (ok) {
+        strcpy(m->name, name);
+        strcpy(m->peer_url, url);
+        strcpy(m->initial_cluster, ic);
+        strcpy(m->prefix, pfx);
     }
-    if (pki_key_from_der(s->key_der.data, s->key_der.len, key) < 0) goto fail;
-    c->key = pki_evp(*key);
-    if (!(c->trust = X509_STORE_new()) || tlsconf_pem_certs(s->ca_pem, &leaf, &roots) < 0) goto fail;
-    X509_STORE_add_cert(c->trust, leaf);
-    while ((x = sk_X509_shift(roots))) {
-        X509_STORE_add_cert(c->trust, x);
-        X509_free(x);
-    }
-    X509_free(leaf);
-    sk_X509_free(roots);
-    return 0;
-fail:
-    X509_free(leaf);
-    sk_X509_pop_free(roots, X509_free);
-    sk_X509_pop_free(dummy, X509_free);
-    return inectl_fail("node join: the received certificates do not parse: %s", ine_err_msg());
+    json_decref(o);
+    return ok ? 0 : inectl_fail("node join: the answer lacks a usable \"etcd\" object (name, peer_url, initial_cluster, prefix)");
 }
 
-static void node__creds_free(repl_creds *c, pki_key *key)
+/* Write path (in the data dir) from text, atomically, with this mode. */
+static int node__write_file(const char *dd, const char *name, const char *text, mode_t mode)
 {
-    X509_free(c->cert);
-    sk_X509_pop_free(c->chain, X509_free);
-    X509_STORE_free(c->trust);
-    pki_key_free(key);
-    memset(c, 0, sizeof *c);
+    char path[DATADIR_MAX], tmp[DATADIR_MAX + 8];
+    FILE *f;
+    int fd, ok;
+    if (datadir_path(dd, name, path, sizeof path) < 0) return -1;
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    if ((fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)) < 0) return ine_err(INE_EIO, "cannot write %s: %s", tmp, strerror(errno));
+    if (!(f = fdopen(fd, "w"))) {
+        close(fd);
+        return ine_err(INE_EIO, "cannot write %s", tmp);
+    }
+    ok = fputs(text, f) >= 0 && fflush(f) == 0 && fsync(fd) == 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) {
+        unlink(tmp);
+        return ine_err(INE_EIO, "cannot write %s: %s", path, strerror(errno));
+    }
+    return INE_OK;
+}
+
+/* etcd.conf (this node's processes reach etcd through its own member) and etcd/member.env (the
+ * member's settings, in etcd's own ETCD_* variables: `set -a; . member.env; exec etcd`). */
+static int node__write_etcd(const char *dd, const join_args *a, const node_etcd *m)
+{
+    char text[8192], data[DATADIR_MAX];
+    const char *colon = strrchr(m->peer_url, ':');
+    if (datadir_path(dd, "etcd/member", data, sizeof data) < 0 || datadir_path(dd, "etcd", text, sizeof text) < 0) return -1;
+    if (mkdir(text, 0700) != 0 && errno != EEXIST) return ine_err(INE_EIO, "cannot create %s: %s", text, strerror(errno));
+    snprintf(text, sizeof text,
+             "# This node's member of the cluster's etcd, from `inectl node join` (no secret here).\n"
+             "# Start it with: set -a; . <this file>; exec etcd   (deploy/systemd/ine-etcd.service does)\n"
+             "ETCD_NAME=%s\nETCD_DATA_DIR=%s\nETCD_LISTEN_PEER_URLS=%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=%s\n"
+             "ETCD_LISTEN_CLIENT_URLS=%s\nETCD_ADVERTISE_CLIENT_URLS=%s\nETCD_INITIAL_CLUSTER=%s\n"
+             "ETCD_INITIAL_CLUSTER_STATE=existing\n",
+             m->name, data, m->peer_url, m->peer_url, a->etcd_client, a->etcd_client, m->initial_cluster);
+    GUARD(node__write_file(dd, "etcd/member.env", text, 0600));
+    snprintf(text, sizeof text,
+             "# The etcd member this node's ine processes commit through: its own (inectl node join)\n"
+             "endpoints=%s\nprefix=%s\npeer_port=%s\n", a->etcd_client, m->prefix, colon ? colon + 1 : "2380");
+    return node__write_file(dd, COMMIT_CONF_NAME, text, 0600);
 }
 
 int inectl_node_join(int argc, char **argv)
 {
     const char *dd = inectl_g.data_dir;
     join_args a;
-    char *ca_pem = NULL, cluster[64] = "", path[DATADIR_MAX];
+    char *ca_pem = NULL, *answer = NULL, cluster[64] = "", path[DATADIR_MAX];
     Ine__V1__JoinSecrets *s = NULL;
-    repl_conf conf = {0};
-    repl_creds creds = {0};
-    pki_key *key = NULL;
+    node_etcd m;
     uint32_t uid = 0;
-    uint64_t head = 0;
     int rc = 1;
 
     if (node__parse_join(argc, argv, &a) || node__dd_busy(dd)) goto out;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (node__fetch_ca(&a, &ca_pem) || node__post_join(&a, ca_pem, &uid, cluster, sizeof cluster, &s)) goto out;
-    conf.node_uid = uid;
-    snprintf(conf.master_address, sizeof conf.master_address, "%s", a.master);
-    conf.master_port = a.transport_port;
-    snprintf(conf.cluster_uid, sizeof conf.cluster_uid, "%s", cluster);
-    /* The master recorded the node: a failure from here on is fixed by running the same join
+    if (node__fetch_ca(&a, &ca_pem) || node__post_join(&a, ca_pem, &uid, cluster, sizeof cluster, &s, &answer) ||
+        node__etcd_answer(answer, &m))
+        goto out;
+    /* The cluster recorded the node: a failure from here on is fixed by running the same join
      * again (same token and address answer the same node) on a clean data dir. */
     if (datadir_create(dd) < 0 || datadir_path(dd, SEAL_KEY_FILE, path, sizeof path) < 0 ||
         seal_key_write(path, s->seal_key.data, s->seal_key.len) < 0) {
         inectl_fail("node join: node %u was added, but writing its seal key failed: %s", uid, ine_err_msg());
         goto out;
     }
-    if (repl_conf_save(dd, &conf) < 0) {
-        inectl_fail("node join: node %u was added, but writing %s failed: %s", uid, REPL_CONF_FILE, ine_err_msg());
-        goto out;
-    }
-    if (node__creds(s, &creds, &key)) goto out;
-    if (repl_sync(dd, &conf, &creds, inectl_g.timeout_ms, &head) < 0) {
-        inectl_fail("node join: node %u joined cluster %s (seal.key and %s are written in %s), but the first "
-                    "replication failed: %s; ine-replica --data-dir %s will catch up", uid, cluster, REPL_CONF_FILE, dd,
-                    ine_err_msg(), dd);
+    if (node__write_etcd(dd, &a, &m) < 0) {
+        inectl_fail("node join: node %u was added, but writing its etcd settings failed: %s", uid, ine_err_msg());
         goto out;
     }
     if (inectl_g.json) {
-        json_t *o = json_pack("{s:I, s:s, s:I, s:s}", "node_uid", (json_int_t)uid, "cluster_uid", cluster, "head_seq",
-                              (json_int_t)head, "data_dir", dd);
+        json_t *o = json_pack("{s:I, s:s, s:s, s:s, s:s}", "node_uid", (json_int_t)uid, "cluster_uid", cluster, "etcd_member",
+                              m.name, "etcd_peer_url", m.peer_url, "data_dir", dd);
         json_dumpf(o, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         fputc('\n', stdout);
         json_decref(o);
     } else {
-        printf("node %u joined cluster %s; log replicated to seq %llu\n", uid, cluster, (unsigned long long)head);
-        printf("next, on this machine:\n  ine-replica --data-dir %s          (keeps the log in sync with %s)\n"
-               "  ine-transport --data-dir %s --node %u\n", dd, a.master, dd, uid);
+        printf("node %u joined cluster %s as etcd member %s (peer %s; a learner until it has caught up)\n", uid, cluster,
+               m.name, m.peer_url);
+        printf("next, on this machine, in this order:\n"
+               "  (set -a; . %s/etcd/member.env; exec etcd)   its etcd member (deploy/systemd/ine-etcd.service)\n"
+               "  ine-mirror --data-dir %s                     the log, from that member\n"
+               "  ine-transport --data-dir %s --node %u\n",
+               dd, dd, dd, uid);
     }
     rc = 0;
 out:
-    node__creds_free(&creds, key);
     if (s) {
         if (s->seal_key.data) OPENSSL_cleanse(s->seal_key.data, s->seal_key.len);
         if (s->key_der.data) OPENSSL_cleanse(s->key_der.data, s->key_der.len);
         ine__v1__join_secrets__free_unpacked(s, NULL);
     }
+    if (answer) OPENSSL_cleanse(answer, strlen(answer));
+    free(answer);
     free(ca_pem);
     OPENSSL_cleanse(a.tokbuf, sizeof a.tokbuf);
     curl_global_cleanup();

@@ -6,12 +6,17 @@
  * id) whose request id is derived from the token, so a retry after a lost reply with the same
  * token and address answers the same node again. The reply waits, on a timer of the REST
  * loop (never blocking it), until ine-ca has issued the node's certificates; it carries them
- * sealed under a key derived from the token (lib/jointoken.h), never a secret in clear. */
+ * sealed under a key derived from the token (lib/jointoken.h), never a secret in clear.
+ * Before answering, the node's etcd member is added as a learner (lib/quorum.h: the majority
+ * keeps its quorum while the new member is not up; every ine-policy promotes it once it caught
+ * up), and the reply says how that member starts: its name, peer URL and --initial-cluster.
+ * The new node gets the whole log from its own member (ine-mirror), nothing from us. */
 #include "rest.h"
 #include "clock.h"
 #include "err.h"
 #include "jointoken.h"
 #include "logline.h"
+#include "quorum.h"
 #include "sealed.h"
 #include "valid.h"
 
@@ -33,6 +38,7 @@ typedef struct join_pending {
     uint32_t uid;
     seal_key *ek;              /* the envelope key, derived from the token (the token is not kept) */
     int64_t deadline_ms;
+    int64_t next_member_ms;    /* when to ask etcd again for the node's member */
     struct event *timer;
     struct join_pending *next;
 } join_pending;
@@ -137,13 +143,44 @@ static int join__try_answer(join_pending *w)
                    "token and address once ine-ca runs", w->uid, JOIN_WAIT_MS / 1000);
         return 1;
     }
+    const proj_node *n = proj_node_find(&p->st, w->uid);
+    char peer_url[300], ic[4096], name[32];
+    int rc;
+    if (!p->etcd) {
+        rest_error(&c, 409, "no_consensus", "this node commits the log locally (no etcd.conf): a node can join only a cluster "
+                   "whose log is committed through etcd");
+        return 1;
+    }
+    if (!n || quorum_peer_url(n->address, p->etcd_peer_port, peer_url, sizeof peer_url) < 0) {
+        rest_error(&c, 500, "internal", "node %u has no address to give its etcd member", w->uid);
+        return 1;
+    }
+    if (join__now_ms() < w->next_member_ms) return 0;
+    rc = quorum_member_add(p->etcd, w->uid, peer_url, ic, sizeof ic);
+    /* etcd refuses a new member until every voting one has been connected for 5 s, and answers
+     * nothing without quorum: both may pass, so keep trying (each second) until the deadline. */
+    if (rc == INE_EUNAVAIL && join__now_ms() < w->deadline_ms) {
+        w->next_member_ms = join__now_ms() + 1000;
+        return 0;
+    }
+    if (rc < 0) {
+        logline(LOGLINE_ERROR, p->st.applied_seq, "join: node %u's etcd member: %s", w->uid, ine_err_msg());
+        if (rc == INE_EEXIST) rest_error(&c, 409, "member_taken", "node %u was added, but %s", w->uid, ine_err_msg());
+        else if (rc == INE_EAGAIN) rest_error(&c, 409, "member_joining", "node %u was added, but %s (same token and address)",
+                                             w->uid, ine_err_msg());
+        else rest_error(&c, 503, "no_quorum", "node %u was added, but adding its etcd member failed (%s); retry the join "
+                        "with the same token and address", w->uid, ine_err_msg());
+        return 1;
+    }
     if (join__envelope(p, w->uid, w->ek, &b64) < 0) {
         logline(LOGLINE_ERROR, p->st.applied_seq, "join: node %u: %s", w->uid, ine_err_msg());
         rest_error(&c, 500, "internal", "cannot prepare node %u's secrets: %s", w->uid, ine_err_msg());
         return 1;
     }
-    rest_reply(&c, 200, json_pack("{s:I, s:s, s:s}", "node_uid", (json_int_t)w->uid, "cluster_uid", p->st.cluster.uid,
-                                  "secrets", b64));
+    snprintf(name, sizeof name, "node%u", w->uid);
+    rest_reply(&c, 200, json_pack("{s:I, s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "node_uid", (json_int_t)w->uid, "cluster_uid",
+                                  p->st.cluster.uid, "secrets", b64, "etcd", "name", name, "peer_url", peer_url,
+                                  "initial_cluster", ic, "prefix", p->etcd_prefix));
     logline(LOGLINE_INFO, p->st.applied_seq, "join: node %u received its certificates (sealed)", w->uid);
     free(b64);
     return 1;
@@ -257,6 +294,12 @@ static void join__post(rest_ctx *c)
     }
     if (!p->st.ca.present) {
         rest_error(c, 503, "no_ca", "the cluster has no CA yet");
+        goto out;
+    }
+    if (!p->etcd) {
+        /* The new node could never get the log: it comes only from its own etcd member. */
+        rest_error(c, 409, "no_consensus", "this node commits the log locally (no etcd.conf in %s): a node can join only a "
+                   "cluster whose log is committed through etcd", p->data_dir);
         goto out;
     }
     snprintf(token_id, sizeof token_id, "%s", k->token_id);

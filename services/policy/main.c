@@ -15,6 +15,7 @@
 #include "err.h"
 #include "logline.h"
 #include "policy.h"
+#include "quorum.h"
 
 static const char *usage_text =
     "usage: ine-policy [--data-dir DIR] [--rest-addr ADDR] [--rest-port PORT|0] [--rest-node UID]\n"
@@ -40,6 +41,21 @@ static int follow_apply(const evlog_event *ev, uint64_t seq, void *ud)
     return rc == INE_EUNKNOWN ? INE_OK : rc;
 }
 
+/* A joined node's member starts as a learner (services/policy/join.c); once etcd finds it caught
+ * up, it becomes a voting member. Every node's ine-policy tries, so no single node is needed;
+ * a second promotion of the same member is refused by etcd and changes nothing. */
+#define POLICY_PROMOTE_MS 2000
+
+static void policy_promote_tick(policy_t *p)
+{
+    int64_t now = ine_clock_now_us() / 1000;
+    int n = 0;
+    if (!p->etcd || now < p->next_promote_ms) return;
+    p->next_promote_ms = now + POLICY_PROMOTE_MS;
+    if (quorum_promote_learners(p->etcd, &n) == INE_OK && n > 0)
+        logline(LOGLINE_INFO, p->st.applied_seq, "etcd: %d learner(s) caught up and promoted to voting members", n);
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     policy_t *p = arg;
@@ -48,6 +64,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     if (follow_poll(p->follow, 0) < 0) logline(LOGLINE_ERROR, p->st.applied_seq, "follow: %s", ine_err_msg());
     if (policy_serve(p) < 0) logline(LOGLINE_ERROR, p->st.applied_seq, "commands: %s", ine_err_msg());
     policy_rest_tick(p);
+    policy_promote_tick(p);
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
@@ -77,7 +94,16 @@ static int policy_open(policy_t *p)
     {
         commit_cfg cc = {.data_dir = p->data_dir, .producer = "ine-policy", .log = p->log, .pub = p->pub,
                          .zctx = p->zctx, .run_dir = p->run_dir};
+        commit_etcd_conf conf;
+        int rc;
         GUARD(commit_open(&cc, &p->commit));
+        if ((rc = commit_conf_load(p->data_dir, &conf)) == INE_OK) {
+            GUARD(commit_conf_etcd_open(&conf, 0, &p->etcd));
+            p->etcd_peer_port = conf.peer_port;
+            snprintf(p->etcd_prefix, sizeof p->etcd_prefix, "%s", conf.prefix);
+        } else if (rc != INE_ENOTFOUND) {
+            return rc;
+        }
     }
     proj_init(&p->st);
     GUARD(follow_new(p->zctx, p->log, p->run_dir, 0, follow_apply, p, &p->follow));
@@ -93,6 +119,7 @@ static void policy_close(policy_t *p)
     if (p->base) event_base_free(p->base);
     follow_free(p->follow);
     commit_close(p->commit);
+    etcd_close(p->etcd);
     follow_pub_close(p->pub);
     rpc_server_close(p->rpc);
     if (p->zctx) zmq_ctx_term(p->zctx);

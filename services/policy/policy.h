@@ -17,6 +17,7 @@
 #include "evlog.h"
 #include "follow.h"
 #include "proj.h"
+#include "etcd.h"
 #include "rpc.h"
 #include "seal.h"
 
@@ -42,6 +43,10 @@ typedef struct {
     follow_t *follow;
     follow_pub *pub;
     commit_t *commit;       /* the front door for every append */
+    etcd_t *etcd;           /* membership (joins, learners' promotion); NULL without etcd.conf */
+    int etcd_peer_port;     /* etcd.conf's peer_port: a joining node's member listens there */
+    char etcd_prefix[128];
+    int64_t next_promote_ms;
     rpc_server *rpc;
     proj_state st;
     struct policy_reqids *reqids;

@@ -135,7 +135,6 @@ static void tp__free(tp_conn *c, const char *why)
     tp__buf_put(tp, &c->in);
     tp__buf_put(tp, &c->out);
     free(c->frame);
-    tp_repl_free(c);
     if (c->prev) c->prev->next = c->next;
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;

@@ -41,7 +41,6 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     tp_state_tick(tp);
-    tp_repl_tick(tp);
     if (ine_clock_mono_ms() >= next_hb) {
         tp_heartbeat_tick(tp);
         next_hb = ine_clock_mono_ms() + TP_HEARTBEAT_MS;

@@ -412,7 +412,7 @@ static int mux__open_in(tp_mux *m, uint32_t sid, const uint8_t *p, size_t len)
     db_uid = h->db_uid;
     if (h->from_node_uid != m->peer_node)
         snprintf(why, sizeof why, "the stream header names node %u but the connection is node %u's", h->from_node_uid, m->peer_node);
-    else if (h->plane != INE__V1__PLANE__PLANE_DATA || h->replicate || h->mux)
+    else if (h->plane != INE__V1__PLANE__PLANE_DATA || h->mux)
         snprintf(why, sizeof why, "a stream inside a data-plane connection must be a data-plane stream");
     ine__v1__stream_header__free_unpacked(h, NULL);
     if (*why) return mux__refuse_open(m, sid, why);

@@ -7,7 +7,6 @@
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
-#include "repl.h"
 #include "sealed.h"
 #include "tlsconf.h"
 
@@ -284,9 +283,8 @@ out:
     return rc;
 }
 
-/* Record that a node now serves a certificate (once per fingerprint, across restarts). Each
- * node records its own when its log is the master's; the master also records what the
- * followers' heartbeats say they serve, since a follower's log is a replica it must not write.
+/* Record that a node now serves a certificate (once per fingerprint, across restarts): our
+ * own, and what peers' heartbeats say they serve (the request id makes a repeat a no-op).
  * Only the node's current certificate is recorded: a lagging node serving an older one is not
  * "activated". */
 void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial)
@@ -298,7 +296,7 @@ void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, co
     char reqid[128];
     uint64_t seq = 0;
     int rc;
-    if (tp->replica || !fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
+    if (!fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
     if (a && a->fingerprint && !strcmp(a->fingerprint, fp)) return;
     b.node_uid = node;
     b.plane = plane;
@@ -493,7 +491,6 @@ int tp_state_open(tp_t *tp)
     GUARD(datadir_path(tp->data_dir, "log", p, sizeof p));
     GUARD(evlog_open(p, NULL, &tp->log));
     GUARD(datadir_path(tp->data_dir, "run", tp->run_dir, sizeof tp->run_dir));
-    tp->replica = repl_is_replica(tp->data_dir);
     if (!(tp->zctx = zmq_ctx_new())) return ine_err(INE_EZMQ, "cannot create a ZeroMQ context");
     {
         char producer[32];

@@ -388,7 +388,8 @@ static void tp__control_read(tp_conn *c)
                     logline(LOGLINE_INFO, 0, "node %u serves %s-plane certificate %s", hb->node_uid, p == 2 ? "data" : "control",
                             hb->served[i]->serial_hex);
                 }
-                /* A follower appends nothing to its replica: the master records what it serves. */
+                /* Also the peer's: one that cannot reach etcd now is recorded by whoever can (the
+                 * request id makes the second record of one activation a no-op). */
                 if (p == 1 || p == 2) tp_record_activation(c->tp, hb->node_uid, p, hb->served[i]->fingerprint_sha256, hb->served[i]->serial_hex);
             }
         }
@@ -444,11 +445,6 @@ static void tp__accept_header(tp_conn *c)
         if (!data) return tp_stream_refuse(c, "only the data plane carries streams in one connection");
         tp_conn_deadline(c, 0);
         tp_mux_accepted(c);
-        return;
-    }
-    if (h->plane == INE__V1__PLANE__PLANE_CONTROL && h->replicate) {
-        tp_repl_start(c, h);
-        ine__v1__stream_header__free_unpacked(h, NULL);
         return;
     }
     if (h->plane == INE__V1__PLANE__PLANE_CONTROL) {
@@ -595,7 +591,6 @@ void tp_conn_event(tp_conn *c, int readable, int writable)
         if (readable) return tp__control_read(c);
         return tp_conn_want(c, 1, c->out.data != NULL);
     case TP_S_WAIT_PEER: return tp_conn_want(c, 0, 0);
-    case TP_S_REPL: return tp_repl_event(c, readable, writable);
     case TP_S_MUX: return tp_mux_event(c, readable, writable);
     case TP_S_MSTREAM: return tp_mux_stream_event(c, readable, writable);
     }

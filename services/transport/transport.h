@@ -45,7 +45,6 @@
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
-typedef struct tp_repl tp_repl;
 typedef struct tp_mux tp_mux;
 
 typedef enum {
@@ -57,7 +56,6 @@ typedef enum {
     TP_S_RELAY,       /* bytes flow to/from the peer connection */
     TP_S_CONTROL,     /* control-plane stream: heartbeat frames */
     TP_S_WAIT_PEER,   /* endpoint client: waiting for its upstream to be ready */
-    TP_S_REPL,        /* 3342 server: sending the log to a follower (repl.c) */
     TP_S_MUX,         /* a TLS connection carrying mux frames (mux.c) */
     TP_S_MSTREAM,     /* a local socket whose bytes cross in a mux stream */
 } tp_state;
@@ -105,7 +103,6 @@ struct tp_conn {
     int rd_short;                 /* its last socket read got less than asked (tp_conn_watch_reads) */
     int want_read_for_write;      /* SSL_write asked for readability */
     char desc[96];                /* "127.0.0.2:51234" for log lines */
-    tp_repl *repl;                /* a follower's replication stream (repl.c); NULL otherwise */
     /* mux.c. A TLS connection carrying streams has `trunk`; a local socket (endpoint client,
      * shard) whose stream it carries has `mux` and `sid`, and no relay peer. */
     tp_mux *trunk;
@@ -209,7 +206,6 @@ struct tp {
     tp_peer *peers;
     size_t n_peers;
     uint64_t refused, accepted;   /* counters for logs and tests */
-    int replica;                  /* the data dir is a follower's (replica.conf): append nothing */
     uint8_t *pool[64];            /* free relay buffers, so busy connections do not malloc */
     int n_pool;
     tp_mux *muxes;
@@ -295,11 +291,6 @@ void tp_mux_peer_lost(tp_t *tp, uint32_t node); /* heartbeats stopped: do not re
 /* Refuse a stream after its header: tell the peer why (StreamAccept ok=false), log, close. */
 void tp_stream_refuse(tp_conn *c, const char *why);
 
-/* --- repl.c: serving the log to followers --- */
-void tp_repl_start(tp_conn *c, const Ine__V1__StreamHeader *h);
-void tp_repl_event(tp_conn *c, int readable, int writable);
-void tp_repl_tick(tp_t *tp);                           /* new records, keepalives */
-void tp_repl_free(tp_conn *c);
 
 /* --- state.c --- */
 int tp_state_open(tp_t *tp);
