@@ -3,10 +3,13 @@
 
 #include <criterion/criterion.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +21,7 @@
 char *cp_tmp;
 ef_cluster cp_ec;
 char *cp_dd[CP_NODES + 2];
+int cp_rest_port[CP_NODES + 2];
 pid_t cp_mirror[CP_NODES + 2], cp_policy[CP_NODES + 2], cp_ca[CP_NODES];
 
 int64_t cp_now_ms(void)
@@ -132,6 +136,37 @@ void cp_start_policy(int i)
     free(sock);
 }
 
+/* 1 once 127.0.0.1:port takes TCP connections. */
+static int cp__accepts(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd < 0) return 0;
+    ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+void cp_start_policy_rest(int i)
+{
+    char *bin = strdup(tu_bin("ine-policy")), *log = cp_log_path(i, "policy"), port[16], node[16];
+    int64_t end = cp_now_ms() + CP_WAIT_MS;
+    cp_rest_port[i] = svc_free_port();
+    snprintf(port, sizeof port, "%d", cp_rest_port[i]);
+    snprintf(node, sizeof node, "%d", i + 1);
+    char *argv[] = {bin, "--data-dir", cp_dd[i], "--rest-addr", "127.0.0.1", "--rest-port", port, "--rest-node", node, NULL};
+    cp_policy[i] = svc_spawn(argv, NULL, log);
+    cr_assert_gt(cp_policy[i], 0, "%s", svc_why());
+    while (!cp__accepts(cp_rest_port[i])) {
+        cr_assert(svc_running(cp_policy[i], NULL), "ine-policy on node %d exited: %s", i + 1, svc_tail(log));
+        cr_assert_lt(cp_now_ms(), end, "ine-policy on node %d not serving REST: %s", i + 1, svc_tail(log));
+        cp_sleep_ms(20);
+    }
+    free(bin);
+    free(log);
+}
+
 void cp_copy_seal_key(int to)
 {
     char *from = tu_path(cp_dd[0], "seal.key"), *dst = tu_path(cp_dd[to], "seal.key");
@@ -156,7 +191,7 @@ void cp_setup(const char *nodes)
     cr_assert_eq(ef_start(&cp_ec, cp_tmp, CP_NODES, 30000), 0, "%s", ef_why());
     for (int i = 0; i < CP_NODES; i++) cp_make_dd(i);
     cr_assert_eq(cp_inectl(0, &out, &err, "--json", "cluster", "create", "name", "cp", "nodes", nodes,
-                        "ca_key_bits", "2048", NULL),
+                        "ca_key_bits", "2048", "username", CP_ADMIN, "password", CP_PASSWORD, NULL),
                  0, "cluster create: %s", err);
     {
         json_t *j = json_loads(out, 0, NULL);

@@ -15,6 +15,9 @@
 
 #define CP_NODES 3
 #define CP_WAIT_MS 30000
+#define CP_ADMIN "admin@cp.test"  /* the cluster's REST user, made by cp_setup */
+#define CP_PASSWORD "cp-password"
+
 
 extern char *cp_tmp;
 extern ef_cluster cp_ec;
@@ -40,6 +43,10 @@ int cp_inectl(int i, char **out, char **err, ...);
 char *cp_log_path(int i, const char *what);
 void cp_start_mirror(int i);
 void cp_start_policy(int i);
+/* ine-policy on node i with REST on 127.0.0.1:cp_rest_port[i], served with node i's
+ * control-plane certificate (so ine-ca must have issued it); returns once the port accepts. */
+void cp_start_policy_rest(int i);
+extern int cp_rest_port[CP_NODES + 2];
 /* ine-ca on node i (2048-bit keys, 1 s checks) with this --lease-ttl. */
 void cp_start_ca(int i, const char *lease_ttl);
 void cp_stop_cas(void);
