@@ -90,14 +90,17 @@ int commit_append_one(commit_t *c, evlog_event *ev, const char *actor, const cha
  *   quota_bytes=4294967296                   the members' --quota-backend-bytes (default etcd's
  *                                            2 GiB): what the storage alert measures against
  *   peer_port=2380                           the peer port of the cluster's members: a node
- *                                            joining at ADDRESS gets http://ADDRESS:peer_port */
+ *                                            joining at ADDRESS advertises ADDRESS:peer_port
+ *   peer_local_port=2390                     where a member on a non-loopback address listens
+ *                                            (127.0.0.1 only; its ine-transport terminates TLS
+ *                                            on ADDRESS:peer_port and relays there: etcdtls.h) */
 typedef struct {
     char endpoints[1024];
     char cacert[512], cert[512], key[512];
     char prefix[128];
     int timeout_ms;
     int64_t quota_bytes;
-    int peer_port;
+    int peer_port, peer_local_port;
 } commit_etcd_conf;
 
 /* INE_ENOTFOUND when the data dir has no etcd.conf; INE_EINVAL naming the line when malformed. */

@@ -41,11 +41,11 @@ static int commit__conf_set(commit_etcd_conf *c, const char *k, const char *v, c
         c->quota_bytes = q;
         return INE_OK;
     }
-    if (!strcmp(k, "peer_port")) {
+    if (!strcmp(k, "peer_port") || !strcmp(k, "peer_local_port")) {
         char *end;
         long port = strtol(v, &end, 10);
-        if (*end || port < 1 || port > 65535) return ine_err(INE_EINVAL, "%s:%d: peer_port must be 1 to 65535, not '%s'", path, line, v);
-        c->peer_port = (int)port;
+        if (*end || port < 1 || port > 65535) return ine_err(INE_EINVAL, "%s:%d: %s must be 1 to 65535, not '%s'", path, line, k, v);
+        *(k[5] == 'l' ? &c->peer_local_port : &c->peer_port) = (int)port;
         return INE_OK;
     }
     if (!strcmp(k, "timeout_ms")) {
@@ -69,6 +69,7 @@ int commit_conf_load(const char *data_dir, commit_etcd_conf *out)
     strcpy(out->prefix, "/ine/");
     out->quota_bytes = 2LL << 30; /* etcd's own default */
     out->peer_port = 2380;
+    out->peer_local_port = 2390;
     GUARD(datadir_path(data_dir, COMMIT_CONF_NAME, path, sizeof path));
     if (!(f = fopen(path, "r"))) {
         if (errno == ENOENT) return ine_err(INE_ENOTFOUND, "%s does not exist", path);

@@ -150,13 +150,6 @@ unreachable:
     return INE_OK;
 }
 
-int quorum_peer_url(const char *address, int peer_port, char *out, size_t len)
-{
-    int v6 = strchr(address, ':') != NULL, w;
-    w = snprintf(out, len, "http://%s%s%s:%d", v6 ? "[" : "", address, v6 ? "]" : "", peer_port);
-    return w < 0 || (size_t)w >= len ? ine_err(INE_EINVAL, "peer URL for %s does not fit", address) : INE_OK;
-}
-
 /* "name=url,..." for every member, `uid`'s own named node<uid> (a member added but not yet
  * started has no name of its own). */
 static int quorum__initial_cluster(const etcd_member *ms, size_t n, uint64_t own_id, uint32_t uid, char *out, size_t cap)

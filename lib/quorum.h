@@ -25,9 +25,6 @@ int quorum_status(const char *data_dir, json_t **out) __attribute__((warn_unused
  * negative when etcd refused or did not answer (no quorum). */
 int quorum_member_remove(const char *data_dir, uint32_t uid, uint64_t *id) __attribute__((warn_unused_result));
 
-/* http://ADDRESS:PORT (IPv6 in brackets): the peer URL of the member of a node at `address`. */
-int quorum_peer_url(const char *address, int peer_port, char *out, size_t len) __attribute__((warn_unused_result));
-
 /* Node `uid` (joining) as an etcd member reached at peer_url: added as a learner, so the
  * majority's quorum does not wait for it; again for a retried join, nothing is added twice.
  * *initial_cluster ("node1=URL,...,node<uid>=peer_url") is what the new member starts with

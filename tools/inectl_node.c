@@ -24,6 +24,7 @@
 #include "datadir.h"
 #include "err.h"
 #include "commit.h"
+#include "etcdtls.h"
 #include "evlog.h"
 #include "inectl.h"
 #include "jointoken.h"
@@ -411,7 +412,7 @@ out:
 
 /* The answer's "etcd" object: how this node's member starts. */
 typedef struct {
-    char name[32], peer_url[300], initial_cluster[4096], prefix[128];
+    char name[32], peer_url[300], listen_url[300], initial_cluster[4096], prefix[128];
 } node_etcd;
 
 static int node__etcd_answer(const char *body, node_etcd *m)
@@ -419,17 +420,20 @@ static int node__etcd_answer(const char *body, node_etcd *m)
     json_t *o = json_loads(body, 0, NULL), *e = json_object_get(o, "etcd");
     const char *name = json_string_value(json_object_get(e, "name")), *url = json_string_value(json_object_get(e, "peer_url"));
     const char *ic = json_string_value(json_object_get(e, "initial_cluster")), *pfx = json_string_value(json_object_get(e, "prefix"));
-    int ok = name && url && ic && pfx && strlen(name) < sizeof m->name && strlen(url) < sizeof m->peer_url &&
+    const char *lurl = json_string_value(json_object_get(e, "listen_peer_url"));
+    int ok = name && url && ic && pfx && lurl && strlen(lurl) < sizeof m->listen_url && !strpbrk(lurl, "\n\"'") &&
+             strlen(name) < sizeof m->name && strlen(url) < sizeof m->peer_url &&
              strlen(ic) < sizeof m->initial_cluster && strlen(pfx) < sizeof m->prefix && !strpbrk(ic, "\n\"'") &&
              !strpbrk(url, "\n\"'") && !strpbrk(pfx, "\n\"'");
     if (ok) {
         strcpy(m->name, name);
         strcpy(m->peer_url, url);
+        strcpy(m->listen_url, lurl);
         strcpy(m->initial_cluster, ic);
         strcpy(m->prefix, pfx);
     }
     json_decref(o);
-    return ok ? 0 : inectl_fail("node join: the answer lacks a usable \"etcd\" object (name, peer_url, initial_cluster, prefix)");
+    return ok ? 0 : inectl_fail("node join: the answer lacks a usable \"etcd\" object (name, peer_url, listen_peer_url, initial_cluster, prefix)");
 }
 
 /* Write path (in the data dir) from text, atomically, with this mode. */
@@ -454,25 +458,54 @@ static int node__write_file(const char *dd, const char *name, const char *text, 
     return INE_OK;
 }
 
+/* The member's peer files (lib/etcdtls.h) from the join's secrets: it dials its peers with
+ * the node's control-plane certificate before the node's own transport can run. */
+static int node__write_peer_tls(const char *dd, const Ine__V1__JoinSecrets *s)
+{
+    char *chain = NULL;
+    pki_key *key = NULL;
+    int rc;
+    if (asprintf(&chain, "%s%s", s->cert_pem, s->chain_pem ? s->chain_pem : "") < 0) return ine_err(INE_ENOMEM, "out of memory");
+    rc = pki_key_from_der(s->key_der.data, s->key_der.len, &key);
+    if (rc == INE_OK) rc = etcdtls_install(dd, "join", chain, pki_evp(key), s->ca_pem);
+    pki_key_free(key);
+    free(chain);
+    return rc;
+}
+
 /* etcd.conf (this node's processes reach etcd through its own member) and etcd/member.env (the
  * member's settings, in etcd's own ETCD_* variables: `set -a; . member.env; exec etcd`). */
-static int node__write_etcd(const char *dd, const join_args *a, const node_etcd *m)
+static int node__write_etcd(const char *dd, const join_args *a, const node_etcd *m, const Ine__V1__JoinSecrets *s)
 {
-    char text[8192], data[DATADIR_MAX];
-    const char *colon = strrchr(m->peer_url, ':');
-    if (datadir_path(dd, "etcd/member", data, sizeof data) < 0 || datadir_path(dd, "etcd", text, sizeof text) < 0) return -1;
+    char text[8192], data[DATADIR_MAX], tls[3][DATADIR_MAX];
+    const char *colon = strrchr(m->peer_url, ':'), *lcolon = strrchr(m->listen_url, ':');
+    int peer_tls = !strncmp(m->peer_url, "https://", 8);
+    if (datadir_path(dd, "etcd/member", data, sizeof data) < 0 || datadir_path(dd, "etcd", text, sizeof text) < 0 ||
+        datadir_path(dd, ETCDTLS_CERT, tls[0], sizeof tls[0]) < 0 || datadir_path(dd, ETCDTLS_KEY, tls[1], sizeof tls[1]) < 0 ||
+        datadir_path(dd, ETCDTLS_CA, tls[2], sizeof tls[2]) < 0)
+        return -1;
     if (mkdir(text, 0700) != 0 && errno != EEXIST) return ine_err(INE_EIO, "cannot create %s: %s", text, strerror(errno));
+    if (peer_tls) GUARD(node__write_peer_tls(dd, s));
     snprintf(text, sizeof text,
              "# This node's member of the cluster's etcd, from `inectl node join` (no secret here).\n"
              "# Start it with: set -a; . <this file>; exec etcd   (deploy/systemd/ine-etcd.service does)\n"
              "ETCD_NAME=%s\nETCD_DATA_DIR=%s\nETCD_LISTEN_PEER_URLS=%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=%s\n"
              "ETCD_LISTEN_CLIENT_URLS=%s\nETCD_ADVERTISE_CLIENT_URLS=%s\nETCD_INITIAL_CLUSTER=%s\n"
              "ETCD_INITIAL_CLUSTER_STATE=existing\n",
-             m->name, data, m->peer_url, m->peer_url, a->etcd_client, a->etcd_client, m->initial_cluster);
+             m->name, data, m->listen_url, m->peer_url, a->etcd_client, a->etcd_client, m->initial_cluster);
+    if (peer_tls) {
+        size_t off = strlen(text);
+        snprintf(text + off, sizeof text - off,
+                 "# Peers over TLS: the member dials them with the node's control-plane certificate; they\n"
+                 "# reach it through this node's ine-transport on %s (lib/etcdtls.h).\n"
+                 "ETCD_PEER_CERT_FILE=%s\nETCD_PEER_KEY_FILE=%s\nETCD_PEER_TRUSTED_CA_FILE=%s\n",
+                 m->peer_url, tls[0], tls[1], tls[2]);
+    }
     GUARD(node__write_file(dd, "etcd/member.env", text, 0600));
     snprintf(text, sizeof text,
              "# The etcd member this node's ine processes commit through: its own (inectl node join)\n"
-             "endpoints=%s\nprefix=%s\npeer_port=%s\n", a->etcd_client, m->prefix, colon ? colon + 1 : "2380");
+             "endpoints=%s\nprefix=%s\npeer_port=%s\npeer_local_port=%s\n", a->etcd_client, m->prefix,
+             colon ? colon + 1 : "2380", peer_tls && lcolon ? lcolon + 1 : "2390");
     return node__write_file(dd, COMMIT_CONF_NAME, text, 0600);
 }
 
@@ -498,7 +531,7 @@ int inectl_node_join(int argc, char **argv)
         inectl_fail("node join: node %u was added, but writing its seal key failed: %s", uid, ine_err_msg());
         goto out;
     }
-    if (node__write_etcd(dd, &a, &m) < 0) {
+    if (node__write_etcd(dd, &a, &m, s) < 0) {
         inectl_fail("node join: node %u was added, but writing its etcd settings failed: %s", uid, ine_err_msg());
         goto out;
     }

@@ -16,6 +16,7 @@
 #include "err.h"
 #include "jointoken.h"
 #include "logline.h"
+#include "etcdtls.h"
 #include "quorum.h"
 #include "sealed.h"
 #include "valid.h"
@@ -144,14 +145,15 @@ static int join__try_answer(join_pending *w)
         return 1;
     }
     const proj_node *n = proj_node_find(&p->st, w->uid);
-    char peer_url[300], ic[4096], name[32];
+    char peer_url[300], listen_url[300], ic[4096], name[32];
     int rc;
     if (!p->etcd) {
         rest_error(&c, 409, "no_consensus", "this node commits the log locally (no etcd.conf): a node can join only a cluster "
                    "whose log is committed through etcd");
         return 1;
     }
-    if (!n || quorum_peer_url(n->address, p->etcd_peer_port, peer_url, sizeof peer_url) < 0) {
+    if (!n || etcdtls_peer_urls(n->address, p->etcd_peer_port, p->etcd_peer_local_port, peer_url, sizeof peer_url, listen_url,
+                                sizeof listen_url) < 0) {
         rest_error(&c, 500, "internal", "node %u has no address to give its etcd member", w->uid);
         return 1;
     }
@@ -178,9 +180,9 @@ static int join__try_answer(join_pending *w)
         return 1;
     }
     snprintf(name, sizeof name, "node%u", w->uid);
-    rest_reply(&c, 200, json_pack("{s:I, s:s, s:s, s:{s:s, s:s, s:s, s:s}}", "node_uid", (json_int_t)w->uid, "cluster_uid",
-                                  p->st.cluster.uid, "secrets", b64, "etcd", "name", name, "peer_url", peer_url,
-                                  "initial_cluster", ic, "prefix", p->etcd_prefix));
+    rest_reply(&c, 200, json_pack("{s:I, s:s, s:s, s:{s:s, s:s, s:s, s:s, s:s}}", "node_uid", (json_int_t)w->uid, "cluster_uid",
+                                  p->st.cluster.uid, "secrets", b64, "etcd", "name", name, "peer_url", peer_url, "listen_peer_url",
+                                  listen_url, "initial_cluster", ic, "prefix", p->etcd_prefix));
     logline(LOGLINE_INFO, p->st.applied_seq, "join: node %u received its certificates (sealed)", w->uid);
     free(b64);
     return 1;

@@ -100,6 +100,7 @@ static int policy_open(policy_t *p)
         if ((rc = commit_conf_load(p->data_dir, &conf)) == INE_OK) {
             GUARD(commit_conf_etcd_open(&conf, 0, &p->etcd));
             p->etcd_peer_port = conf.peer_port;
+            p->etcd_peer_local_port = conf.peer_local_port;
             snprintf(p->etcd_prefix, sizeof p->etcd_prefix, "%s", conf.prefix);
         } else if (rc != INE_ENOTFOUND) {
             return rc;

@@ -44,7 +44,8 @@ typedef struct {
     follow_pub *pub;
     commit_t *commit;       /* the front door for every append */
     etcd_t *etcd;           /* membership (joins, learners' promotion); NULL without etcd.conf */
-    int etcd_peer_port;     /* etcd.conf's peer_port: a joining node's member listens there */
+    int etcd_peer_port;     /* etcd.conf's peer_port and peer_local_port: where a joining */
+    int etcd_peer_local_port; /* node's member is reached and listens (lib/etcdtls.h) */
     char etcd_prefix[128];
     int64_t next_promote_ms;
     rpc_server *rpc;

@@ -291,27 +291,9 @@ void tp_record_activation(tp_t *tp, uint32_t node, int plane, const char *fp, co
 {
     const proj_activation *a = proj_activation_find(&tp->st, node, plane);
     const proj_cert *cur = proj_cert_find(&tp->st, node, plane);
-    Ine__V1__CertificateActivated b = INE__V1__CERTIFICATE_ACTIVATED__INIT;
-    evlog_event ev = INE__V1__EVENT__INIT;
-    char reqid[128];
-    uint64_t seq = 0;
-    int rc;
     if (!fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
     if (a && a->fingerprint && !strcmp(a->fingerprint, fp)) return;
-    b.node_uid = node;
-    b.plane = plane;
-    b.fingerprint_sha256 = (char *)fp;
-    b.serial_hex = (char *)serial;
-    ev.body_case = INE__V1__EVENT__BODY_CERTIFICATE_ACTIVATED;
-    ev.certificate_activated = &b;
-    snprintf(reqid, sizeof reqid, "activate/%u/%d/%s", node, plane, fp);
-    rc = commit_append_one(tp->commit, &ev, NULL, reqid, &seq);
-    if (rc < 0) {
-        logline(LOGLINE_ERROR, 0, "cannot record the activation: %s", ine_err_msg());
-        return;
-    }
-    if (rc == 0)
-        logline(LOGLINE_INFO, seq, "recorded that node %u serves %s-plane certificate %s", node, proj_plane_name(plane), serial);
+    tp_activation_append(tp, node, plane, fp, serial);
 }
 
 static void tp__contexts(tp_t *tp)
@@ -377,7 +359,7 @@ static void tp__on_endpoint(struct evconnlistener *l, evutil_socket_t fd, struct
     tp_endpoint_accept(ep->tp, ep->db_uid, fd, sa);
 }
 
-static struct evconnlistener *tp__listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg)
+struct evconnlistener *tp_listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res = NULL;
     struct evconnlistener *l;
@@ -393,7 +375,7 @@ static struct evconnlistener *tp__listen(tp_t *tp, const char *host, int port, e
 static void tp__endpoint_bind(tp_t *tp, tp_endpoint *ep, const proj_node *self, const proj_db *d)
 {
     if (ep->l || ine_clock_mono_ms() < ep->retry_ms) return;
-    if (!(ep->l = tp__listen(tp, self->address, (int)ep->port, tp__on_endpoint, ep))) {
+    if (!(ep->l = tp_listen(tp, self->address, (int)ep->port, tp__on_endpoint, ep))) {
         ep->retry_ms = ine_clock_mono_ms() + 5000;
         logline(LOGLINE_ERROR, d->updated_seq, "db %u: cannot listen on %s:%u (retrying every 5 s)", d->uid, self->address, ep->port);
         return;
@@ -476,11 +458,12 @@ void tp_state_tick(tp_t *tp)
     tp__contexts(tp);
     self = tp_self(tp);
     if (!tp->listener && self && tp->srv[INE__V1__PLANE__PLANE_CONTROL]) {
-        if ((tp->listener = tp__listen(tp, self->address, tp->port, tp__on_listener, tp)))
+        if ((tp->listener = tp_listen(tp, self->address, tp->port, tp__on_listener, tp)))
             logline(LOGLINE_INFO, tp->st.applied_seq, "node %u listening on %s:%d", tp->node_uid, self->address, tp->port);
     }
     tp__endpoints(tp);
     tp__peers(tp);
+    tp_etcd_tick(tp);
 }
 
 int tp_state_open(tp_t *tp)
@@ -500,6 +483,7 @@ int tp_state_open(tp_t *tp)
             commit_cfg cc = {.data_dir = tp->data_dir, .producer = "ine-transport", .log = tp->log, .pub = tp->pub,
                          .zctx = tp->zctx, .run_dir = tp->run_dir};
             GUARD(commit_open(&cc, &tp->commit));
+            GUARD(tp_activator_open(tp));
         }
     }
     proj_init(&tp->st);
@@ -510,6 +494,7 @@ int tp_state_open(tp_t *tp)
     }
     if (!tp->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster", tp->data_dir);
     if (!tp_self(tp)) return ine_err(INE_ENOTFOUND, "node %u is not a node of this cluster", tp->node_uid);
+    tp_etcd_open(tp);
     return INE_OK;
 }
 
@@ -524,6 +509,8 @@ void tp_state_close(tp_t *tp)
     tp__sessions_drop(tp, 0);
     free(tp->peers);
     if (tp->listener) evconnlistener_free(tp->listener);
+    tp_etcd_close(tp);
+    tp_activator_close(tp);
     for (int p = 1; p <= 2; p++) {
         SSL_CTX_free(tp->srv[p]);
         SSL_CTX_free(tp->cli[p]);

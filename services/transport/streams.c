@@ -291,7 +291,9 @@ int tp_cert_cb(SSL *ssl, void *arg)
     return 1;
 }
 
-void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa)
+void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa) { tp_accept_tls(tp, fd, sa, TP_K_STREAM_IN); }
+
+void tp_accept_tls(tp_t *tp, int fd, const struct sockaddr *sa, tp_kind kind)
 {
     tp_conn *c;
     SSL *ssl;
@@ -311,7 +313,7 @@ void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa)
         close(fd);
         return;
     }
-    if (!(c = tp_conn_new(tp, fd, ssl, TP_S_ACCEPT_HS, TP_K_STREAM_IN))) {
+    if (!(c = tp_conn_new(tp, fd, ssl, TP_S_ACCEPT_HS, kind))) {
         SSL_free(ssl);
         close(fd);
         return;
@@ -574,6 +576,7 @@ void tp_conn_event(tp_conn *c, int readable, int writable)
         if (r < 0) return tp_conn_refuse(c, why);
         if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0) return tp_conn_refuse(c, why);
         c->peer_node = node;
+        if (c->kind == TP_K_ETCD_IN) return tp_etcd_accepted(c);
         c->state = TP_S_ACCEPT_HDR;
         tp_conn_want(c, 1, 0);
         return tp__accept_header(c);

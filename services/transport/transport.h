@@ -46,6 +46,7 @@
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
 typedef struct tp_mux tp_mux;
+typedef struct tp_activator tp_activator;
 
 typedef enum {
     TP_S_ACCEPT_HS,   /* 3342 server: TLS handshake */
@@ -67,9 +68,10 @@ typedef enum {
     TP_K_SHARD,
     TP_K_CONTROL_OUT,
     TP_K_CONTROL_IN,
-    TP_K_REPL_OUT,
     TP_K_MUX_OUT, /* the mux connection we opened to a peer */
     TP_K_MUX_IN,  /* a mux connection a peer opened to us */
+    TP_K_ETCD_IN,    /* a peer's etcd member, in TLS on our peer port (etcdpeer.c) */
+    TP_K_ETCD_LOCAL, /* ... relayed to our member on loopback */
 } tp_kind;
 
 typedef struct {
@@ -182,7 +184,8 @@ struct tp {
     void *zctx;
     follow_t *follow;
     follow_pub *pub;
-    commit_t *commit;       /* the front door for every append */
+    commit_t *commit;       /* the front door for every append (the activator's thread's, with etcd) */
+    tp_activator *activator;/* activate.c; NULL without etcd */
     proj_state st;
     struct event_base *base;
     struct evconnlistener *listener;   /* :3342 */
@@ -210,6 +213,13 @@ struct tp {
     int n_pool;
     tp_mux *muxes;
     int mux_off;                  /* INE_TRANSPORT_MUX=0: one TLS connection per stream */
+    /* etcdpeer.c: etcd's peer traffic, when this node's address is not loopback */
+    int etcd_on;
+    int etcd_peer_port, etcd_local_port;
+    struct evconnlistener *etcd_listener;
+    int64_t etcd_retry_ms;
+    char etcd_files_fp[65];       /* the certificate and trust last installed as the member's files */
+    char etcd_files_trust[4096];
 };
 
 /* --- conn.c --- */
@@ -251,6 +261,8 @@ void tp_describe(tp_conn *c, const struct sockaddr *sa);
 
 /* --- streams.c --- */
 void tp_on_accept(tp_t *tp, int fd, const struct sockaddr *sa);
+/* A TLS connection accepted on one of our ports, as `kind` (its handshake follows). */
+void tp_accept_tls(tp_t *tp, int fd, const struct sockaddr *sa, tp_kind kind);
 void tp_conn_event(tp_conn *c, int readable, int writable);  /* state-machine dispatch */
 void tp_endpoint_accept(tp_t *tp, uint32_t db_uid, int fd, const struct sockaddr *sa);
 void tp_heartbeat_tick(tp_t *tp);
@@ -292,7 +304,20 @@ void tp_mux_peer_lost(tp_t *tp, uint32_t node); /* heartbeats stopped: do not re
 void tp_stream_refuse(tp_conn *c, const char *why);
 
 
+/* --- activate.c --- */
+int tp_activator_open(tp_t *tp);          /* with etcd: the thread that appends */
+void tp_activator_close(tp_t *tp);
+/* Append CertificateActivated: queued to the thread with etcd, at once without. */
+void tp_activation_append(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial);
+
+/* --- etcdpeer.c --- */
+void tp_etcd_open(tp_t *tp);              /* after the log is read: on or off, and the ports */
+void tp_etcd_tick(tp_t *tp);              /* listen; keep the member's peer files current */
+void tp_etcd_accepted(tp_conn *c);        /* a peer's member passed the identity checks */
+void tp_etcd_close(tp_t *tp);
+
 /* --- state.c --- */
+struct evconnlistener *tp_listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg);
 int tp_state_open(tp_t *tp);
 void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
 void tp_state_close(tp_t *tp);
