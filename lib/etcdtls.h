@@ -37,4 +37,16 @@ int etcdtls_peer_urls(const char *address, int peer_port, int local_port, char *
 int etcdtls_install(const char *data_dir, const char *tag, const char *cert_chain_pem, EVP_PKEY *key, const char *roots_pem)
     __attribute__((warn_unused_result));
 
+/* --- the client port (etcdclient.c) ---
+ * A member's client port is on loopback only, in mutual TLS with a CA of this node's own
+ * (never the cluster's: any holder of a cluster certificate would otherwise have full access):
+ * only processes that can read the data dir's client key — the node's ine processes — get in. */
+#define ETCDTLS_CLIENT_DIR "etcd/client"  /* ca.crt, server.crt/.key (the member), client.crt/.key */
+
+/* Make etcd/client/ unless it exists (all files or none; keys 0600; EC P-256, 10 years): the
+ * CA, the member's certificate (127.0.0.1, ::1, localhost and the comma-separated extra_ips;
+ * serverAuth and clientAuth, which etcd's gateway needs) and the client certificate. *created
+ * says whether it made them now. */
+int etcdtls_client_prepare(const char *data_dir, const char *extra_ips, int *created) __attribute__((warn_unused_result));
+
 #endif

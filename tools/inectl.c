@@ -36,16 +36,21 @@ static const char *usage_text =
     "  node remove <uid>\n"
     "      Take a node out of the cluster for good (a dead one too): its etcd member leaves\n"
     "      the consensus, then the node leaves the cluster. Refused while it holds a shard.\n"
+    "  etcd prepare [addresses A,B]\n"
+    "      Before this node's etcd member first starts: make the node-local CA and certificates\n"
+    "      of its client port (etcd/client/; mutual TLS on 127.0.0.1, so only this node's ine\n"
+    "      processes get in), and print the member.env and etcd.conf lines that use them.\n"
     "  node token create [ttl SECONDS]\n"
     "      On any node: a new join token (single use; default 24 h) and the CA fingerprint.\n"
     "  node join via <addr> token <token|-> ca_fingerprint <hex> address <this node's addr>\n"
-    "            [rest_port 9443] [etcd_client http://127.0.0.1:2379] [name <name>]\n"
+    "            [rest_port 9443] [etcd_client https://127.0.0.1:2379] [name <name>]\n"
     "      On a new machine, into an empty DIR, through any node of the cluster: checks its CA\n"
     "      against the fingerprint before sending anything, joins with the token ('-': read it\n"
     "      from standard input), and writes seal.key, etcd.conf and etcd/member.env: this\n"
-    "      node's etcd member (added as a learner) listening for clients on etcd_client and\n"
-    "      for peers on <addr>:<the cluster's peer port>. Start that member, then ine-mirror,\n"
-    "      which brings the whole log from it.\n"
+    "      node's etcd member (added as a learner) listening for clients on etcd_client (a\n"
+    "      loopback address; https: mutual TLS with this node's own CA, as `etcd prepare`)\n"
+    "      and for peers behind this node's transport on <addr>:<the cluster's peer port>.\n"
+    "      Start that member, then ine-mirror, which brings the whole log from it.\n"
     "  cluster certificate rotate [all|ccs_internode_encryption|data_internode_encryption]\n"
     "      Replace the cluster-issued certificates of every node now (customer ones are kept).\n"
     "  cluster certificate set internal [cpine_certificate_file F cpine_key_file F]\n"
@@ -270,6 +275,7 @@ int main(int argc, char **argv)
         return inectl_node_token_create(argc - 3, argv + 3);
     if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "join")) return inectl_node_join(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "remove")) return inectl_node_remove(argc - 2, argv + 2);
+    if (argc >= 2 && !strcmp(argv[0], "etcd") && !strcmp(argv[1], "prepare")) return inectl_etcd_prepare(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "delete") && !strcmp(argv[1], "db")) return inectl_delete_db(argc - 2, argv + 2);
     inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;

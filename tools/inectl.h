@@ -52,5 +52,6 @@ int inectl_status_alerts(int argc, char **argv);
 int inectl_node_token_create(int argc, char **argv);
 int inectl_node_join(int argc, char **argv);
 int inectl_node_remove(int argc, char **argv);
+int inectl_etcd_prepare(int argc, char **argv);
 
 #endif

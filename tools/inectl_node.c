@@ -215,7 +215,7 @@ static int node__parse_join(int argc, char **argv, join_args *a)
     jointoken t;
     memset(a, 0, sizeof *a);
     a->rest_port = 9443;
-    a->etcd_client = "http://127.0.0.1:2379";
+    a->etcd_client = "https://127.0.0.1:2379";
     for (int i = 0; i < argc; i += 2) {
         const char *k = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) return inectl_fail("node join: '%s' needs a value", k);
@@ -229,9 +229,10 @@ static int node__parse_join(int argc, char **argv, join_args *a)
         else return inectl_fail("node join: unknown keyword '%s' (see inectl --help)", k);
     }
     if (!a->via) return inectl_fail("node join: missing 'via <address of a node of the cluster>'");
-    if (strncmp(a->etcd_client, "http://127.", 11) && strncmp(a->etcd_client, "http://[::1]", 12) && strncmp(a->etcd_client, "https://", 8))
-        return inectl_fail("node join: etcd_client '%s' must be https://..., or http:// on a loopback address (never plaintext "
-                           "beyond this machine)", a->etcd_client);
+    if (strncmp(a->etcd_client, "https://127.", 12) && strncmp(a->etcd_client, "https://[::1]", 13) &&
+        strncmp(a->etcd_client, "http://127.", 11) && strncmp(a->etcd_client, "http://[::1]", 12))
+        return inectl_fail("node join: etcd_client '%s' must be on a loopback address (127.x or [::1]): the member's client "
+                           "port is this node's alone", a->etcd_client);
     if (!a->token) return inectl_fail("node join: missing 'token <token>'");
     if (!a->fingerprint) return inectl_fail("node join: missing 'ca_fingerprint <hex>' (printed by inectl cluster create)");
     if (!a->address) return inectl_fail("node join: missing 'address <this node's address>'");
@@ -479,33 +480,59 @@ static int node__write_etcd(const char *dd, const join_args *a, const node_etcd 
 {
     char text[8192], data[DATADIR_MAX], tls[3][DATADIR_MAX];
     const char *colon = strrchr(m->peer_url, ':'), *lcolon = strrchr(m->listen_url, ':');
-    int peer_tls = !strncmp(m->peer_url, "https://", 8);
+    int peer_tls = !strncmp(m->peer_url, "https://", 8), client_tls = !strncmp(a->etcd_client, "https://", 8), made = 0, w;
+    char cdir[DATADIR_MAX];
+    if (datadir_path(dd, ETCDTLS_CLIENT_DIR, cdir, sizeof cdir) < 0) return -1;
     if (datadir_path(dd, "etcd/member", data, sizeof data) < 0 || datadir_path(dd, "etcd", text, sizeof text) < 0 ||
         datadir_path(dd, ETCDTLS_CERT, tls[0], sizeof tls[0]) < 0 || datadir_path(dd, ETCDTLS_KEY, tls[1], sizeof tls[1]) < 0 ||
         datadir_path(dd, ETCDTLS_CA, tls[2], sizeof tls[2]) < 0)
         return -1;
     if (mkdir(text, 0700) != 0 && errno != EEXIST) return ine_err(INE_EIO, "cannot create %s: %s", text, strerror(errno));
     if (peer_tls) GUARD(node__write_peer_tls(dd, s));
-    snprintf(text, sizeof text,
+    if (client_tls) {
+        /* The member's certificate names the host it listens on (beyond 127.0.0.1). */
+        char host[64] = "";
+        const char *h = a->etcd_client + 8;
+        size_t n = strcspn(h, ":/");
+        if (*h != '[' && n < sizeof host) snprintf(host, sizeof host, "%.*s", (int)n, h);
+        GUARD(etcdtls_client_prepare(dd, host, &made));
+    }
+    w = snprintf(text, sizeof text,
              "# This node's member of the cluster's etcd, from `inectl node join` (no secret here).\n"
              "# Start it with: set -a; . <this file>; exec etcd   (deploy/systemd/ine-etcd.service does)\n"
              "ETCD_NAME=%s\nETCD_DATA_DIR=%s\nETCD_LISTEN_PEER_URLS=%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=%s\n"
              "ETCD_LISTEN_CLIENT_URLS=%s\nETCD_ADVERTISE_CLIENT_URLS=%s\nETCD_INITIAL_CLUSTER=%s\n"
              "ETCD_INITIAL_CLUSTER_STATE=existing\n",
              m->name, data, m->listen_url, m->peer_url, a->etcd_client, a->etcd_client, m->initial_cluster);
+    if (w < 0 || (size_t)w >= sizeof text) return ine_err(INE_EINVAL, "the member's settings do not fit");
     if (peer_tls) {
         size_t off = strlen(text);
-        snprintf(text + off, sizeof text - off,
+        w = snprintf(text + off, sizeof text - off,
                  "# Peers over TLS: the member dials them with the node's control-plane certificate; they\n"
                  "# reach it through this node's ine-transport on %s (lib/etcdtls.h).\n"
                  "ETCD_PEER_CERT_FILE=%s\nETCD_PEER_KEY_FILE=%s\nETCD_PEER_TRUSTED_CA_FILE=%s\n",
                  m->peer_url, tls[0], tls[1], tls[2]);
+        if (w < 0 || (size_t)w >= sizeof text - off) return ine_err(INE_EINVAL, "the member's settings do not fit");
+    }
+    if (client_tls) {
+        size_t off = strlen(text);
+        w = snprintf(text + off, sizeof text - off,
+                 "# The client port in mutual TLS with this node's own CA (inectl etcd prepare).\n"
+                 "ETCD_CLIENT_CERT_AUTH=true\nETCD_TRUSTED_CA_FILE=%s/ca.crt\nETCD_CERT_FILE=%s/server.crt\n"
+                 "ETCD_KEY_FILE=%s/server.key\n", cdir, cdir, cdir);
+        if (w < 0 || (size_t)w >= sizeof text - off) return ine_err(INE_EINVAL, "the member's settings do not fit");
     }
     GUARD(node__write_file(dd, "etcd/member.env", text, 0600));
-    snprintf(text, sizeof text,
+    w = snprintf(text, sizeof text,
              "# The etcd member this node's ine processes commit through: its own (inectl node join)\n"
              "endpoints=%s\nprefix=%s\npeer_port=%s\npeer_local_port=%s\n", a->etcd_client, m->prefix,
              colon ? colon + 1 : "2380", peer_tls && lcolon ? lcolon + 1 : "2390");
+    if (w < 0 || (size_t)w >= sizeof text) return ine_err(INE_EINVAL, "etcd.conf does not fit");
+    if (client_tls) {
+        size_t off = strlen(text);
+        w = snprintf(text + off, sizeof text - off, "cacert=%s/ca.crt\ncert=%s/client.crt\nkey=%s/client.key\n", cdir, cdir, cdir);
+        if (w < 0 || (size_t)w >= sizeof text - off) return ine_err(INE_EINVAL, "etcd.conf does not fit");
+    }
     return node__write_file(dd, COMMIT_CONF_NAME, text, 0600);
 }
 

@@ -353,7 +353,7 @@ static int node_join(const char *jdd, const char *token, const char *fpr, const 
     char port[16], client[64];
     snprintf(port, sizeof port, "%d", c.port);
     if (!joiner_client_port) joiner_client_port = svc_free_port();
-    snprintf(client, sizeof client, "http://%s:%d", address, joiner_client_port);
+    snprintf(client, sizeof client, "https://%s:%d", address, joiner_client_port);
     char *argv[] = {(char *)tu_bin("inectl"), "--data-dir", (char *)jdd, "--timeout", "30", "node", "join", "via", "127.0.0.1",
                     "rest_port", port, "etcd_client", client, "token", (char *)token, "ca_fingerprint", (char *)fpr,
                     "address", (char *)address, NULL};
@@ -430,7 +430,7 @@ Test(join, inectl_node_join_writes_the_seal_key_and_its_etcd_settings)
     char *cpath = tu_path(jdd, "etcd.conf"), *epath = tu_path(jdd, "etcd/member.env"), want[256];
     char *conf = tu_read_file(cpath, NULL), *env = tu_read_file(epath, NULL);
     cr_assert(conf && env, "etcd.conf and etcd/member.env are written");
-    snprintf(want, sizeof want, "endpoints=http://127.0.0.3:%d\n", joiner_client_port);
+    snprintf(want, sizeof want, "endpoints=https://127.0.0.3:%d\n", joiner_client_port);
     cr_assert(strstr(conf, want) && strstr(conf, "prefix=/ine/\n"), "%s", conf);
     snprintf(want, sizeof want, "peer_port=%d\n", c.peer_port);
     cr_assert(strstr(conf, want), "%s", conf);
@@ -440,6 +440,19 @@ Test(join, inectl_node_join_writes_the_seal_key_and_its_etcd_settings)
     cr_assert(strstr(env, "\nETCD_INITIAL_CLUSTER=") && strstr(env, "node1=http://127.0.0.1:"), "%s", env);
     cr_assert_eq(stat(epath, &st), 0);
     cr_assert_eq(st.st_mode & 0777, 0600);
+    /* The client port in mutual TLS with a CA of the node's own: its keys 0600, etcd.conf and
+     * the member pointed at them. */
+    cr_assert(strstr(env, "ETCD_CLIENT_CERT_AUTH=true\n") && strstr(env, "etcd/client/server.key\n"), "%s", env);
+    cr_assert(strstr(conf, "cacert=") && strstr(conf, "etcd/client/client.key\n"), "%s", conf);
+    {
+        char *ck = tu_path(jdd, "etcd/client/client.key"), *sk = tu_path(jdd, "etcd/client/server.key");
+        cr_assert_eq(stat(ck, &st), 0);
+        cr_assert_eq(st.st_mode & 0777, 0600);
+        cr_assert_eq(stat(sk, &st), 0);
+        cr_assert_eq(st.st_mode & 0777, 0600);
+        free(ck);
+        free(sk);
+    }
     cr_assert_null(strstr(env, token));
     cr_assert_null(strstr(conf, token));
     free(out);
@@ -534,7 +547,7 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
     free(out);
     free(err);
     snprintf(peer, sizeof peer, "http://127.0.0.3:%d", c.peer_port);
-    snprintf(client, sizeof client, "http://127.0.0.3:%d", joiner_client_port);
+    snprintf(client, sizeof client, "https://127.0.0.3:%d", joiner_client_port);
     cr_assert_eq(learners(peer), 1, "added as a learner");
 
     /* Its member, then its mirror: the whole log comes from etcd, nothing from node 1. */
@@ -549,6 +562,34 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
                      (unsigned long long)want, svc_tail(mlog), svc_tail(elog));
         struct timespec ts = {0, 50000000};
         nanosleep(&ts, NULL);
+    }
+    /* Its client port takes only this node's processes: without the node's client certificate
+     * TLS refuses (curl, even trusting the member's CA), with it a range answers. */
+    {
+        char url[96], ca[300], cert[300], key[300], *o = NULL, *e = NULL;
+        snprintf(url, sizeof url, "%s/v3/kv/range", client);
+        snprintf(ca, sizeof ca, "%s/etcd/client/ca.crt", jdd);
+        snprintf(cert, sizeof cert, "%s/etcd/client/client.crt", jdd);
+        snprintf(key, sizeof key, "%s/etcd/client/client.key", jdd);
+        char *plain[] = {"/usr/bin/curl", "-s", "--noproxy", "*", "--max-time", "5", "--cacert", ca, "-d", "{\"key\":\"AA==\",\"serializable\":true}",
+                         url, NULL};
+        cr_assert_neq(tu_run(plain, NULL, &o, &e), 0, "a client without the node's certificate got in: %s", o);
+        free(o);
+        free(e);
+        char *with[] = {"/usr/bin/curl", "-sf", "--noproxy", "*", "--max-time", "5", "--cacert", ca, "--cert", cert, "--key", key,
+                        "-d", "{\"key\":\"AA==\",\"serializable\":true}", url, NULL};
+        cr_assert_eq(tu_run(with, NULL, &o, &e), 0, "the node's own client was refused: %s%s", o, e);
+        free(o);
+        free(e);
+        char *http[] = {"/usr/bin/curl", "-s", "--noproxy", "*", "--max-time", "5", "-d", "{\"key\":\"AA==\"}", url + 0, NULL};
+        char hurl[96];
+        snprintf(hurl, sizeof hurl, "http://%s/v3/kv/range", client + 8);
+        http[8] = hurl;
+        o = e = NULL;
+        int hrc = tu_run(http, NULL, &o, &e);
+        cr_assert(hrc != 0 || !strstr(o, "header"), "plain HTTP got an answer: %s", o);
+        free(o);
+        free(e);
     }
     /* Every node's ine-policy promotes a learner that caught up: node 1's here. */
     for (int64_t end = ine_clock_mono_ms() + 60000; learners(peer) != -1;) {
@@ -593,7 +634,6 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
     evlog_close(log);
     cr_assert_eq(svc_stop(mirror, 10000), 0, "%s", svc_tail(mlog));
     svc_stop(member, 10000);
-    (void)client;
     free(fl); free(jdd); free(elog); free(mlog);
 }
 

@@ -1,7 +1,8 @@
 /* test_netns.c — nodes on separate network stacks (issue #8, parts 2-4; issue #21): three hosts
  * made with `ip netns` and veth pairs to a bridge (tests/netns.h), each running its node's real
  * binaries on its own address and the default ports, and its own etcd member (clients on the
- * host's 127.0.0.1:2379 only; peers on its address, 2380). h1 starts the cluster: its member
+ * host's 127.0.0.1:2379 only, in mutual TLS with the node's own CA; peers through the node's
+ * transport, in TLS on its address, 2380). h1 starts the cluster: its member
  * alone, `inectl cluster create`, its ine-mirror, ine-ca, ine-policy (REST on h1's address) and
  * ine-transport. h2 and h3 join from their own stacks with `inectl node join via h1` (the first
  * token from cluster create, the second from `node token create`, the CA fingerprint pinned),
@@ -111,10 +112,10 @@ static void member_start(int h)
         if (*l == '#' || !eq || strncmp(l, "ETCD_", 5)) continue;
         *eq = 0;
         char *flag = NULL;
-        cr_assert(asprintf(&flag, "--%s", l + 5) > 0);
-        for (char *f = flag; *f; f++) *f = *f == '_' ? '-' : (char)(*f >= 'A' && *f <= 'Z' ? *f + 32 : *f);
+        /* --name=value, one argument: a boolean flag takes no separate value. */
+        cr_assert(asprintf(&flag, "--%s=%s", l + 5, eq + 1) > 0);
+        for (char *f = flag; *f && *f != '='; f++) *f = *f == '_' ? '-' : (char)(*f >= 'A' && *f <= 'Z' ? *f + 32 : *f);
         argv[n++] = flag;
-        argv[n++] = strdup(eq + 1);
     }
     argv[n++] = strdup("--max-txn-ops=4096");
     argv[n++] = strdup("--logger=zap");
@@ -139,23 +140,36 @@ static void mirror_start(int h)
  * etcd.conf naming it. */
 static void h1_prepare(void)
 {
-    char text[1024], *p;
+    char text[2048], *p, *out = NULL, *err = NULL;
     const char *a1 = nn_addr(&nn, 1);
     dd[1] = nn_path(&nn, "h1");
     p = tu_path(dd[1], "etcd");
     cr_assert_eq(mkdir(dd[1], 0700), 0);
     cr_assert_eq(mkdir(p, 0700), 0);
     free(p);
+    /* The client port's own CA first (inectl etcd prepare), as deploy/README.md does. */
+    {
+        char *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[1], "etcd", "prepare", NULL};
+        cr_assert_eq(tu_run(argv, NULL, &out, &err), 0, "etcd prepare: %s%s", out, err);
+        cr_assert(strstr(out, "made etcd's client certificates"), "%s", out);
+        free(argv[0]);
+        free(out);
+        free(err);
+    }
     snprintf(text, sizeof text,
              "ETCD_NAME=node1\nETCD_DATA_DIR=%s/etcd/member\nETCD_LISTEN_PEER_URLS=http://127.0.0.1:2390\n"
-             "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://%s:2380\nETCD_LISTEN_CLIENT_URLS=http://127.0.0.1:2379\n"
-             "ETCD_ADVERTISE_CLIENT_URLS=http://127.0.0.1:2379\nETCD_INITIAL_CLUSTER=node1=https://%s:2380\n"
-             "ETCD_INITIAL_CLUSTER_STATE=new\nETCD_INITIAL_CLUSTER_TOKEN=netns-%d\n",
-             dd[1], a1, a1, getpid());
+             "ETCD_INITIAL_ADVERTISE_PEER_URLS=https://%s:2380\nETCD_LISTEN_CLIENT_URLS=https://127.0.0.1:2379\n"
+             "ETCD_ADVERTISE_CLIENT_URLS=https://127.0.0.1:2379\nETCD_INITIAL_CLUSTER=node1=https://%s:2380\n"
+             "ETCD_INITIAL_CLUSTER_STATE=new\nETCD_INITIAL_CLUSTER_TOKEN=netns-%d\nETCD_CLIENT_CERT_AUTH=true\n"
+             "ETCD_TRUSTED_CA_FILE=%s/etcd/client/ca.crt\nETCD_CERT_FILE=%s/etcd/client/server.crt\n"
+             "ETCD_KEY_FILE=%s/etcd/client/server.key\n",
+             dd[1], a1, a1, getpid(), dd[1], dd[1], dd[1]);
     p = tu_path(dd[1], "etcd/member.env");
     cr_assert_eq(tu_write_file(p, text, strlen(text)), 0);
     free(p);
-    snprintf(text, sizeof text, "endpoints=http://127.0.0.1:2379\npeer_port=2380\npeer_local_port=2390\n");
+    snprintf(text, sizeof text,
+             "endpoints=https://127.0.0.1:2379\npeer_port=2380\npeer_local_port=2390\ncacert=%s/etcd/client/ca.crt\n"
+             "cert=%s/etcd/client/client.crt\nkey=%s/etcd/client/client.key\n", dd[1], dd[1], dd[1]);
     p = tu_path(dd[1], "etcd.conf");
     cr_assert_eq(tu_write_file(p, text, strlen(text)), 0);
     free(p);
@@ -323,7 +337,7 @@ static int node_join(int h, const char *token, const char *fpr, char **out)
 {
     char *err = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[h], "node", "join", "via", (char *)nn_addr(&nn, 1),
                                  "token", (char *)token, "ca_fingerprint", (char *)fpr, "address", (char *)nn_addr(&nn, h),
-                                 "etcd_client", "http://127.0.0.1:2379", NULL};
+                                 "etcd_client", "https://127.0.0.1:2379", NULL};
     int rc = nn_run(&nn, h, argv, out, &err);
     char *both = NULL;
     if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
