@@ -270,6 +270,42 @@ static void rotations_keep_etcd(void)
     }
 }
 
+/* Node `gone` was removed: etcd (as h2 sees it) has no member of it, and h1's transport refuses
+ * its certificate, presented from h2's stack, on 3342 and on etcd's peer port. */
+static void removed_everywhere(int gone)
+{
+    char name[16], crt[300], key[300], target[64];
+    snprintf(name, sizeof name, "\"node%d\"", gone);
+    for (int64_t end = cl_now_ms() + CL_WAIT_MS;; usleep(200 * 1000)) {
+        char *o = NULL, *e = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[2], "--json", "status", NULL};
+        int rc = nn_run(&nn, 2, argv, &o, &e);
+        json_t *j = o ? json_loads(o, 0, NULL) : NULL;
+        char *ms = j ? json_dumps(json_object_get(json_object_get(j, "consensus"), "members"), 0) : NULL;
+        int gone_there = ms && !strstr(ms, name);
+        free(ms);
+        json_decref(j);
+        free(argv[0]);
+        free(o);
+        free(e);
+        if (gone_there) break;
+        cr_assert(cl_now_ms() < end, "node %d's etcd member is still listed (inectl status exit %d)", gone, rc);
+    }
+    snprintf(crt, sizeof crt, "%s/etcd/tls/peer.crt", dd[gone]);
+    snprintf(key, sizeof key, "%s/etcd/tls/peer.key", dd[gone]);
+    for (int port = 0; port < 2; port++) {
+        size_t mark = cl_log_mark(tp[1]);
+        char *o = NULL, *e = NULL, want[96];
+        snprintf(target, sizeof target, "%s:%d", nn_addr(&nn, 1), port ? 2380 : TP_PORT);
+        char *argv[] = {"/usr/bin/openssl", "s_client", "-connect", target, "-servername", "control.ine", "-cert", crt, "-key", key,
+                        NULL};
+        (void)nn_run(&nn, 2, argv, &o, &e);
+        snprintf(want, sizeof want, "node %d is not a node of this cluster", gone);
+        cr_assert(cl_wait_log(tp[1], mark, want, CL_WAIT_MS), "h1 did not refuse removed node %d's certificate on %s", gone, target);
+        free(o);
+        free(e);
+    }
+}
+
 /* A write committed from host h's data dir (a join token: inectl commits it itself, through h's
  * own member); its exit status. */
 static int commit_from(int h, char **out)
@@ -704,8 +740,15 @@ Test(netns, encryption_on_the_link_data_flows_while_the_master_is_away_and_it_ca
         db_get(1, a1, DB_PORT + 1, "after", "master-back", "through h1's endpoint of the new database");
     }
     for (int h = 2; h <= 3; h++) log_caught_up(h);
+    cr_assert_eq(cl_kill(tp[3], SIGTERM), 0, "h3's transport exited cleanly (no crash, no sanitizer report)");
+    cr_assert_eq(cl_kill(mir[3], SIGTERM), 0, "h3's ine-mirror exited cleanly");
 
-    for (int h = 1; h <= 3; h++) {
+    /* h3 dies for good and is removed: out of etcd and the cluster, and its certificate, still
+     * valid, is refused on every port of h1 that takes node certificates (3342, etcd's peers). */
+    nn_kill_host(&nn, 3, SIGKILL);
+    free(inectl("node remove", "node", "remove", "3", NULL));
+    removed_everywhere(3);
+    for (int h = 1; h <= 2; h++) {
         cr_assert_eq(cl_kill(tp[h], SIGTERM), 0, "h%d's transport exited cleanly (no crash, no sanitizer report)", h);
         cr_assert_eq(cl_kill(mir[h], SIGTERM), 0, "h%d's ine-mirror exited cleanly", h);
     }
