@@ -153,7 +153,11 @@ Test(control_plane, a_request_id_retried_on_another_node_changes_nothing)
 Test(control_plane, without_quorum_a_write_fails_fast_and_writes_nothing_then_resumes)
 {
     char *out = NULL, *err = NULL;
-    cp_start_policy(0);
+    cp_start_ca(0, "5");
+    cp_wait_count(0, INE__V1__EVENT__BODY_CERTIFICATE_ISSUED, CP_NODES * 2);
+    cp_start_policy_rest(0);
+    cp_sleep_ms(300);
+    cp_stop_cas(); /* the log stays still: the head below is the head */
     uint64_t head = cp_last_seq(0);
     json_t *c, *j = cp_status_json(0, &c);
     cr_assert_str_eq(json_string_value(json_object_get(c, "mode")), "etcd");
@@ -187,6 +191,21 @@ Test(control_plane, without_quorum_a_write_fails_fast_and_writes_nothing_then_re
     free(out);
     free(err);
     out = err = NULL;
+    {
+        /* Through REST: 503, error_code no_quorum, the cause in the description. */
+        char url[96], user[64];
+        snprintf(url, sizeof url, "https://127.0.0.1:%d/v1/bdbs", cp_rest_port[0]);
+        snprintf(user, sizeof user, "%s:%s", CP_ADMIN, CP_PASSWORD);
+        char *argv[] = {"/usr/bin/curl", "-sk", "--noproxy", "*", "-u", user, "-H", "Content-Type: application/json", "--max-time", "30",
+                        "-w", "\n%{http_code}", "--data-binary",
+                        "{\"name\":\"lost2\",\"port\":12002,\"shard_node\":1,\"shard_address\":\"127.0.0.1:6381\"}", url, NULL};
+        cr_assert_eq(tu_run(argv, NULL, &out, &err), 0, "curl: %s", err);
+        cr_assert(strstr(out, "\n503") && strstr(out, "\"error_code\"") && strstr(out, "\"no_quorum\"") && strstr(out, "etcd"), "%s", out);
+        cr_assert_eq(cp_last_seq(0), head, "a refused REST write reached the log");
+        free(out);
+        free(err);
+        out = err = NULL;
+    }
     /* The majority returns: writes go through again, nothing done by hand. */
     cr_assert_eq(ef_restart(&cp_ec, 1, 30000), 0, "%s", ef_why());
     cr_assert_eq(ef_restart(&cp_ec, 2, 30000), 0, "%s", ef_why());
