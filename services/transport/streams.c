@@ -346,7 +346,8 @@ void tp_stream_refuse(tp_conn *c, const char *why)
     tp_conn_refuse(c, why);
 }
 
-static void tp__heartbeat_send(tp_conn *c)
+/* -1 when writing it failed and c is closed (freed): the caller must not touch c again. */
+static int tp__heartbeat_send(tp_conn *c)
 {
     tp_t *tp = c->tp;
     Ine__V1__Heartbeat hb = INE__V1__HEARTBEAT__INIT;
@@ -361,7 +362,8 @@ static void tp__heartbeat_send(tp_conn *c)
     }
     hb.served = scp;
     hb.n_served = 2;
-    if (tp_send_frame(c, &hb.base) == 0) tp_flush(c);
+    if (tp_send_frame(c, &hb.base) == 0) return tp_flush(c);
+    return 0;
 }
 
 /* Heartbeat frames on a control stream; the accepting side answers each with its own. */
@@ -397,7 +399,7 @@ static void tp__control_read(tp_conn *c)
         }
         ine__v1__heartbeat__free_unpacked(hb, NULL);
         tp_frame_consume(c);
-        if (c->kind == TP_K_CONTROL_IN) tp__heartbeat_send(c);
+        if (c->kind == TP_K_CONTROL_IN && tp__heartbeat_send(c) < 0) return;
     }
     tp_conn_want(c, 1, c->out.data != NULL);
 }
@@ -556,7 +558,7 @@ static void tp__client_ack(tp_conn *c)
             if (pr) pr->last_heartbeat_ms = ine_clock_mono_ms();
         }
         logline(LOGLINE_INFO, 0, "control-plane stream to node %u up", c->peer_node);
-        tp__heartbeat_send(c);
+        if (tp__heartbeat_send(c) < 0) return;
         return tp_conn_want(c, 1, c->out.data != NULL);
     }
     if (!c->peer) return tp_conn_close(c, "client gone");
@@ -616,7 +618,7 @@ void tp_heartbeat_tick(tp_t *tp)
                 tp_mux_peer_lost(tp, p->node_uid);
                 continue;
             }
-            if (p->conn->state == TP_S_CONTROL) tp__heartbeat_send(p->conn);
+            if (p->conn->state == TP_S_CONTROL) (void)tp__heartbeat_send(p->conn);
             continue;
         }
         if (now < p->next_try_ms) continue;
