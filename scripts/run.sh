@@ -50,9 +50,15 @@ render() {
 }
 mkdir -p "$DATA/etcd"
 [ -f "$DATA/etcd/token" ] || od -An -N8 -tx1 /dev/urandom | tr -d ' \n' >"$DATA/etcd/token"
+# The members' client port: mutual TLS with this data dir's own CA (made once).
+"$BIN/inectl" --data-dir "$DATA" etcd prepare addresses 127.0.0.2,127.0.0.3 >/dev/null
+ETLS=$DATA/etcd/client
 cat >"$DATA/etcd.conf" <<EOT
 # The etcd members this node's ine processes commit through (its own first): scripts/run.sh
-endpoints=http://127.0.0.1:$ETCD_CLIENT_PORT,http://127.0.0.2:$ETCD_CLIENT_PORT,http://127.0.0.3:$ETCD_CLIENT_PORT
+endpoints=https://127.0.0.1:$ETCD_CLIENT_PORT,https://127.0.0.2:$ETCD_CLIENT_PORT,https://127.0.0.3:$ETCD_CLIENT_PORT
+cacert=$ETLS/ca.crt
+cert=$ETLS/client.crt
+key=$ETLS/client.key
 quota_bytes=$ETCD_QUOTA
 EOT
 
@@ -70,7 +76,8 @@ fi
 if [ $fresh = yes ]; then
   echo -n "run: waiting for etcd "
   for _ in $(seq 60); do
-    curl -sf -X POST -d '{"key":"AA=="}' "http://127.0.0.1:$ETCD_CLIENT_PORT/v3/kv/range" >/dev/null 2>&1 && break
+    curl -sf --cacert "$ETLS/ca.crt" --cert "$ETLS/client.crt" --key "$ETLS/client.key" -X POST -d '{"key":"AA=="}' \
+      "https://127.0.0.1:$ETCD_CLIENT_PORT/v3/kv/range" >/dev/null 2>&1 && break
     echo -n "."; sleep 1
   done
   echo
