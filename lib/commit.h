@@ -110,6 +110,13 @@ int commit_conf_load(const char *data_dir, commit_etcd_conf *out) __attribute__(
  * conf's own, else etcd.h's default): every ine process reaches etcd the same way. */
 int commit_conf_etcd_open(const commit_etcd_conf *conf, int timeout_ms, etcd_t **out) __attribute__((warn_unused_result));
 
+/* The local mirror's inbox for records a process on this node just committed:
+ * ipc://<run_dir>/COMMIT_NOTES_FILE, ZeroMQ PUSH -> PULL, each message an 8-byte big-endian
+ * seq then the record's bytes exactly as committed. The mirror applies one only as the next
+ * record of its log (chain checked); etcd's watch, which it keeps reading, confirms each one
+ * byte for byte. */
+#define COMMIT_NOTES_FILE "commit-notes.sock"
+
 /* The keys of the log in etcd (prefix + ...): the head, an event, a request id. */
 #define COMMIT_KEY_HEAD "log/head"
 #define COMMIT_KEY_EVENTS "log/ev/"  /* + %020llu seq: lexical order is seq order */

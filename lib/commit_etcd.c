@@ -321,6 +321,7 @@ static int commit__etcd_append(commit_t *c, evlog_event **evs, size_t n, const c
             goto out;
         }
         if (r.succeeded) {
+            commit__note(c, e->seq + 1, b.bufs, b.lens, n);
             e->seq += n;
             memcpy(e->hash, b.last_hash, EVLOG_HASH_LEN);
             e->mod_rev = r.revision;

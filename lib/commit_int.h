@@ -21,11 +21,16 @@ struct commit {
     evlog_t *log;
     follow_pub *pub;
     follow_t *follow;      /* woken by the mirror's hints while waiting for it; may be NULL */
+    void *notes;           /* ZeroMQ PUSH to the local mirror: what we just committed (may be NULL) */
     void *backend;         /* the backend's own state */
 };
 
 extern const commit__ops commit__local_ops;
 extern const commit__ops commit__etcd_ops;
+
+/* Tell the local ine-mirror the records just committed at first_seq.. (their exact bytes), so
+ * it applies them without waiting for etcd's watch; best effort, never blocks. */
+void commit__note(commit_t *c, uint64_t first_seq, uint8_t *const *bufs, const size_t *lens, size_t n);
 
 /* Open the etcd backend on c (sets c->ops and c->backend). */
 int commit__etcd_open(commit_t *c, const commit_etcd_conf *conf);

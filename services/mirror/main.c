@@ -5,7 +5,8 @@
  * read was served at, and appends each event with evlog_append_raw, which checks that its seq
  * is head + 1 and that it links to the head's hash: a record that does not fit stops the
  * mirror with the seq named, never silently. The node's services keep replaying LMDB and get a
- * ZeroMQ hint after each batch. A watch that ends, breaks, or is canceled by a compaction is
+ * ZeroMQ hint after each batch; a process of this node that just committed also hands the
+ * records over directly (commit.h, COMMIT_NOTES_FILE), which the watch then confirms. A watch that ends, breaks, or is canceled by a compaction is
  * reopened after another range read: events are never deleted from etcd, so the range read
  * always finds what a compaction took from the watch. Reads are serializable (the local
  * member's view): a node cut off from quorum keeps its log and catches up when it returns.
@@ -59,6 +60,7 @@ typedef struct {
     uint64_t last;         /* the local head */
     int64_t rev;           /* etcd revision the local log is complete up to */
     int diverged;
+    void *notes;           /* PULL: records this node's processes just committed (commit.h) */
 } mirror_t;
 
 static void nap(int ms)
@@ -114,6 +116,46 @@ static int mirror__apply(mirror_t *m, const etcd_kv *kv)
     if (rc == INE_ECHAIN || rc == INE_ECORRUPT) m->diverged = 1;
     GUARD(rc);
     m->last = seq;
+    return INE_OK;
+}
+
+/* Records a process of this node just committed, with their bytes (COMMIT_NOTES_FILE): the
+ * next one of the log is applied at once (evlog_append_raw checks its seq and link), anything
+ * else is left to etcd. Either way the watch delivers each record again, and mirror__apply
+ * then checks it byte for byte against what a note put here. */
+static void mirror__notes(mirror_t *m)
+{
+    uint64_t before = m->last;
+    for (;;) {
+        zmq_msg_t msg;
+        const uint8_t *d;
+        size_t len;
+        uint64_t seq = 0;
+        zmq_msg_init(&msg);
+        if (zmq_msg_recv(&msg, m->notes, ZMQ_DONTWAIT) < 0) {
+            zmq_msg_close(&msg);
+            break;
+        }
+        d = zmq_msg_data(&msg);
+        len = zmq_msg_size(&msg);
+        for (int i = 0; len > 8 && i < 8; i++) seq = seq << 8 | d[i];
+        if (len > 8 && seq == m->last + 1 && evlog_append_raw(m->log, seq, d + 8, len - 8) == INE_OK) m->last = seq;
+        zmq_msg_close(&msg);
+    }
+    if (m->last > before) (void)follow_pub_hint(m->pub, m->last);
+}
+
+static int mirror__notes_open(mirror_t *m, void *zctx, const char *run_dir)
+{
+    char path[DATADIR_MAX + 64], ep[DATADIR_MAX + 80];
+    int zero = 0, hwm = 1024;
+    snprintf(path, sizeof path, "%s/" COMMIT_NOTES_FILE, run_dir);
+    snprintf(ep, sizeof ep, "ipc://%s", path);
+    unlink(path); /* a previous mirror's; flock says none runs now */
+    if (!(m->notes = zmq_socket(zctx, ZMQ_PULL))) return ine_err(INE_EZMQ, "cannot create the commit notes socket");
+    if (zmq_setsockopt(m->notes, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_setsockopt(m->notes, ZMQ_RCVHWM, &hwm, sizeof hwm) != 0 ||
+        zmq_bind(m->notes, ep) != 0)
+        return ine_err(INE_EZMQ, "cannot listen for commit notes on %s: %s", ep, zmq_strerror(zmq_errno()));
     return INE_OK;
 }
 
@@ -242,6 +284,7 @@ static int mirror_run(const char *dd)
         goto out;
     }
     GUARD_GOTO(follow_pub_open(zctx, run_dir, "ine-mirror", &m.pub), out);
+    GUARD_GOTO(mirror__notes_open(&m, zctx, run_dir), out);
     logline(LOGLINE_INFO, m.last, "mirroring %s from etcd at %s into %s", conf.prefix, conf.endpoints, dd);
     while (!stop_flag) {
         etcd_watch *w = NULL;
@@ -253,7 +296,11 @@ static int mirror_run(const char *dd)
             rc = etcd_watch_open(m.etcd, m.prefix, plen, end, end_len, m.rev + 1, &w);
         }
         while (rc >= 0 && !stop_flag) {
-            rc = etcd_watch_poll(w, 500, mirror__on_watch, &m);
+            /* Whichever comes first: a note from a local committer, or etcd's watch. */
+            zmq_pollitem_t it[2] = {{m.notes, 0, ZMQ_POLLIN, 0}, {NULL, etcd_watch_fd(w), ZMQ_POLLIN, 0}};
+            (void)zmq_poll(it, it[1].fd >= 0 ? 2 : 1, it[1].fd >= 0 ? 500 : 20);
+            mirror__notes(&m);
+            rc = etcd_watch_poll(w, 0, mirror__on_watch, &m);
             if (rc > 0) backoff = 100;
         }
         etcd_watch_close(w);
@@ -276,6 +323,7 @@ static int mirror_run(const char *dd)
     logline(LOGLINE_INFO, m.last, "stopping");
     rc = INE_OK;
 out:
+    if (m.notes) zmq_close(m.notes);
     follow_pub_close(m.pub);
     if (zctx) zmq_ctx_term(zctx);
     etcd_close(m.etcd);

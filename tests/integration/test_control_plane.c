@@ -10,6 +10,7 @@
  * whose local log disagrees with the cluster's stops and names the seq; a second `cluster
  * create` against the same etcd is refused. */
 #include <criterion/criterion.h>
+#include <zmq.h>
 
 #include <jansson.h>
 #include <signal.h>
@@ -281,6 +282,77 @@ Test(control_plane, a_mirror_whose_log_disagrees_stops_and_names_the_seq)
     }
     cr_assert_eq(svc_snap_same(cp_dd[4], &before), 0, "the mirror changed the local log: %s", svc_why());
     svc_snap_free(&before);
+}
+
+/* Records a local committer hands its mirror (commit.h, COMMIT_NOTES_FILE) are applied at
+ * once, and etcd's watch confirms each: a note of a record the cluster never committed (as a
+ * bug would send) is found out when the cluster's own record for that seq arrives, and the
+ * mirror stops naming it, never silently. A note that does not link to the head is ignored. */
+Test(control_plane, a_note_the_cluster_did_not_commit_stops_the_mirror_by_name)
+{
+    char ep[600], *out = NULL, *err = NULL, *path = tu_path(cp_dd[0], "log");
+    evlog_t *log;
+    evlog_opts ro = {.read_only = 1};
+    uint64_t head = 0;
+    uint8_t hash[EVLOG_HASH_LEN], *rec = NULL;
+    size_t len = 0;
+    int st;
+    cr_assert_eq(evlog_open(path, &ro, &log), INE_OK);
+    cr_assert_eq(evlog_head(log, &head, hash), INE_OK);
+    {
+        Ine__V1__JoinTokenIssued jt = INE__V1__JOIN_TOKEN_ISSUED__INIT;
+        evlog_event ev = INE__V1__EVENT__INIT;
+        uint8_t sha[32] = {1};
+        jt.token_id = "forged0000000000";
+        jt.token_sha256 = (ProtobufCBinaryData){sizeof sha, sha};
+        jt.expires_at = 4102444800;
+        ev.body_case = INE__V1__EVENT__BODY_JOIN_TOKEN_ISSUED;
+        ev.join_token_issued = &jt;
+        ev.producer = "forger";
+        ev.actor = "forger";
+        cr_assert_eq(evlog_encode(&ev, head + 1, hash, NULL, NULL, NULL, &rec, &len), INE_OK, "%s", ine_err_msg());
+    }
+    void *z = zmq_ctx_new(), *push = zmq_socket(z, ZMQ_PUSH);
+    snprintf(ep, sizeof ep, "ipc://%s/run/" COMMIT_NOTES_FILE, cp_dd[0]);
+    cr_assert_eq(zmq_connect(push, ep), 0);
+    {
+        /* First one that does not fit (seq two ahead): ignored. */
+        uint8_t *msg = malloc(8 + len);
+        for (int pass = 0; pass < 2; pass++) {
+            uint64_t v = head + (pass ? 1 : 2);
+            for (int k = 7; k >= 0; k--, v >>= 8) msg[k] = (uint8_t)v;
+            memcpy(msg + 8, rec, len);
+            cr_assert_eq(zmq_send(push, msg, 8 + len, 0), (int)(8 + len));
+            if (!pass) {
+                cp_sleep_ms(300);
+                cr_assert_eq(cp_last_seq(0), head, "a note that does not link to the head was applied");
+            }
+        }
+        free(msg);
+    }
+    cp_wait_seq(0, head + 1); /* applied at once, before etcd has anything at that seq */
+    /* The cluster commits its own record at head + 1 (through node 2): node 1's mirror sees
+     * another record there and stops. */
+    cr_assert_eq(cp_inectl(1, &out, &err, "node", "token", "create", NULL), 0, "%s", err);
+    for (int64_t end = cp_now_ms() + CP_WAIT_MS; svc_running(cp_mirror[0], &st);) {
+        cr_assert_lt(cp_now_ms(), end, "node 1's mirror goes on over a record the cluster did not commit");
+        cp_sleep_ms(50);
+    }
+    cp_mirror[0] = 0;
+    cr_assert_eq(st, 3, "exit status %d", st);
+    {
+        char *mlog = cp_log_path(0, "mirror"), want[64];
+        snprintf(want, sizeof want, "record %llu differs", (unsigned long long)(head + 1));
+        cr_assert(strstr(svc_tail(mlog), want), "the mirror does not name the record: %s", svc_tail(mlog));
+        free(mlog);
+    }
+    zmq_close(push);
+    zmq_ctx_term(z);
+    free(rec);
+    free(out);
+    free(err);
+    evlog_close(log);
+    free(path);
 }
 
 Test(control_plane, a_second_cluster_create_against_the_same_etcd_is_refused)
