@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -322,6 +323,24 @@ int follow_catch_up(follow_t *f)
     int rc = evlog_iterate(f->log, f->applied + 1, 0, 1, follow__apply, f);
     if (rc < 0) return rc;
     return f->applied - before > INT_MAX ? INT_MAX : (int)(f->applied - before);
+}
+
+int follow_wait_ready(follow_t *f, int (*ready)(void *ud), void *ud, const char *what)
+{
+    int said = 0;
+    for (;;) {
+        int rc = follow_catch_up(f);
+        if (rc < 0) return rc;
+        if (ready(ud)) {
+            if (said) logline(LOGLINE_INFO, f->applied, "the log now holds %s", what);
+            return INE_OK;
+        }
+        if (!said++) logline(LOGLINE_INFO, f->applied, "waiting for the log to hold %s (ine-mirror brings it from etcd)", what);
+        {
+            struct timespec ts = {0, 200 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
 }
 
 static int follow__drain(follow_t *f)

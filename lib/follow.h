@@ -58,6 +58,13 @@ void follow_free(follow_t *f);
  * decode, INE_ECHAIN for a gap in the log's seqs. Nothing is ever skipped silently. */
 int follow_catch_up(follow_t *f);
 
+/* Catch up until ready(ud) says the state has what the caller needs, polling every 200 ms
+ * and saying once (logline) that it waits for `what`: a node whose log ine-mirror is still
+ * bringing from etcd starts its services anyway, and they wait instead of crash-looping.
+ * INE_OK once ready; a catch-up error as follow_catch_up's. A signal's default action ends
+ * the wait (no handler is installed yet where it is used). */
+int follow_wait_ready(follow_t *f, int (*ready)(void *ud), void *ud, const char *what) __attribute__((warn_unused_result));
+
 /* Connect to newly appeared publishers, wait up to timeout_ms (>= 0) for a hint, drain every
  * pending hint, then always catch up. Returns follow_catch_up()'s result. */
 int follow_poll(follow_t *f, int timeout_ms);

@@ -122,6 +122,8 @@ static int alerting_hook_open(alerting_t *a)
     return alerting_hook_start(a->webhook_url, cur, a->webhook_backoff_max_ms, &a->hook);
 }
 
+static int alerting__has_cluster(void *ud) { return ((alerting_t *)ud)->st.cluster.present; }
+
 static int alerting_open(alerting_t *a)
 {
     evlog_opts lo;
@@ -148,6 +150,7 @@ static int alerting_open(alerting_t *a)
     proj_init(&a->st);
     GUARD(follow_new(a->zctx, a->log, a->run_dir, 0, alerting_apply, a, &a->follow));
     GUARD(alerting_catch_up(a));
+    if (a->etcd) GUARD(follow_wait_ready(a->follow, alerting__has_cluster, a, "the cluster"));
     if (!a->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster (run inectl cluster create first)", a->data_dir);
     if (!(a->base = event_base_new())) return ine_err(INE_ENOMEM, "cannot create the event loop");
     /* The first evaluation comes before the metrics endpoint answers: a scrape that succeeds

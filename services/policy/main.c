@@ -78,6 +78,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     else event_base_loopbreak(p->base);
 }
 
+static int policy__has_cluster(void *ud) { return ((policy_t *)ud)->st.cluster.present; }
+
 static int policy_open(policy_t *p)
 {
     evlog_opts lo;
@@ -109,6 +111,7 @@ static int policy_open(policy_t *p)
     proj_init(&p->st);
     GUARD(follow_new(p->zctx, p->log, p->run_dir, 0, follow_apply, p, &p->follow));
     GUARD(policy_catch_up(p));
+    if (p->etcd) GUARD(follow_wait_ready(p->follow, policy__has_cluster, p, "the cluster"));
     if (!p->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster (run inectl cluster create first)", p->data_dir);
     if (!(p->base = event_base_new())) return ine_err(INE_ENOMEM, "cannot create the event loop");
     return p->rest_port ? policy_rest_start(p) : INE_OK;

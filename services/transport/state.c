@@ -466,6 +466,13 @@ void tp_state_tick(tp_t *tp)
     tp_etcd_tick(tp);
 }
 
+/* The log holds the cluster, this node and its control-plane certificate: enough to serve. */
+static int tp__ready(void *ud)
+{
+    tp_t *tp = ud;
+    return tp->st.cluster.present && tp_self(tp) && proj_cert_find(&tp->st, tp->node_uid, INE__V1__PLANE__PLANE_CONTROL);
+}
+
 int tp_state_open(tp_t *tp)
 {
     char p[DATADIR_MAX];
@@ -491,6 +498,11 @@ int tp_state_open(tp_t *tp)
     {
         int rc = follow_catch_up(tp->follow);
         if (rc < 0) return rc;
+    }
+    if (!strcmp(commit_backend(tp->commit), "etcd")) {
+        char what[64];
+        snprintf(what, sizeof what, "this cluster's node %u", tp->node_uid);
+        GUARD(follow_wait_ready(tp->follow, tp__ready, tp, what));
     }
     if (!tp->st.cluster.present) return ine_err(INE_ENOTFOUND, "%s holds no cluster", tp->data_dir);
     if (!tp_self(tp)) return ine_err(INE_ENOTFOUND, "node %u is not a node of this cluster", tp->node_uid);

@@ -550,6 +550,24 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
     snprintf(client, sizeof client, "https://127.0.0.3:%d", joiner_client_port);
     cr_assert_eq(learners(peer), 1, "added as a learner");
 
+    /* Its transport first, as systemd may start it: with nothing in its log yet it waits for
+     * the log (no crash loop) and serves once ine-mirror brought its node and certificate. */
+    char *tlog = tu_path(c.dir, "transport-node3.log"), tport[16];
+    snprintf(tport, sizeof tport, "%d", svc_free_port());
+    char *targv0[] = {(char *)tu_bin("ine-transport"), "--data-dir", jdd, "--node", "3", "--port", tport, NULL};
+    pid_t transport = svc_spawn(targv0, NULL, tlog);
+    cr_assert_gt(transport, 0);
+    for (int64_t end = ine_clock_mono_ms() + 30000;;) {
+        char *t = tu_read_file(tlog, NULL);
+        int waiting = t && strstr(t, "waiting for the log to hold this cluster's node 3");
+        free(t);
+        if (waiting) break;
+        cr_assert(svc_running(transport, NULL), "node 3's transport exited instead of waiting: %s", svc_tail(tlog));
+        cr_assert_lt(ine_clock_mono_ms(), end, "node 3's transport does not say it waits: %s", svc_tail(tlog));
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+    }
+
     /* Its member, then its mirror: the whole log comes from etcd, nothing from node 1. */
     pid_t member = start_member(jdd, elog);
     char *margv[] = {(char *)tu_bin("ine-mirror"), "--data-dir", jdd, NULL};
@@ -632,6 +650,21 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
     evlog_close(flog);
     proj_free(&ps);
     evlog_close(log);
+    {
+        char listening[96];
+        snprintf(listening, sizeof listening, "node 3 listening on 127.0.0.3:%s", tport);
+        for (int64_t end = ine_clock_mono_ms() + 30000;;) {
+            char *t = tu_read_file(tlog, NULL);
+            int up = t && strstr(t, listening);
+            free(t);
+            if (up) break;
+            cr_assert_lt(ine_clock_mono_ms(), end, "node 3's transport did not start serving: %s", svc_tail(tlog));
+            struct timespec ts = {0, 50000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    cr_assert_eq(svc_stop(transport, 10000), 0, "%s", svc_tail(tlog));
+    free(tlog);
     cr_assert_eq(svc_stop(mirror, 10000), 0, "%s", svc_tail(mlog));
     svc_stop(member, 10000);
     free(fl); free(jdd); free(elog); free(mlog);
