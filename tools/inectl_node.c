@@ -475,7 +475,7 @@ static int node__write_peer_tls(const char *dd, const Ine__V1__JoinSecrets *s)
 }
 
 /* etcd.conf (this node's processes reach etcd through its own member) and etcd/member.env (the
- * member's settings, in etcd's own ETCD_* variables: `set -a; . member.env; exec etcd`). */
+ * member's settings, in etcd's own ETCD_* variables: ine-etcd runs it). */
 static int node__write_etcd(const char *dd, const join_args *a, const node_etcd *m, const Ine__V1__JoinSecrets *s)
 {
     char text[8192], data[DATADIR_MAX], tls[3][DATADIR_MAX];
@@ -499,7 +499,7 @@ static int node__write_etcd(const char *dd, const join_args *a, const node_etcd 
     }
     w = snprintf(text, sizeof text,
              "# This node's member of the cluster's etcd, from `inectl node join` (no secret here).\n"
-             "# Start it with: set -a; . <this file>; exec etcd   (deploy/systemd/ine-etcd.service does)\n"
+             "# ine-etcd --data-dir <data dir> starts it (deploy/systemd/ine-etcd.service does).\n"
              "ETCD_NAME=%s\nETCD_DATA_DIR=%s\nETCD_LISTEN_PEER_URLS=%s\nETCD_INITIAL_ADVERTISE_PEER_URLS=%s\n"
              "ETCD_LISTEN_CLIENT_URLS=%s\nETCD_ADVERTISE_CLIENT_URLS=%s\nETCD_INITIAL_CLUSTER=%s\n"
              "ETCD_INITIAL_CLUSTER_STATE=existing\n",
@@ -572,7 +572,7 @@ int inectl_node_join(int argc, char **argv)
         printf("node %u joined cluster %s as etcd member %s (peer %s; a learner until it has caught up)\n", uid, cluster,
                m.name, m.peer_url);
         printf("next, on this machine, in this order:\n"
-               "  (set -a; . %s/etcd/member.env; exec etcd)   its etcd member (deploy/systemd/ine-etcd.service)\n"
+               "  ine-etcd --data-dir %s                       its etcd member (deploy/systemd/ine-etcd.service)\n"
                "  ine-mirror --data-dir %s                     the log, from that member\n"
                "  ine-transport --data-dir %s --node %u\n",
                dd, dd, dd, uid);

@@ -414,7 +414,7 @@ Test(join, inectl_node_join_writes_the_seal_key_and_its_etcd_settings)
     int rc = node_join(jdd, "-", fpr, "127.0.0.3", line, &out, &err);
     cr_assert_eq(rc, 0, "exit %d: %s%s", rc, out, err);
     cr_assert(strstr(out, "node 3 joined cluster") && strstr(out, "as etcd member node3"), "%s", out);
-    cr_assert(strstr(out, "member.env") && strstr(out, "ine-mirror --data-dir"), "what to start next: %s", out);
+    cr_assert(strstr(out, "ine-etcd --data-dir") && strstr(out, "ine-mirror --data-dir"), "what to start next: %s", out);
     cr_assert_null(strstr(out, token));
     cr_assert_null(strstr(err, token));
     cr_assert_null(strstr(out, "PRIVATE KEY"));
@@ -520,20 +520,13 @@ Test(join, a_join_waiting_for_the_ca_survives_a_policy_restart_as_a_retry)
     free(out);
 }
 
-/* etcd started the way member.env says (its ETCD_* variables), and the usual flags. */
+/* The member as deploy/systemd/ine-etcd.service runs it: ine-etcd, from member.env. */
 static pid_t start_member(const char *jdd, const char *log)
 {
-    char *epath = tu_path(jdd, "etcd/member.env"), *env = tu_read_file(epath, NULL), *envadd[16] = {0}, *save = NULL;
-    int n = 0;
-    cr_assert_not_null(env);
-    for (char *l = strtok_r(env, "\n", &save); l && n < 15; l = strtok_r(NULL, "\n", &save))
-        if (*l && *l != '#') envadd[n++] = l;
-    const char *bin = getenv("INE_ETCD_BIN") ? getenv("INE_ETCD_BIN") : "/usr/bin/etcd";
-    char *argv[] = {(char *)bin, "--max-txn-ops", "4096", "--enable-pprof=false", "--logger", "zap", "--log-outputs", "stderr", NULL};
-    pid_t pid = svc_spawn(argv, envadd, log);
+    char *argv[] = {(char *)tu_bin("ine-etcd"), "--data-dir", (char *)jdd, "--", "--max-txn-ops=4096", "--enable-pprof=false",
+                    "--logger=zap", "--log-outputs=stderr", NULL};
+    pid_t pid = svc_spawn(argv, NULL, log);
     cr_assert_gt(pid, 0);
-    free(env);
-    free(epath);
     return pid;
 }
 
@@ -666,7 +659,7 @@ Test(join, a_joined_node_gets_the_whole_log_from_its_own_member_and_becomes_a_vo
     cr_assert_eq(svc_stop(transport, 10000), 0, "%s", svc_tail(tlog));
     free(tlog);
     cr_assert_eq(svc_stop(mirror, 10000), 0, "%s", svc_tail(mlog));
-    svc_stop(member, 10000);
+    cr_assert_eq(svc_stop(member, 10000), 0, "ine-etcd stops its member and exits cleanly: %s", svc_tail(elog));
     free(fl); free(jdd); free(elog); free(mlog);
 }
 

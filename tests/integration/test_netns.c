@@ -99,33 +99,16 @@ static size_t log_size(const char *name)
     return n;
 }
 
-/* Host h's etcd member from the ETCD_* lines of its data dir's etcd/member.env (what `inectl
- * node join` wrote, or h1's own), as flags: ETCD_INITIAL_CLUSTER -> --initial-cluster. */
+/* Host h's etcd member, run by ine-etcd from its data dir's etcd/member.env (what `inectl
+ * node join` wrote, or h1's own): it adds the peer files once they exist, and restarts the
+ * member when the peer roots appear or change. */
 static void member_start(int h)
 {
-    char name[32], *path = tu_path(dd[h], "etcd/member.env"), *env = tu_read_file(path, NULL), *save = NULL;
-    char *argv[40] = {strdup("/usr/bin/etcd")};
-    int n = 1;
-    cr_assert_not_null(env, "%s", path);
-    for (char *l = strtok_r(env, "\n", &save); l && n < 34; l = strtok_r(NULL, "\n", &save)) {
-        char *eq = strchr(l, '=');
-        if (*l == '#' || !eq || strncmp(l, "ETCD_", 5)) continue;
-        *eq = 0;
-        char *flag = NULL;
-        /* --name=value, one argument: a boolean flag takes no separate value. */
-        cr_assert(asprintf(&flag, "--%s=%s", l + 5, eq + 1) > 0);
-        for (char *f = flag; *f && *f != '='; f++) *f = *f == '_' ? '-' : (char)(*f >= 'A' && *f <= 'Z' ? *f + 32 : *f);
-        argv[n++] = flag;
-    }
-    argv[n++] = strdup("--max-txn-ops=4096");
-    argv[n++] = strdup("--logger=zap");
-    argv[n++] = strdup("--log-outputs=stderr");
-    argv[n] = NULL;
+    char name[32];
+    char *argv[] = {(char *)tu_bin("ine-etcd"), "--data-dir", dd[h], "--", "--max-txn-ops=4096", "--logger=zap",
+                    "--log-outputs=stderr", NULL};
     snprintf(name, sizeof name, "h%d-etcd", h);
     member[h] = nn_spawn(&nn, h, name, argv);
-    for (int i = 0; i < n; i++) free(argv[i]);
-    free(env);
-    free(path);
 }
 
 static void mirror_start(int h)
@@ -176,24 +159,14 @@ static void h1_prepare(void)
     member_start(1);
 }
 
-/* Once h1's transport has written the member's peer files (its control-plane certificate did
- * not exist when the member first started), the member restarts dialing its peers with them,
- * as an operator does on the first node (deploy/README.md). */
+/* h1's member started before any certificate existed; once h1's transport wrote the peer
+ * files, ine-etcd restarts it by itself to dial its peers with them. */
 static void h1_peer_tls(void)
 {
-    char *crt = tu_path(dd[1], "etcd/tls/peer.crt"), *env = tu_path(dd[1], "etcd/member.env"), *text, *more = NULL;
-    for (int64_t end = cl_now_ms() + CL_WAIT_MS; access(crt, R_OK) != 0; usleep(50 * 1000))
-        cr_assert(cl_now_ms() < end, "h1's transport did not write the member's peer files");
-    text = tu_read_file(env, NULL);
-    cr_assert(asprintf(&more, "%sETCD_PEER_CERT_FILE=%s/etcd/tls/peer.crt\nETCD_PEER_KEY_FILE=%s/etcd/tls/peer.key\n"
-                              "ETCD_PEER_TRUSTED_CA_FILE=%s/etcd/tls/peer-ca.crt\n", text, dd[1], dd[1], dd[1]) > 0);
-    cr_assert_eq(tu_write_file(env, more, strlen(more)), 0);
-    cl_kill(member[1], SIGTERM); /* etcd exits on SIGTERM with a status of its own */
-    member_start(1);
-    free(text);
-    free(more);
-    free(crt);
-    free(env);
+    cr_assert(cl_wait_log(member[1], 0, "the member's peer roots appeared: restarting it", CL_WAIT_MS),
+              "h1's ine-etcd did not restart the member for its peer files");
+    cr_assert(cl_wait_log(member[1], 0, "dialing its peers with the node's certificate", CL_WAIT_MS),
+              "h1's member did not come back with its peer files");
 }
 
 /* What a TLS scanner in h2 sees on h1's etcd peer port (sslscan, presenting h2's certificate,
@@ -255,7 +228,9 @@ static void rotations_keep_etcd(void)
         free(out);
         cr_log_info("rotation %d: a write on h3 committed at try %d", r + 1, tries);
     }
-    cl_kill(member[2], SIGKILL);
+    /* Same roots throughout: ine-etcd restarted no member for the rotations. */
+    for (int h = 2; h <= 3; h++) cr_assert_eq(cl_log_count(member[h], 0, "peer roots"), 0, "h%d's member was restarted", h);
+    cl_kill(member[2], SIGTERM); /* ine-etcd stops the member and waits for it */
     member_start(2);
     {
         uint64_t before = 0, after = 0;
