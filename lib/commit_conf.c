@@ -1,6 +1,7 @@
 /* commit_conf.c — a data dir's etcd.conf (commit.h): parsing it, and the etcd client every
- * ine process opens from it. Below both the front door and its etcd backend. */
-#include "commit.h"
+ * ine process opens from it; and the notes a committer hands its node's mirror. Below both
+ * the front door and its etcd backend. */
+#include "commit_int.h"
 
 #include "datadir.h"
 #include "err.h"
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zmq.h>
 
 static char *commit__trim(char *s)
 {
@@ -101,4 +103,35 @@ int commit_conf_etcd_open(const commit_etcd_conf *conf, int timeout_ms, etcd_t *
                     .key = conf->key[0] ? conf->key : NULL,
                     .timeout_ms = timeout_ms ? timeout_ms : conf->timeout_ms};
     return etcd_open(&eo, out);
+}
+
+/* The PUSH end of the mirror's inbox (COMMIT_NOTES_FILE). A missing mirror costs nothing: no
+ * message is queued for a peer that is not connected (ZMQ_IMMEDIATE), none ever blocks. */
+void commit__notes_open(commit_t *c, void *zctx, const char *run_dir)
+{
+    char ep[4200];
+    int zero = 0, one = 1, hwm = 1024;
+    snprintf(ep, sizeof ep, "ipc://%s/" COMMIT_NOTES_FILE, run_dir);
+    if (!(c->notes = zmq_socket(zctx, ZMQ_PUSH))) return;
+    if (zmq_setsockopt(c->notes, ZMQ_LINGER, &zero, sizeof zero) != 0 || zmq_setsockopt(c->notes, ZMQ_IMMEDIATE, &one, sizeof one) != 0 ||
+        zmq_setsockopt(c->notes, ZMQ_SNDHWM, &hwm, sizeof hwm) != 0 || zmq_connect(c->notes, ep) != 0) {
+        zmq_close(c->notes);
+        c->notes = NULL;
+    }
+}
+
+void commit__note(commit_t *c, uint64_t first_seq, uint8_t *const *bufs, const size_t *lens, size_t n)
+{
+    for (size_t i = 0; c->notes && i < n; i++) {
+        /* One part per record: a multipart send that stopped half way would glue the next on. */
+        uint8_t *msg = malloc(8 + lens[i]);
+        uint64_t v = first_seq + i;
+        int sent;
+        if (!msg) return;
+        for (int k = 7; k >= 0; k--, v >>= 8) msg[k] = (uint8_t)v;
+        memcpy(msg + 8, bufs[i], lens[i]);
+        sent = zmq_send(c->notes, msg, 8 + lens[i], ZMQ_DONTWAIT);
+        free(msg);
+        if (sent < 0) return;
+    }
 }

@@ -1,5 +1,6 @@
-/* commit_int.h — what lib/commit.c shares with its backends (commit_etcd.c): the handle and the
- * backend ops table. Not for use outside lib/commit*.c. */
+/* commit_int.h — what lib/commit.c shares with its backends (commit_etcd.c) and the layer
+ * below both (commit_conf.c): the handle, the backend ops table, the mirror notes. Not for
+ * use outside lib/commit*.c. */
 #ifndef INE_COMMIT_INT_H
 #define INE_COMMIT_INT_H
 
@@ -28,6 +29,8 @@ struct commit {
 extern const commit__ops commit__local_ops;
 extern const commit__ops commit__etcd_ops;
 
+/* Connect c->notes to the mirror's inbox in run_dir (best effort: NULL when it cannot). */
+void commit__notes_open(commit_t *c, void *zctx, const char *run_dir);
 /* Tell the local ine-mirror the records just committed at first_seq.. (their exact bytes), so
  * it applies them without waiting for etcd's watch; best effort, never blocks. */
 void commit__note(commit_t *c, uint64_t first_seq, uint8_t *const *bufs, const size_t *lens, size_t n);
