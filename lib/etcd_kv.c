@@ -424,7 +424,8 @@ out:
     return rc;
 }
 
-int etcd_member_remove(etcd_t *e, uint64_t id)
+/* POST {"ID": "<id>"} (a member id: unsigned 64 bits, as a JSON string) to path. */
+static int etcd__member_post(etcd_t *e, const char *path, uint64_t id)
 {
     json_t *body = json_object(), *reply = NULL;
     char ids[24];
@@ -435,11 +436,13 @@ int etcd_member_remove(etcd_t *e, uint64_t id)
         json_decref(body);
         return ine_err(INE_ENOMEM, "out of memory");
     }
-    rc = etcd__post(e, "/v3/cluster/member/remove", body, &reply);
+    rc = etcd__post(e, path, body, &reply);
     json_decref(reply);
     json_decref(body);
     return rc;
 }
+
+int etcd_member_remove(etcd_t *e, uint64_t id) { return etcd__member_post(e, "/v3/cluster/member/remove", id); }
 
 int etcd_member_add(etcd_t *e, const char *peer_url, int is_learner, uint64_t *id)
 {
@@ -455,22 +458,7 @@ int etcd_member_add(etcd_t *e, const char *peer_url, int is_learner, uint64_t *i
     return rc;
 }
 
-int etcd_member_promote(etcd_t *e, uint64_t id)
-{
-    json_t *body = json_object(), *reply = NULL;
-    char ids[24];
-    int rc;
-    if (!body) return ine_err(INE_ENOMEM, "out of memory");
-    snprintf(ids, sizeof ids, "%llu", (unsigned long long)id);
-    if (json_object_set_new(body, "ID", json_string(ids)) < 0) {
-        json_decref(body);
-        return ine_err(INE_ENOMEM, "out of memory");
-    }
-    rc = etcd__post(e, "/v3/cluster/member/promote", body, &reply);
-    json_decref(reply);
-    json_decref(body);
-    return rc;
-}
+int etcd_member_promote(etcd_t *e, uint64_t id) { return etcd__member_post(e, "/v3/cluster/member/promote", id); }
 
 int etcd_status(etcd_t *e, const char *endpoint, etcd_status_info *out)
 {

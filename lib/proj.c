@@ -244,6 +244,20 @@ const proj_alert_setting *proj_alert_setting_find(const proj_state *st, const ch
     return found ? &st->alert_settings[i] : NULL;
 }
 
+char *proj_roots_pem(const proj_state *st)
+{
+    const char *ca = st->ca.cert.cert_pem ? st->ca.cert.cert_pem : "";
+    size_t n = strlen(ca) + 1;
+    char *s;
+    for (size_t i = 0; i < st->n_bundle; i++) n += st->bundle[i].pem ? strlen(st->bundle[i].pem) : 0;
+    if (!(s = calloc(1, n))) return NULL;
+    strcat(s, ca);
+    for (size_t i = 0; i < st->n_bundle; i++)
+        if (st->bundle[i].pem && (!st->ca.cert.fingerprint || strcmp(st->bundle[i].fingerprint, st->ca.cert.fingerprint)))
+            strcat(s, st->bundle[i].pem);
+    return s;
+}
+
 const proj_root *proj_bundle_find(const proj_state *st, const char *fingerprint)
 {
     for (size_t i = 0; i < st->n_bundle; i++)

@@ -253,6 +253,11 @@ const proj_rotation *proj_rotation_find(const proj_state *st, const char *rotati
 const proj_alert *proj_alert_find(const proj_state *st, const char *alert_id);
 const proj_alert_setting *proj_alert_setting_find(const proj_state *st, const char *name);
 const proj_root *proj_bundle_find(const proj_state *st, const char *fingerprint);
+/* The roots a node trusts, as one PEM (malloc'd; NULL out of memory): the cluster CA first,
+ * then every other root of the bundle. A joining node gets these bytes and ine-transport
+ * installs the same for etcd's peers, so both agree to the byte (ine-etcd restarts the
+ * member when they change). */
+char *proj_roots_pem(const proj_state *st);
 const proj_join_token *proj_join_token_find(const proj_state *st, const char *token_id);
 
 /* 1 when every live node serves, on every plane with a current certificate, exactly that

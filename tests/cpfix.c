@@ -3,13 +3,10 @@
 
 #include <criterion/criterion.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -136,18 +133,6 @@ void cp_start_policy(int i)
     free(sock);
 }
 
-/* 1 once 127.0.0.1:port takes TCP connections. */
-static int cp__accepts(int port)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0) return 0;
-    ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
-    close(fd);
-    return ok;
-}
-
 void cp_start_policy_rest(int i)
 {
     char *bin = strdup(tu_bin("ine-policy")), *log = cp_log_path(i, "policy"), port[16], node[16];
@@ -158,7 +143,7 @@ void cp_start_policy_rest(int i)
     char *argv[] = {bin, "--data-dir", cp_dd[i], "--rest-addr", "127.0.0.1", "--rest-port", port, "--rest-node", node, NULL};
     cp_policy[i] = svc_spawn(argv, NULL, log);
     cr_assert_gt(cp_policy[i], 0, "%s", svc_why());
-    while (!cp__accepts(cp_rest_port[i])) {
+    while (!svc_port_accepts(cp_rest_port[i])) {
         cr_assert(svc_running(cp_policy[i], NULL), "ine-policy on node %d exited: %s", i + 1, svc_tail(log));
         cr_assert_lt(cp_now_ms(), end, "ine-policy on node %d not serving REST: %s", i + 1, svc_tail(log));
         cp_sleep_ms(20);

@@ -130,7 +130,7 @@ int svc_free_port(void)
     return port;
 }
 
-static int svc__accepts(int port)
+int svc_port_accepts(int port)
 {
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ok;
@@ -171,15 +171,22 @@ int svc_inectl(const svc_cluster *c, char **out, char **err, ...)
     return i;
 }
 
-int svc_cluster_init(svc_cluster *c, const char *user, const char *password)
+/* A zeroed c with its temp dir and the paths every cluster of this fixture has. */
+static int svc__cluster_paths(svc_cluster *c)
 {
-    char *out = NULL, *err = NULL;
-    int rc;
     memset(c, 0, sizeof *c);
     if (!(c->dir = tu_tmpdir())) return svc__fail("no temp dir: %s", strerror(errno));
     c->dd = tu_path(c->dir, "node1");
     c->ca_log = tu_path(c->dir, "ine-ca.log");
     c->policy_log = tu_path(c->dir, "ine-policy.log");
+    return 0;
+}
+
+int svc_cluster_init(svc_cluster *c, const char *user, const char *password)
+{
+    char *out = NULL, *err = NULL;
+    int rc;
+    if (svc__cluster_paths(c) < 0) return -1;
     if (user)
         rc = svc_inectl(c, &out, &err, "cluster", "create", "name", "test", "nodes", "127.0.0.1,127.0.0.2", "username", user,
                         "password", password, "ca_key_bits", "2048", NULL);
@@ -196,11 +203,7 @@ int svc_cluster_init_etcd(svc_cluster *c, const char *user, const char *password
     char *out = NULL, *err = NULL, *conf, *mlog, text[512];
     uint64_t created = 0, have = 0;
     int rc;
-    memset(c, 0, sizeof *c);
-    if (!(c->dir = tu_tmpdir())) return svc__fail("no temp dir: %s", strerror(errno));
-    c->dd = tu_path(c->dir, "node1");
-    c->ca_log = tu_path(c->dir, "ine-ca.log");
-    c->policy_log = tu_path(c->dir, "ine-policy.log");
+    if (svc__cluster_paths(c) < 0) return -1;
     if (!(c->etcd = calloc(1, sizeof *c->etcd))) return svc__fail("out of memory");
     if (ef_start(c->etcd, c->dir, 1, 30000) < 0) return svc__fail("etcd: %s", ef_why());
     if (mkdir(c->dd, 0700) != 0) return svc__fail("mkdir %s: %s", c->dd, strerror(errno));
@@ -326,7 +329,7 @@ int svc_start_policy(svc_cluster *c, int rest, int timeout_ms)
         free(argv[0]);
         if (c->policy < 0) return c->policy = 0, -1;
         for (;;) {
-            int ready = rest ? svc__accepts(c->port) : svc__unix_accepts(c->dd, "run/policy.sock");
+            int ready = rest ? svc_port_accepts(c->port) : svc__unix_accepts(c->dd, "run/policy.sock");
             if (ready && svc_running(c->policy, NULL)) return 0;
             if (!svc_running(c->policy, &st)) {
                 c->policy = 0;

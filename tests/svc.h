@@ -29,6 +29,8 @@ int svc_running(pid_t pid, int *status);
 int svc_stop(pid_t pid, int timeout_ms);
 /* A TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then closed). */
 int svc_free_port(void);
+/* 1 once something takes TCP connections on 127.0.0.1:port. */
+int svc_port_accepts(int port);
 
 /* --- a cluster --------------------------------------------------------------------------- */
 

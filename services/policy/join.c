@@ -53,19 +53,6 @@ int rest_join_public(const char *path)
     return path && (!strcmp(path, "/v1/cluster/ca") || !strcmp(path, "/v1/nodes/join"));
 }
 
-/* The roots a joining node trusts: the cluster CA first, then any other root in the bundle. */
-static char *join__roots_pem(const proj_state *st)
-{
-    size_t n = strlen(st->ca.cert.cert_pem ? st->ca.cert.cert_pem : "") + 1;
-    char *s;
-    for (size_t i = 0; i < st->n_bundle; i++) n += st->bundle[i].pem ? strlen(st->bundle[i].pem) + 1 : 0;
-    if (!(s = calloc(1, n))) return NULL;
-    strcat(s, st->ca.cert.cert_pem ? st->ca.cert.cert_pem : "");
-    for (size_t i = 0; i < st->n_bundle; i++)
-        if (st->bundle[i].pem && strcmp(st->bundle[i].fingerprint, st->ca.cert.fingerprint)) strcat(s, st->bundle[i].pem);
-    return s;
-}
-
 /* The node's secrets, serialized, sealed and base64-encoded into *b64 (malloc'd). */
 static int join__envelope(policy_t *p, uint32_t uid, const seal_key *ek, char **b64)
 {
@@ -82,7 +69,7 @@ static int join__envelope(policy_t *p, uint32_t uid, const seal_key *ek, char **
     GUARD_GOTO(sealed_load_key(p->log, p->seal, cp->issued_seq, &key), out);
     GUARD_GOTO(pki_key_to_der(key, &der, &der_len), out);
     GUARD_GOTO(seal_key_bytes(p->seal, sk), out);
-    if (!(roots = join__roots_pem(&p->st))) {
+    if (!(roots = proj_roots_pem(&p->st))) {
         rc = ine_err(INE_ENOMEM, "out of memory");
         goto out;
     }

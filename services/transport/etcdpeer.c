@@ -35,20 +35,6 @@ void tp_etcd_open(tp_t *tp)
     tp->etcd_local_port = conf.peer_local_port;
 }
 
-/* The cluster CA then every other root of the bundle (malloc'd PEM). */
-static char *tp__roots_pem(const proj_state *st)
-{
-    size_t n = strlen(st->ca.cert.cert_pem ? st->ca.cert.cert_pem : "") + 1;
-    char *s;
-    for (size_t i = 0; i < st->n_bundle; i++) n += st->bundle[i].pem ? strlen(st->bundle[i].pem) + 1 : 0;
-    if (!(s = calloc(1, n))) return NULL;
-    strcat(s, st->ca.cert.cert_pem ? st->ca.cert.cert_pem : "");
-    for (size_t i = 0; i < st->n_bundle; i++)
-        if (st->bundle[i].pem && (!st->ca.cert.fingerprint || strcmp(st->bundle[i].fingerprint, st->ca.cert.fingerprint)))
-            strcat(s, st->bundle[i].pem);
-    return s;
-}
-
 /* Leaf then chain of a credential, PEM (malloc'd). */
 static char *tp__cred_pem(const tp_cred *cr)
 {
@@ -71,7 +57,7 @@ static void tp__etcd_files(tp_t *tp)
     char *chain, *roots;
     if (!cr->leaf || (!strcmp(tp->etcd_files_fp, tp->serving_fp[1]) && !strcmp(tp->etcd_files_trust, tp->trust_key))) return;
     chain = tp__cred_pem(cr);
-    roots = tp__roots_pem(&tp->st);
+    roots = proj_roots_pem(&tp->st);
     if (!chain || !roots || etcdtls_install(tp->data_dir, cr->serial, chain, cr->key, roots) < 0) {
         logline(LOGLINE_ERROR, tp->st.applied_seq, "etcd peers: cannot install certificate %s for the member: %s", cr->serial,
                 chain && roots ? ine_err_msg() : "out of memory");

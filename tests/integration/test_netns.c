@@ -202,6 +202,22 @@ static void scan_peer_port(void)
     free(err);
 }
 
+/* inectl (argv[0] filled in here) run inside host h; its exit status, with what it printed on
+ * stdout then stderr in *out (malloc'd). */
+static int inectl_in(int h, char *argv[], char **out)
+{
+    char *err = NULL, *both = NULL;
+    int rc;
+    argv[0] = strdup(tu_bin("inectl"));
+    rc = nn_run(&nn, h, argv, out, &err);
+    if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
+    free(*out);
+    free(err);
+    free(argv[0]);
+    *out = both;
+    return rc;
+}
+
 /* Control-plane rotations: each one reaches every member's peer files (the transports install
  * them), and etcd keeps committing; then h2's member, killed, comes back dialing with the
  * rotated certificate through the rotated terminators, and a write made on h2 reaches h1. */
@@ -297,15 +313,8 @@ static void removed_everywhere(int gone)
  * own member); its exit status. */
 static int commit_from(int h, char **out)
 {
-    char *err = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[h], "--timeout", "10", "node", "token", "create", NULL};
-    int rc = nn_run(&nn, h, argv, out, &err);
-    char *both = NULL;
-    if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
-    free(*out);
-    free(err);
-    free(argv[0]);
-    *out = both;
-    return rc;
+    char *argv[] = {NULL, "--data-dir", dd[h], "--timeout", "10", "node", "token", "create", NULL};
+    return inectl_in(h, argv, out);
 }
 
 /* Wait until etcd, as h2 sees it, has n voting members (each joined one is promoted
@@ -358,17 +367,9 @@ static void master_start(int nodes)
 /* inectl node join, run inside host h on a fresh data dir; its exit status, output in *out. */
 static int node_join(int h, const char *token, const char *fpr, char **out)
 {
-    char *err = NULL, *argv[] = {strdup(tu_bin("inectl")), "--data-dir", dd[h], "node", "join", "via", (char *)nn_addr(&nn, 1),
-                                 "token", (char *)token, "ca_fingerprint", (char *)fpr, "address", (char *)nn_addr(&nn, h),
-                                 "etcd_client", "https://127.0.0.1:2379", NULL};
-    int rc = nn_run(&nn, h, argv, out, &err);
-    char *both = NULL;
-    if (asprintf(&both, "%s%s", *out ? *out : "", err ? err : "") < 0) cr_assert_fail("oom");
-    free(*out);
-    free(err);
-    free(argv[0]);
-    *out = both;
-    return rc;
+    char *argv[] = {NULL, "--data-dir", dd[h], "node", "join", "via", (char *)nn_addr(&nn, 1), "token", (char *)token,
+                    "ca_fingerprint", (char *)fpr, "address", (char *)nn_addr(&nn, h), "etcd_client", "https://127.0.0.1:2379", NULL};
+    return inectl_in(h, argv, out);
 }
 
 /* Host h joins the cluster from its own stack: it becomes node h, with the cluster's seal key,
