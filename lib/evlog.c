@@ -387,45 +387,61 @@ err:
     return rc;
 }
 
-int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len)
+/* Check record `seq` against the head it must follow and put it; the head moves to it. */
+static int evlog__put_raw(evlog_t *log, MDB_txn *txn, uint64_t seq, const uint8_t *raw, size_t len,
+                          uint64_t *head_seq, uint8_t hash[EVLOG_HASH_LEN])
 {
-    MDB_txn *txn = NULL;
     evlog_event *ev;
-    uint8_t hash[EVLOG_HASH_LEN], key[8], head[EVLOG__HEAD_LEN];
-    uint64_t head_seq;
+    uint8_t key[8], head[EVLOG__HEAD_LEN];
     int rc = INE_OK;
 
-    if (log->read_only) return ine_err(INE_EPERM, "event log opened read-only");
     if (!(ev = ine__v1__event__unpack(NULL, len, raw)))
         return ine_err(INE_ECORRUPT, "record %llu does not decode as an event", (unsigned long long)seq);
-    GUARD_GOTO(evlog__txn_begin(log, 0, &txn), err);
-    GUARD_GOTO(evlog__get_head(log, txn, &head_seq, hash), err);
-    if (ev->seq != seq || seq != head_seq + 1) {
+    if (ev->seq != seq || seq != *head_seq + 1) {
         rc = ine_err(INE_ECHAIN, "record %llu (says seq %llu) does not follow the head %llu",
-                     (unsigned long long)seq, (unsigned long long)ev->seq, (unsigned long long)head_seq);
-        goto err;
+                     (unsigned long long)seq, (unsigned long long)ev->seq, (unsigned long long)*head_seq);
+        goto out;
     }
     if (ev->prev_sha256.len != EVLOG_HASH_LEN || memcmp(ev->prev_sha256.data, hash, EVLOG_HASH_LEN) != 0) {
         rc = ine_err(INE_ECHAIN, "record %llu does not link to record %llu (hash chain broken)",
-                     (unsigned long long)seq, (unsigned long long)head_seq);
-        goto err;
+                     (unsigned long long)seq, (unsigned long long)*head_seq);
+        goto out;
     }
     {
         MDB_val k = {8, key}, v = {len, (void *)raw};
         evlog__put_be64(key, seq);
-        GUARD_MDB(mdb_put(txn, log->events, &k, &v, MDB_APPEND), err);
+        GUARD_MDB(mdb_put(txn, log->events, &k, &v, MDB_APPEND), out);
     }
+    evlog_hash(raw, len, hash);
+    *head_seq = seq;
     {
         MDB_val k = {4, "head"}, v = {sizeof head, head};
         evlog__put_be64(head, seq);
-        evlog_hash(raw, len, head + 8);
-        GUARD_MDB(mdb_put(txn, log->meta, &k, &v, 0), err);
+        memcpy(head + 8, hash, EVLOG_HASH_LEN);
+        GUARD_MDB(mdb_put(txn, log->meta, &k, &v, 0), out);
     }
     if (ev->request_id && *ev->request_id) {
         MDB_val k = {strlen(ev->request_id), ev->request_id}, v = {8, key}, old;
         /* Only the first event of a request maps its id. */
-        if (mdb_get(txn, log->reqids, &k, &old) == MDB_NOTFOUND) GUARD_MDB(mdb_put(txn, log->reqids, &k, &v, 0), err);
+        if (mdb_get(txn, log->reqids, &k, &old) == MDB_NOTFOUND) GUARD_MDB(mdb_put(txn, log->reqids, &k, &v, 0), out);
     }
+out:
+    evlog_event_free(ev);
+    return rc;
+}
+
+int evlog_append_raw_n(evlog_t *log, uint64_t first_seq, const uint8_t *const *raws, const size_t *lens, size_t n)
+{
+    MDB_txn *txn = NULL;
+    uint8_t hash[EVLOG_HASH_LEN];
+    uint64_t head_seq;
+    int rc = INE_OK;
+
+    if (log->read_only) return ine_err(INE_EPERM, "event log opened read-only");
+    if (n == 0) return INE_OK;
+    GUARD_GOTO(evlog__txn_begin(log, 0, &txn), err);
+    GUARD_GOTO(evlog__get_head(log, txn, &head_seq, hash), err);
+    for (size_t i = 0; i < n; i++) GUARD_GOTO(evlog__put_raw(log, txn, first_seq + i, raws[i], lens[i], &head_seq, hash), err);
     {
         int mrc = mdb_txn_commit(txn);
         txn = NULL;
@@ -436,8 +452,12 @@ int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len)
     }
 err:
     if (txn) mdb_txn_abort(txn);
-    evlog_event_free(ev);
     return rc;
+}
+
+int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len)
+{
+    return evlog_append_raw_n(log, seq, &raw, &len, 1);
 }
 
 int evlog_head(evlog_t *log, uint64_t *seq, uint8_t hash[EVLOG_HASH_LEN])

@@ -81,6 +81,10 @@ int evlog_append_one(evlog_t *log, evlog_event *ev, const char *request_id, uint
  * or nothing is written (INE_ECORRUPT / INE_ECHAIN naming the seq). Durable like any append. */
 int evlog_append_raw(evlog_t *log, uint64_t seq, const uint8_t *raw, size_t len);
 
+/* The same for `n` consecutive records first_seq.. in one durable transaction, all or nothing:
+ * one sync for the lot (ine-mirror applies what etcd delivered together this way). */
+int evlog_append_raw_n(evlog_t *log, uint64_t first_seq, const uint8_t *const *raws, const size_t *lens, size_t n);
+
 /* The last seq and its record's hash (zeros for an empty log): what a new record must link to. */
 int evlog_head(evlog_t *log, uint64_t *seq, uint8_t hash[EVLOG_HASH_LEN]);
 

@@ -70,6 +70,24 @@ echo "# one writer (node 1), $COUNT appends of $SIZE B per round, $ROUNDS rounds
 "$BUILD/bench_commit" --data-dir "$OUT/node1" --mode all --count "$COUNT" --rounds "$ROUNDS" --size "$SIZE" \
   | tee "$OUT/one-writer.txt"
 
+# What the copies cost etcd itself: raw again, with a watch on the raw keys open at each member
+# (curl reads and discards the stream: etcd's side of a mirror, none of ine's), paired with ine.
+echo "# one writer, raw with a watcher at each member / ine, $ROUNDS rounds"
+watch_key=$(printf /bench/raw/ | base64 -w0) watch_end=$(printf /bench/raw0 | base64 -w0)
+for r in $(seq "$ROUNDS"); do
+  wp=()
+  for i in 1 2 3; do
+    curl -sN -o /dev/null -X POST -d "{\"create_request\":{\"key\":\"$watch_key\",\"range_end\":\"$watch_end\"}}" \
+      http://127.0.0.4$i:$CP/v3/watch &
+    wp+=($!)
+  done
+  sleep 0.2
+  "$BUILD/bench_commit" --data-dir "$OUT/node1" --mode raw --count "$COUNT" --rounds 1 --size "$SIZE" --writer-id "watched$r" \
+    | sed 's/^raw /raw-watched /'
+  for p in "${wp[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  "$BUILD/bench_commit" --data-dir "$OUT/node1" --mode ine --count "$COUNT" --rounds 1 --size "$SIZE" --writer-id "watched$r"
+done | tee "$OUT/one-writer-watched.txt"
+
 if [ "$MIRRORS" -lt 3 ]; then exit 0; fi
 echo "# three writers at once, one per node (raw: a head each; ine: the one log, so they race for its head)"
 for mode in raw ine; do

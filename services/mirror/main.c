@@ -2,11 +2,15 @@
  *
  * The only writer of the LMDB log when the data dir has an etcd.conf. It reads every committed
  * event after the local head (a range read, in pages), then watches etcd from the revision that
- * read was served at, and appends each event with evlog_append_raw, which checks that its seq
- * is head + 1 and that it links to the head's hash: a record that does not fit stops the
- * mirror with the seq named, never silently. The node's services keep replaying LMDB and get a
- * ZeroMQ hint after each batch; a process of this node that just committed also hands the
- * records over directly (commit.h, COMMIT_NOTES_FILE), which the watch then confirms. A watch that ends, breaks, or is canceled by a compaction is
+ * read was served at, and appends the events with evlog_append_raw_n, which checks that each
+ * seq is head + 1 and links to the head's hash: a record that does not fit stops the mirror
+ * with the seq named, never silently. The node's services keep replaying LMDB and get a ZeroMQ
+ * hint after each batch; a process of this node that just committed also hands the records
+ * over directly (commit.h, COMMIT_NOTES_FILE), which the watch then confirms.
+ *
+ * What one read brings (a page of the range read, or all the watch has ready) is written in
+ * one LMDB transaction: one sync for the lot, so a mirror that fell behind catches up in pages
+ * rather than a sync a record. Nothing waits to be grouped. A watch that ends, breaks, or is canceled by a compaction is
  * reopened after another range read: events are never deleted from etcd, so the range read
  * always finds what a compaction took from the watch. Reads are serializable (the local
  * member's view): a node cut off from quorum keeps its log and catches up when it returns.
@@ -42,6 +46,7 @@ static const char *usage_text =
     "  -h, --help       this text\n";
 
 #define MIRROR_PAGE 256
+#define MIRROR_GROUP_MAX 256  /* the most records one LMDB transaction takes */
 #define MIRROR_ERR_DIVERGED 3 /* exit status: the local log disagrees with the cluster's */
 
 static volatile sig_atomic_t stop_flag;
@@ -61,6 +66,10 @@ typedef struct {
     int64_t rev;           /* etcd revision the local log is complete up to */
     int diverged;
     void *notes;           /* PULL: records this node's processes just committed (commit.h) */
+    /* The group: records last+1.. of one read, not yet in LMDB (copies of etcd's bytes). */
+    uint8_t *grp_raw[MIRROR_GROUP_MAX];
+    size_t grp_len[MIRROR_GROUP_MAX];
+    size_t n_grp;
 } mirror_t;
 
 static void nap(int ms)
@@ -96,26 +105,56 @@ static int mirror__matches(mirror_t *m, uint64_t seq, const uint8_t *val, size_t
     return memcmp(here, there, sizeof here) == 0;
 }
 
-/* Append one committed record; records the local log already has are checked, not copied. */
-static int mirror__apply(mirror_t *m, const etcd_kv *kv)
+static void mirror__group_drop(mirror_t *m)
+{
+    for (size_t i = 0; i < m->n_grp; i++) free(m->grp_raw[i]);
+    m->n_grp = 0;
+}
+
+/* Write the group to LMDB in one transaction, then hint the node's services. A record that
+ * does not fit the chain marks the mirror diverged; on any failure the group is dropped and
+ * the next range read brings those records again. */
+static int mirror__flush(mirror_t *m)
+{
+    int rc;
+    if (m->n_grp == 0) return INE_OK;
+    rc = evlog_append_raw_n(m->log, m->last + 1, (const uint8_t *const *)m->grp_raw, m->grp_len, m->n_grp);
+    if (rc == INE_ECHAIN || rc == INE_ECORRUPT) m->diverged = 1;
+    if (rc == INE_OK) m->last += m->n_grp;
+    mirror__group_drop(m);
+    GUARD(rc);
+    (void)follow_pub_hint(m->pub, m->last);
+    return INE_OK;
+}
+
+/* Take one committed record into the group; records the local log (or the group) already has
+ * are checked, not copied. */
+static int mirror__take(mirror_t *m, const etcd_kv *kv)
 {
     uint64_t seq = mirror__seq(m, kv);
     int rc;
     if (seq == 0) return INE_OK; /* not an event key */
-    if (seq <= m->last) {
-        /* Already here (a watch reopened over what the range read copied): it must be the
-         * same record, or this node's history is not the cluster's. */
-        GUARD(rc = mirror__matches(m, seq, kv->value, kv->value_len));
+    if (seq <= m->last + m->n_grp) {
+        /* Already here (a watch reopened over what the range read copied, or a note's record):
+         * it must be the same record, or this node's history is not the cluster's. */
+        if (seq <= m->last) GUARD(rc = mirror__matches(m, seq, kv->value, kv->value_len));
+        else {
+            size_t i = (size_t)(seq - m->last - 1);
+            rc = m->grp_len[i] == kv->value_len && !memcmp(m->grp_raw[i], kv->value, kv->value_len);
+        }
         if (rc) return INE_OK;
         m->diverged = 1;
         return ine_err(INE_ECHAIN, "record %llu differs from the cluster's record %llu", (unsigned long long)seq,
                        (unsigned long long)seq);
     }
-    if (seq != m->last + 1) return ine_err(INE_EAGAIN, "etcd delivered record %llu after %llu: reading the gap", (unsigned long long)seq, (unsigned long long)m->last);
-    rc = evlog_append_raw(m->log, seq, kv->value, kv->value_len);
-    if (rc == INE_ECHAIN || rc == INE_ECORRUPT) m->diverged = 1;
-    GUARD(rc);
-    m->last = seq;
+    if (seq != m->last + m->n_grp + 1)
+        return ine_err(INE_EAGAIN, "etcd delivered record %llu after %llu: reading the gap", (unsigned long long)seq,
+                       (unsigned long long)(m->last + m->n_grp));
+    if (m->n_grp == MIRROR_GROUP_MAX) GUARD(mirror__flush(m));
+    if (!(m->grp_raw[m->n_grp] = malloc(kv->value_len ? kv->value_len : 1))) return ine_err(INE_ENOMEM, "out of memory");
+    memcpy(m->grp_raw[m->n_grp], kv->value, kv->value_len);
+    m->grp_len[m->n_grp] = kv->value_len;
+    m->n_grp++;
     return INE_OK;
 }
 
@@ -222,12 +261,15 @@ static int mirror__catch_up(mirror_t *m)
         q.serializable = 1;
         GUARD(etcd_range(m->etcd, &q, &r));
         if (!at) at = r.revision;
-        for (size_t i = 0; i < r.n && rc == INE_OK; i++) rc = mirror__apply(m, &r.kvs[i]);
+        for (size_t i = 0; i < r.n && rc == INE_OK; i++) rc = mirror__take(m, &r.kvs[i]);
         {
             int more = r.more && r.n > 0;
             etcd_range_result_free(&r);
+            if (!m->diverged) {
+                int frc = mirror__flush(m); /* a page is one transaction */
+                if (rc == INE_OK) rc = frc;
+            }
             if (rc < 0) return rc;
-            if (m->last > before) (void)follow_pub_hint(m->pub, m->last);
             if (!more) break;
         }
     }
@@ -241,14 +283,11 @@ static int mirror__catch_up(mirror_t *m)
 static int mirror__on_watch(const etcd_event *evs, size_t n, int64_t header_rev, void *ud)
 {
     mirror_t *m = ud;
-    uint64_t before = m->last;
     (void)header_rev;
     for (size_t i = 0; i < n; i++) {
         if (evs[i].type != ETCD_EV_PUT) continue;
-        GUARD(mirror__apply(m, &evs[i].kv));
-        if (evs[i].kv.mod_revision > m->rev) m->rev = evs[i].kv.mod_revision;
+        GUARD(mirror__take(m, &evs[i].kv));
     }
-    if (m->last > before) (void)follow_pub_hint(m->pub, m->last);
     return INE_OK;
 }
 
@@ -302,7 +341,14 @@ static int mirror_run(const char *dd)
             mirror__notes(&m);
             rc = etcd_watch_poll(w, 0, mirror__on_watch, &m);
             if (rc > 0) backoff = 100;
+            if (rc >= 0) {
+                int frc = mirror__flush(&m);
+                if (frc < 0) rc = frc;
+            }
         }
+        /* What the group holds before a gap or a broken watch fits the log. */
+        if (!m.diverged) (void)mirror__flush(&m);
+        mirror__group_drop(&m);
         etcd_watch_close(w);
         if (stop_flag) break;
         if (m.diverged) {
@@ -323,6 +369,7 @@ static int mirror_run(const char *dd)
     logline(LOGLINE_INFO, m.last, "stopping");
     rc = INE_OK;
 out:
+    mirror__group_drop(&m);
     if (m.notes) zmq_close(m.notes);
     follow_pub_close(m.pub);
     if (zctx) zmq_ctx_term(zctx);

@@ -612,6 +612,49 @@ Test(evlog, append_raw_replicates_and_refuses_breaks)
     evlog_close(log);
 }
 
+Test(evlog, append_raw_n_is_one_all_or_nothing_transaction)
+{
+    evlog_t *log = open_log(0);
+    for (uint32_t i = 1; i <= 6; i++) append_db(log, i, i == 2 ? "req-2" : NULL);
+    uint8_t *raws[6];
+    size_t lens[6];
+    for (uint64_t s = 1; s <= 6; s++) cr_assert_eq(evlog_read_raw(log, s, &raws[s - 1], &lens[s - 1]), INE_OK);
+
+    char *rdir = tu_path(dir, "copy");
+    evlog_t *cp = NULL;
+    uint64_t head;
+    cr_assert_eq(evlog_open(rdir, NULL, &cp), INE_OK);
+    /* A batch whose fourth record does not link: nothing of it is written, the seq is named. */
+    uint8_t *swapped[4] = {raws[0], raws[1], raws[2], raws[4]};
+    size_t swapped_len[4] = {lens[0], lens[1], lens[2], lens[4]};
+    cr_assert_eq(evlog_append_raw_n(cp, 1, (const uint8_t *const *)swapped, swapped_len, 4), INE_ECHAIN);
+    cr_assert(strstr(ine_err_msg(), "record 4"), "%s", ine_err_msg());
+    cr_assert_eq(evlog_last_seq(cp, &head), INE_OK);
+    cr_assert_eq(head, 0, "a refused batch left %llu records", (unsigned long long)head);
+    /* A batch that starts anywhere but head + 1 is refused too. */
+    cr_assert_eq(evlog_append_raw_n(cp, 2, (const uint8_t *const *)raws + 1, lens + 1, 2), INE_ECHAIN);
+    /* Two good batches make the same log, request ids included. */
+    cr_assert_eq(evlog_append_raw_n(cp, 1, (const uint8_t *const *)raws, lens, 3), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(evlog_append_raw_n(cp, 4, (const uint8_t *const *)raws + 3, lens + 3, 3), INE_OK, "%s", ine_err_msg());
+    uint8_t h1[EVLOG_HASH_LEN], h2[EVLOG_HASH_LEN];
+    uint64_t s1, s2;
+    cr_assert_eq(evlog_head(log, &s1, h1), INE_OK);
+    cr_assert_eq(evlog_head(cp, &s2, h2), INE_OK);
+    cr_assert_eq(s2, 6);
+    cr_assert_arr_eq(h1, h2, EVLOG_HASH_LEN);
+    evlog_verify_report rep;
+    cr_assert_eq(evlog_verify(cp, &rep), INE_OK, "%s", rep.reason);
+    evlog_event *ev = tu_ev_db_created(9, "x");
+    uint64_t first;
+    cr_assert_eq(evlog_append_one(cp, ev, "req-2", &first), 1);
+    cr_assert_eq(first, 2);
+    tu_event_free(ev);
+    for (int i = 0; i < 6; i++) free(raws[i]);
+    evlog_close(cp);
+    free(rdir);
+    evlog_close(log);
+}
+
 Test(evlog, map_size_from_the_environment)
 {
     evlog_opts o;
