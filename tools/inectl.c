@@ -58,6 +58,11 @@ static const char *usage_text =
     "      Use your own certificates: control plane (cpine), data plane (dpine), or both. Each\n"
     "      certificate file holds the leaf then its chain up to the root; keys are RSA, PEM,\n"
     "      without a passphrase. Checked completely before anything changes.\n"
+    "  watch [since SEQ] [count N] [topic] <prefix>... [pub EP] [req EP]\n"
+    "      The policy update stream of this node (ine-updates; docs/UPDATES.md) as JSON lines,\n"
+    "      one per change, in seq order, none missing, none twice: from SEQ on (default: from\n"
+    "      now), only topics starting with a prefix (\"db.1.\", \"cert.\", ...; none: all), and\n"
+    "      stops after N updates (default: at Ctrl-C). To resume, pass the last seq printed.\n"
     "  status certificates\n"
     "      The CA and every node's certificate per plane, as ine-ca reports them.\n"
     "  status\n"
@@ -277,6 +282,7 @@ int main(int argc, char **argv)
     if (argc >= 2 && !strcmp(argv[0], "node") && !strcmp(argv[1], "remove")) return inectl_node_remove(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "etcd") && !strcmp(argv[1], "prepare")) return inectl_etcd_prepare(argc - 2, argv + 2);
     if (argc >= 2 && !strcmp(argv[0], "delete") && !strcmp(argv[1], "db")) return inectl_delete_db(argc - 2, argv + 2);
+    if (!strcmp(argv[0], "watch")) return inectl_watch(argc - 1, argv + 1);
     inectl_fail("unknown command '%s%s%s' (see inectl --help)", argv[0], argc > 1 ? " " : "", argc > 1 ? argv[1] : "");
     return 2;
 }

@@ -53,5 +53,7 @@ int inectl_node_token_create(int argc, char **argv);
 int inectl_node_join(int argc, char **argv);
 int inectl_node_remove(int argc, char **argv);
 int inectl_etcd_prepare(int argc, char **argv);
+/* inectl_watch.c: the policy update stream as JSON lines. */
+int inectl_watch(int argc, char **argv);
 
 #endif
