@@ -211,11 +211,15 @@ int updates_sub_next(updates_sub *s, int timeout_ms, updates_msg **out)
         if (deadline < 0) wait = 1000;
         else {
             int64_t left = deadline - updates__ms();
-            if (left <= 0) return INE_EAGAIN;
-            wait = left > 1000 ? 1000 : (int)left;
+            wait = left <= 0 ? 0 : left > 1000 ? 1000 : (int)left;
         }
+        /* Read at least once, also with no time left: what is already queued counts. */
         GUARD(updates__live(s, wait, out));
         if (*out) return INE_OK;
+        if (wait == 0 && !s->need_fetch) {
+            zmq_pollitem_t it = {s->sub, 0, ZMQ_POLLIN, 0};
+            if (zmq_poll(&it, 1, 0) <= 0) return INE_EAGAIN;
+        }
     }
 }
 

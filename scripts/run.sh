@@ -25,7 +25,7 @@ ETCD_FLAGS="--snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 104857
 
 ./scripts/install-deps.sh
 cmake -S . -B build-rel -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
-cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting ine-mirror >/dev/null
+cmake --build build-rel -j"$(nproc)" --target inectl ine-log ine-ca ine-policy ine-transport ine-alerting ine-mirror ine-updates >/dev/null
 
 BIN=$PWD/build-rel
 DATA=${INE_DATA_DIR:-$PWD/demo-data}
@@ -131,6 +131,7 @@ Try next:
   export INE_DATA_DIR=$DATA PATH=$BIN:\$PATH
   inectl status                                        # nodes, databases, certificates, alerts
   ine-log follow                                       # watch events as they happen (Ctrl-C stops)
+  inectl watch topic db.                               # the policy update stream, JSON lines
   inectl tune db demo data_internode_encryption disabled
   inectl cluster certificate rotate
   redis-cli -h 127.0.0.1 -p $DB_PORT get demo:key

@@ -34,37 +34,8 @@ BUILD=${BUILD_DIR:-$SRC/build-rel}
 cmake -S "$SRC" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release -DINE_TESTS=OFF >/dev/null
 cmake --build "$BUILD" -j"$(nproc)" --target bench_commit bench_applied ine-mirror >/dev/null
 
-rm -rf "$OUT"; mkdir -p "$OUT"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-
-CP=22379 PP=22380
-cluster="m1=http://127.0.0.41:$PP,m2=http://127.0.0.42:$PP,m3=http://127.0.0.43:$PP"
-for i in 1 2 3; do
-  a=127.0.0.4$i
-  etcd --name m$i --data-dir "$OUT/etcd/m$i" \
-    --listen-client-urls http://$a:$CP --advertise-client-urls http://$a:$CP \
-    --listen-peer-urls http://$a:$PP --initial-advertise-peer-urls http://$a:$PP \
-    --initial-cluster "$cluster" --initial-cluster-state new --initial-cluster-token bench-$$ \
-    --snapshot-count 10000 --max-txn-ops 4096 --max-request-bytes 10485760 --pre-vote \
-    --auto-compaction-mode revision --auto-compaction-retention 10000 \
-    --logger zap --log-outputs stderr 2>"$OUT/etcd-$i.log" &
-  pids+=($!)
-done
-for _ in $(seq 100); do
-  curl -sf -X POST -d '{"key":"AA=="}' http://127.0.0.41:$CP/v3/kv/range >/dev/null 2>&1 && break
-  sleep 0.1
-done
-for i in 1 2 3; do
-  d=$OUT/node$i; mkdir -p "$d"; chmod 700 "$d"
-  others=$(for j in 1 2 3; do [ $j = $i ] || printf ',http://127.0.0.4%s:%s' $j $CP; done)
-  echo "endpoints=http://127.0.0.4$i:$CP$others" >"$d/etcd.conf"
-  [ "$i" -le "$MIRRORS" ] || continue
-  "$BUILD/ine-mirror" --data-dir "$d" 2>"$OUT/mirror-$i.log" &
-  pids+=($!)
-done
-sleep 0.5
+source bench/etcd/cluster.sh
+bench_cluster_start "$OUT" "$MIRRORS"
 
 echo "# one writer (node 1), $COUNT appends of $SIZE B per round, $ROUNDS rounds, raw / ine / ine without the mirror wait interleaved"
 "$BUILD/bench_commit" --data-dir "$OUT/node1" --mode all --count "$COUNT" --rounds "$ROUNDS" --size "$SIZE" \

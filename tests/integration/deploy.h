@@ -24,7 +24,7 @@ typedef struct {
     int up;
 } dp_t;
 
-static const char *dp_programs[] = {"ine-ca", "ine-policy", "ine-alerting", "ine-transport-1",
+static const char *dp_programs[] = {"ine-ca", "ine-policy", "ine-alerting", "ine-updates", "ine-transport-1",
                                     "ine-transport-2", "ine-transport-3", NULL};
 
 /* supervisorctl pid NAME: its pid, 0 if not running. */

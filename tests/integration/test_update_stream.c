@@ -1,4 +1,4 @@
-/* test_updates.c — the policy update stream end to end: the real ine-ca, ine-policy and
+/* test_update_stream.c — the policy update stream end to end: the real ine-ca, ine-policy and
  * ine-updates on a fresh cluster, changes made with the real inectl, and real subscribers:
  * `inectl watch` processes (late, killed and restarted, filtering one database) and the
  * library in this process (paused past the high-water mark). Each ends with exactly the
@@ -50,7 +50,7 @@ static void teardown(void)
     svc_cluster_free(&C);
     free(upd_log);
 }
-TestSuite(updates, .init = setup, .fini = teardown, .timeout = 400);
+TestSuite(update_stream, .init = setup, .fini = teardown, .timeout = 400);
 
 static uint64_t last_seq(void)
 {
@@ -173,7 +173,7 @@ static char *watch(const char *since, const char *count, const char *topic)
     return out;
 }
 
-Test(updates, a_late_subscriber_gets_everything_and_no_key)
+Test(update_stream, a_late_subscriber_gets_everything_and_no_key)
 {
     svc_chain ch;
     char *cf = tu_path(C.dir, "cust.pem"), *kf = tu_path(C.dir, "cust.key");
@@ -219,7 +219,7 @@ Test(updates, a_late_subscriber_gets_everything_and_no_key)
     upd = 0;
 }
 
-Test(updates, a_filter_on_one_database_gets_that_database_only)
+Test(update_stream, a_filter_on_one_database_gets_that_database_only)
 {
     start_updates("1000");
     uint64_t from = last_seq();
@@ -249,7 +249,7 @@ Test(updates, a_filter_on_one_database_gets_that_database_only)
     free(out);
 }
 
-Test(updates, a_subscriber_killed_mid_stream_resumes_with_no_gap_and_no_repeat)
+Test(update_stream, a_subscriber_killed_mid_stream_resumes_with_no_gap_and_no_repeat)
 {
     start_updates("1000");
     create_db("alpha", "12001");
@@ -336,7 +336,7 @@ static void append_alerts(size_t n, size_t desc_len)
     free(dir);
 }
 
-Test(updates, a_subscriber_paused_past_the_high_water_mark_misses_nothing)
+Test(update_stream, a_subscriber_paused_past_the_high_water_mark_misses_nothing)
 {
     char pub[4096], req[4096];
     void *z = zmq_ctx_new();
@@ -374,7 +374,7 @@ Test(updates, a_subscriber_paused_past_the_high_water_mark_misses_nothing)
     zmq_ctx_term(z);
 }
 
-Test(updates, bad_requests_and_endpoints_are_refused)
+Test(update_stream, bad_requests_and_endpoints_are_refused)
 {
     start_updates("1000");
     char *out = NULL, *err = NULL;
