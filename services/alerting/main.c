@@ -197,7 +197,7 @@ int main(int argc, char **argv)
     alerting_t a = {.check_interval_ms = 60000, .metrics_addr = "0.0.0.0", .metrics_port = 8070,
                     .webhook_backoff_max_ms = 60000, .lock_fd = -1};
     const char *dd_arg = NULL;
-    struct event *tick = NULL, *sigint = NULL, *sigterm = NULL;
+    struct event *tick = NULL, *hint = NULL, *sigint = NULL, *sigterm = NULL;
     struct timeval tv = {0, ALERTING_TICK_MS * 1000};
     long v;
     int c, rc = 0;
@@ -240,6 +240,15 @@ int main(int argc, char **argv)
         return 1;
     }
     tick = event_new(a.base, -1, EV_PERSIST, on_tick, &a);
+    /* The log's "grew" hint wakes the loop at once: the timer is only the safety net. */
+    {
+        int hfd = follow_fd(a.follow);
+        if (hfd >= 0 && (!(hint = event_new(a.base, hfd, EV_READ | EV_PERSIST, on_tick, &a)) || event_add(hint, NULL))) {
+            fprintf(stderr, "ine-alerting: cannot watch the log's hints\n");
+            rc = 1;
+            goto out;
+        }
+    }
     sigint = evsignal_new(a.base, SIGINT, on_signal, a.base);
     sigterm = evsignal_new(a.base, SIGTERM, on_signal, a.base);
     if (!tick || !sigint || !sigterm || event_add(tick, &tv) || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
@@ -257,6 +266,7 @@ int main(int argc, char **argv)
     logline(LOGLINE_INFO, a.st.applied_seq, "stopping");
 out:
     if (tick) event_free(tick);
+    if (hint) event_free(hint);
     if (sigint) event_free(sigint);
     if (sigterm) event_free(sigterm);
     alerting_close(&a);

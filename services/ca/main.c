@@ -154,10 +154,10 @@ int main(int argc, char **argv)
     logline(LOGLINE_INFO, ca.st.applied_seq, "started on %s (log at seq %llu)", ca.data_dir,
             (unsigned long long)ca.st.applied_seq);
     while (!stop) {
-        zmq_pollitem_t it = {rpc_server_socket(ca.rpc), 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t it[2] = {{rpc_server_socket(ca.rpc), 0, ZMQ_POLLIN, 0}, {NULL, follow_fd(ca.follow), ZMQ_POLLIN, 0}};
         int64_t now = ine_clock_mono_ms();
-        /* Hints arrive on the follower's socket; the short wait bounds their latency. */
-        if (zmq_poll(&it, 1, 100) < 0 && !stop) {
+        /* A command or the log's "grew" hint wakes it at once; the timeout is the safety net. */
+        if (zmq_poll(it, it[1].fd >= 0 ? 2 : 1, 100) < 0 && !stop) {
             logline(LOGLINE_ERROR, 0, "poll failed: %s", zmq_strerror(zmq_errno()));
             rc = 1;
             break;

@@ -142,7 +142,7 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     policy_t p = {.rest_addr = "0.0.0.0", .rest_port = 9443, .rest_node = 1};
     const char *dd_arg = NULL;
-    struct event *tick = NULL, *sigint = NULL, *sigterm = NULL;
+    struct event *tick = NULL, *hint = NULL, *sigint = NULL, *sigterm = NULL;
     struct timeval tv = {0, 50 * 1000};
     char *end;
     long v;
@@ -179,6 +179,15 @@ int main(int argc, char **argv)
         return 1;
     }
     tick = event_new(p.base, -1, EV_PERSIST, on_tick, &p);
+    /* The log's "grew" hint wakes the loop at once: the timer is only the safety net. */
+    {
+        int hfd = follow_fd(p.follow);
+        if (hfd >= 0 && (!(hint = event_new(p.base, hfd, EV_READ | EV_PERSIST, on_tick, &p)) || event_add(hint, NULL))) {
+            fprintf(stderr, "ine-policy: cannot watch the log's hints\n");
+            rc = 1;
+            goto out;
+        }
+    }
     sigint = evsignal_new(p.base, SIGINT, on_signal, &p);
     sigterm = evsignal_new(p.base, SIGTERM, on_signal, &p);
     if (!tick || !sigint || !sigterm || event_add(tick, &tv) || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
@@ -191,6 +200,7 @@ int main(int argc, char **argv)
     logline(LOGLINE_INFO, p.st.applied_seq, "stopping");
 out:
     if (tick) event_free(tick);
+    if (hint) event_free(hint);
     if (sigint) event_free(sigint);
     if (sigterm) event_free(sigterm);
     policy_close(&p);

@@ -71,7 +71,7 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
     tp_t tp = {.port = TP_DEFAULT_PORT, .max_conns = TP_DEFAULT_MAX_CONNS, .handshake_ms = TP_DEFAULT_HANDSHAKE_MS};
     const char *dd_arg = NULL;
-    struct event *tick = NULL, *sigint = NULL, *sigterm = NULL;
+    struct event *tick = NULL, *hint = NULL, *sigint = NULL, *sigterm = NULL;
     struct timeval tv = {0, 100 * 1000};
     long v;
     int c, rc = 0;
@@ -119,6 +119,15 @@ int main(int argc, char **argv)
         return 1;
     }
     tick = event_new(tp.base, -1, EV_PERSIST, on_tick, &tp);
+    /* The log's "grew" hint wakes the loop at once: the timer is only the safety net. */
+    {
+        int hfd = follow_fd(tp.follow);
+        if (hfd >= 0 && (!(hint = event_new(tp.base, hfd, EV_READ | EV_PERSIST, on_tick, &tp)) || event_add(hint, NULL))) {
+            fprintf(stderr, "ine-transport: cannot watch the log's hints\n");
+            rc = 1;
+            goto out;
+        }
+    }
     sigint = evsignal_new(tp.base, SIGINT, on_signal, tp.base);
     sigterm = evsignal_new(tp.base, SIGTERM, on_signal, tp.base);
     if (!tick || !sigint || !sigterm || event_add(tick, &tv) || event_add(sigint, NULL) || event_add(sigterm, NULL)) {
@@ -140,6 +149,7 @@ int main(int argc, char **argv)
     logline(LOGLINE_INFO, tp.st.applied_seq, "stopping");
 out:
     if (tick) event_free(tick);
+    if (hint) event_free(hint);
     if (sigint) event_free(sigint);
     if (sigterm) event_free(sigterm);
     tp_state_close(&tp);

@@ -382,6 +382,7 @@ int tp_mux_open_stream(tp_t *tp, tp_conn *cl, uint32_t node, uint32_t db_uid)
     h.plane = INE__V1__PLANE__PLANE_DATA;
     h.db_uid = db_uid;
     h.from_node_uid = tp->node_uid;
+    h.log_seq = tp->st.applied_seq;
     mux__frame_msg(m, MF_OPEN, cl->sid, &h.base);
     if (m->ready) tp_conn_deadline(m->c, 0); /* no longer idle; a handshake keeps its deadline */
     /* The client may speak at once: its bytes follow the OPEN, no round trip waits for ACCEPT. */
@@ -401,28 +402,22 @@ static int mux__refuse_open(tp_mux *m, uint32_t sid, const char *why)
 static int mux__open_in(tp_mux *m, uint32_t sid, const uint8_t *p, size_t len)
 {
     tp_t *tp = m->tp;
-    const proj_node *self = tp_self(tp);
-    const proj_db *d;
     Ine__V1__StreamHeader *h = ine__v1__stream_header__unpack(NULL, len, p);
     char host[256], why[200] = "";
     int port = 0;
     uint32_t db_uid;
+    uint64_t log_seq;
     tp_conn *s;
     if (!h) return -1;
     db_uid = h->db_uid;
+    log_seq = h->log_seq;
     if (h->from_node_uid != m->peer_node)
         snprintf(why, sizeof why, "the stream header names node %u but the connection is node %u's", h->from_node_uid, m->peer_node);
     else if (h->plane != INE__V1__PLANE__PLANE_DATA || h->mux)
         snprintf(why, sizeof why, "a stream inside a data-plane connection must be a data-plane stream");
     ine__v1__stream_header__free_unpacked(h, NULL);
     if (*why) return mux__refuse_open(m, sid, why);
-    d = proj_db_find(&tp->st, db_uid);
-    if (!d || d->deleted) snprintf(why, sizeof why, "unknown database %u", db_uid);
-    else if (!self || d->shard_node_uid != self->uid) snprintf(why, sizeof why, "database %u has no shard on this node", db_uid);
-    else if (!d->data_internode_encryption) snprintf(why, sizeof why, "database %u has data_internode_encryption disabled", db_uid);
-    else if (tp_split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
-    else if (tp->n_conns >= tp->max_conns) snprintf(why, sizeof why, "connection limit reached");
-    if (*why) return mux__refuse_open(m, sid, why);
+    if (tp_admit_data_stream(tp, db_uid, log_seq, host, sizeof host, &port, why, sizeof why) < 0) return mux__refuse_open(m, sid, why);
     if (!(s = tp_connect(tp, host, port, TP_K_SHARD))) return mux__refuse_open(m, sid, "the shard is unreachable");
     s->sid = sid;
     if (mux__insert(m, s) < 0) {

@@ -42,6 +42,39 @@ static int tp__close_db(tp_t *tp, uint32_t db_uid, const char *why)
     return closed;
 }
 
+static void tp__queue_close(tp_t *tp, uint32_t db_uid, uint64_t seq, const char *why)
+{
+    if (tp->n_closing == tp->cap_closing) {
+        size_t cap = tp->cap_closing ? tp->cap_closing * 2 : 8;
+        void *n = realloc(tp->closing, cap * sizeof *tp->closing);
+        if (!n) {
+            /* Out of memory: close now rather than never (no caller holds a connection here
+             * except an admission, which re-checks its own after the wait). */
+            (void)tp__close_db(tp, db_uid, why);
+            return;
+        }
+        tp->closing = n;
+        tp->cap_closing = cap;
+    }
+    tp->closing[tp->n_closing].db_uid = db_uid;
+    tp->closing[tp->n_closing].seq = seq;
+    tp->closing[tp->n_closing].why = why;
+    tp->n_closing++;
+}
+
+/* What the follower queued, in log order. A toggle is logged even when nothing was open:
+ * operators (and tests) see when a node applied it. */
+static void tp__run_closes(tp_t *tp)
+{
+    for (size_t i = 0; i < tp->n_closing; i++) {
+        int n = tp__close_db(tp, tp->closing[i].db_uid, tp->closing[i].why);
+        if (n || !strncmp(tp->closing[i].why, "data_internode", 14))
+            logline(LOGLINE_INFO, tp->closing[i].seq, "db %u: %s; closed %d remote connection(s)", tp->closing[i].db_uid,
+                    tp->closing[i].why, n);
+    }
+    tp->n_closing = 0;
+}
+
 static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUploaded *u)
 {
     for (size_t i = 0; i < u->n_planes; i++) {
@@ -57,24 +90,19 @@ static void tp__note_customer(tp_t *tp, const Ine__V1__CustomerCertificateUpload
 static int tp__follow(const evlog_event *ev, uint64_t seq, void *ud)
 {
     tp_t *tp = ud;
-    int rc = proj_apply(&tp->st, ev), n;
+    int rc = proj_apply(&tp->st, ev);
     if (rc < 0 && rc != INE_EUNKNOWN) return rc;
     switch (ev->body_case) {
     case INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED: {
         /* Logged even when nothing was open: operators (and tests) see when a node applied it. */
         const Ine__V1__DataInternodeEncryptionChanged *t = ev->data_internode_encryption_changed;
         const char *what = t->enabled ? "data_internode_encryption enabled" : "data_internode_encryption disabled";
-        n = tp__close_db(tp, t->db_uid, what);
-        logline(LOGLINE_INFO, seq, "db %u: %s; closed %d remote connection(s)", t->db_uid, what, n);
+        tp__queue_close(tp, t->db_uid, seq, what);
         break;
     }
-    case INE__V1__EVENT__BODY_DATABASE_DELETED:
-        if ((n = tp__close_db(tp, ev->database_deleted->db_uid, "database deleted")))
-            logline(LOGLINE_INFO, seq, "db %u: deleted; closed %d remote connection(s)", ev->database_deleted->db_uid, n);
-        break;
+    case INE__V1__EVENT__BODY_DATABASE_DELETED: tp__queue_close(tp, ev->database_deleted->db_uid, seq, "database deleted"); break;
     case INE__V1__EVENT__BODY_DATABASE_UPDATED:
-        if ((n = tp__close_db(tp, ev->database_updated->db_uid, "database moved or renamed")))
-            logline(LOGLINE_INFO, seq, "db %u: moved or renamed; closed %d remote connection(s)", ev->database_updated->db_uid, n);
+        tp__queue_close(tp, ev->database_updated->db_uid, seq, "database moved or renamed");
         break;
     case INE__V1__EVENT__BODY_CUSTOMER_CERTIFICATE_UPLOADED: tp__note_customer(tp, ev->customer_certificate_uploaded); break;
     default: break;
@@ -455,6 +483,7 @@ void tp_state_tick(tp_t *tp)
 {
     const proj_node *self;
     if (follow_poll(tp->follow, 0) < 0) logline(LOGLINE_ERROR, tp->st.applied_seq, "follow: %s", ine_err_msg());
+    tp__run_closes(tp);
     tp__contexts(tp);
     self = tp_self(tp);
     if (!tp->listener && self && tp->srv[INE__V1__PLANE__PLANE_CONTROL]) {
@@ -464,6 +493,22 @@ void tp_state_tick(tp_t *tp)
     tp__endpoints(tp);
     tp__peers(tp);
     tp_etcd_tick(tp);
+}
+
+static void tp__on_kick(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tp_state_tick(arg);
+}
+
+void tp_state_view_wait(tp_t *tp, uint64_t seq)
+{
+    if (seq <= tp->st.applied_seq) return;
+    if (follow_wait_seq(tp->follow, seq, TP_VIEW_WAIT_MS) < 0)
+        logline(LOGLINE_WARN, tp->st.applied_seq, "a peer acted on seq %llu; this node's log is at %llu: %s",
+                (unsigned long long)seq, (unsigned long long)tp->st.applied_seq, ine_err_msg());
+    if (tp->kick) event_active(tp->kick, 0, 0);
 }
 
 /* The log holds the cluster, this node and its control-plane certificate: enough to serve. */
@@ -495,6 +540,7 @@ int tp_state_open(tp_t *tp)
     }
     proj_init(&tp->st);
     GUARD(follow_new(tp->zctx, tp->log, tp->run_dir, 0, tp__follow, tp, &tp->follow));
+    if (!(tp->kick = event_new(tp->base, -1, 0, tp__on_kick, tp))) return ine_err(INE_ENOMEM, "cannot create an event");
     {
         int rc = follow_catch_up(tp->follow);
         if (rc < 0) return rc;
@@ -513,6 +559,8 @@ int tp_state_open(tp_t *tp)
 void tp_state_close(tp_t *tp)
 {
     while (tp->conns) tp_conn_close(tp->conns, NULL);
+    if (tp->kick) event_free(tp->kick);
+    free(tp->closing);
     for (size_t i = 0; i < tp->n_eps; i++) {
         if (tp->eps[i]->l) evconnlistener_free(tp->eps[i]->l);
         free(tp->eps[i]);

@@ -404,13 +404,32 @@ static void tp__control_read(tp_conn *c)
     tp_conn_want(c, 1, c->out.data != NULL);
 }
 
+int tp_admit_data_stream(tp_t *tp, uint32_t db_uid, uint64_t log_seq, char *host, size_t hlen, int *port, char *why,
+                         size_t wlen)
+{
+    const proj_node *self;
+    const proj_db *d;
+    /* Decide on a view at least as new as the sender's. */
+    tp_state_view_wait(tp, log_seq);
+    self = tp_self(tp);
+    d = proj_db_find(&tp->st, db_uid);
+    if (!d || d->deleted) snprintf(why, wlen, "unknown database %u", db_uid);
+    else if (!self || d->shard_node_uid != self->uid) snprintf(why, wlen, "database %u has no shard on this node", db_uid);
+    /* Disabled here, but the sender opened it before it could know: an encrypted stream is
+     * never weaker than the plaintext one it will use, and it closes this one once it learns. */
+    else if (!d->data_internode_encryption && (!log_seq || log_seq >= d->updated_seq))
+        snprintf(why, wlen, "database %u has data_internode_encryption disabled", db_uid);
+    else if (tp_split_hostport(d->shard_address, host, hlen, port) < 0) snprintf(why, wlen, "bad shard address");
+    else if (tp->n_conns >= tp->max_conns) snprintf(why, wlen, "connection limit reached");
+    else return 0;
+    return -1;
+}
+
 static void tp__accept_header(tp_conn *c)
 {
     tp_t *tp = c->tp;
     const uint8_t *msg;
     Ine__V1__StreamHeader *h;
-    const proj_db *d;
-    const proj_node *self = tp_self(tp);
     char host[256], why[160];
     int n, port = 0;
     tp_conn *shard;
@@ -460,15 +479,13 @@ static void tp__accept_header(tp_conn *c)
         if (tp__send_accept(c) < 0) return;
         return tp_conn_want(c, 1, c->out.data != NULL);
     }
-    d = proj_db_find(&tp->st, h->db_uid);
     c->db_uid = h->db_uid;
-    ine__v1__stream_header__free_unpacked(h, NULL);
-    why[0] = 0;
-    if (!d || d->deleted) snprintf(why, sizeof why, "unknown database %u", c->db_uid);
-    else if (!self || d->shard_node_uid != self->uid) snprintf(why, sizeof why, "database %u has no shard on this node", c->db_uid);
-    else if (!d->data_internode_encryption) snprintf(why, sizeof why, "database %u has data_internode_encryption disabled", c->db_uid);
-    else if (tp_split_hostport(d->shard_address, host, sizeof host, &port) < 0) snprintf(why, sizeof why, "bad shard address");
-    if (*why) return tp_stream_refuse(c, why);
+    {
+        uint64_t log_seq = h->log_seq;
+        ine__v1__stream_header__free_unpacked(h, NULL);
+        if (tp_admit_data_stream(tp, c->db_uid, log_seq, host, sizeof host, &port, why, sizeof why) < 0)
+            return tp_stream_refuse(c, why);
+    }
     if (!(shard = tp_connect(tp, host, port, TP_K_SHARD))) return tp_stream_refuse(c, "the shard is unreachable");
     shard->db_uid = c->db_uid;
     c->remote = shard->remote = 1;
@@ -527,6 +544,7 @@ static void tp__client_handshaken(tp_conn *c)
     h.from_node_uid = c->tp->node_uid;
     h.mux = c->trunk != NULL;
     h.no_ticket = !tp_resume();
+    h.log_seq = c->tp->st.applied_seq;
     c->state = TP_S_CLIENT_ACK;
     tp_send_frame(c, &h.base);
     if (tp_flush(c) < 0) return;

@@ -42,6 +42,9 @@
  * two cores are busy elsewhere (1 MiB: 6 Gbit/s, 4 MiB: 7.5, 8 MiB: 7.5 on the benchmark). */
 #define TP_MUX_WINDOW (4096 * 1024)
 #define TP_MUX_IDLE_MS 60000             /* a mux connection without streams this long is closed */
+/* The longest a stream's admission waits for this node's log to reach the sender's view (the
+ * mirror applies a commit in ~1-3 ms; a node cut off from etcd decides with what it has). */
+#define TP_VIEW_WAIT_MS 100
 
 typedef struct tp tp_t;
 typedef struct tp_conn tp_conn;
@@ -209,6 +212,12 @@ struct tp {
     tp_peer *peers;
     size_t n_peers;
     uint64_t refused, accepted;   /* counters for logs and tests */
+    /* Databases whose remote connections an applied event closes: the follower only queues
+     * them (state.c), the tick closes them, so catching up inside an admission never frees
+     * connections under the caller. */
+    struct { uint32_t db_uid; uint64_t seq; const char *why; } *closing;
+    size_t n_closing, cap_closing;
+    struct event *kick;           /* runs a tick at the next loop round */
     uint8_t *pool[64];            /* free relay buffers, so busy connections do not malloc */
     int n_pool;
     tp_mux *muxes;
@@ -300,6 +309,12 @@ void tp_mux_flush_all(tp_t *tp);          /* after each event-loop round: write 
 void tp_mux_rotated(tp_t *tp);            /* contexts rebuilt: new streams on new connections */
 void tp_mux_peer_lost(tp_t *tp, uint32_t node); /* heartbeats stopped: do not reuse its mux */
 
+/* The one admission rule of a data-plane stream from node `from` for database db_uid, sent
+ * when the sender's log was at log_seq: 0 with the shard's host and port, or -1 with why.
+ * May wait (TP_VIEW_WAIT_MS at most) for this node's log to reach log_seq. */
+int tp_admit_data_stream(tp_t *tp, uint32_t db_uid, uint64_t log_seq, char *host, size_t hlen, int *port, char *why,
+                         size_t wlen);
+
 /* Refuse a stream after its header: tell the peer why (StreamAccept ok=false), log, close. */
 void tp_stream_refuse(tp_conn *c, const char *why);
 
@@ -320,6 +335,9 @@ void tp_etcd_close(tp_t *tp);
 struct evconnlistener *tp_listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg);
 int tp_state_open(tp_t *tp);
 void tp_state_tick(tp_t *tp);                          /* follow the log, reconcile */
+/* Bring this node's view of the log up to seq (bounded wait); what it applies takes effect
+ * at the next tick, which it schedules. */
+void tp_state_view_wait(tp_t *tp, uint64_t seq);
 void tp_state_close(tp_t *tp);
 const proj_node *tp_self(tp_t *tp);
 /* Offer the session last cached for c's peer node and plane (an outgoing stream). */
