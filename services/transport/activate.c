@@ -114,7 +114,7 @@ void tp_activator_close(tp_t *tp)
     tp->activator = NULL;
 }
 
-void tp_activation_append(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial)
+static void tp__activation_append(tp_t *tp, uint32_t node, int plane, const char *fp, const char *serial)
 {
     tp_activator *w = tp->activator;
     tp_act a = {.node = node, .plane = plane};
@@ -132,4 +132,17 @@ void tp_activation_append(tp_t *tp, uint32_t node, int plane, const char *fp, co
         pthread_cond_signal(&w->cv);
     }
     pthread_mutex_unlock(&w->mu);
+}
+
+/* Record that a node now serves a certificate (once per fingerprint, across restarts): our
+ * own, and what peers' heartbeats say they serve (the request id makes a repeat a no-op).
+ * Only the node's current certificate is recorded: a lagging node serving an older one is not
+ * "activated". */
+void tp_record_activation(tp_t *tp, uint32_t node, tp_plane plane, const char *fp, const char *serial)
+{
+    const proj_activation *a = proj_activation_find(&tp->st, node, plane);
+    const proj_cert *cur = proj_cert_find(&tp->st, node, plane);
+    if (!fp || !*fp || !cur || !cur->cert.fingerprint || strcmp(cur->cert.fingerprint, fp)) return;
+    if (a && a->fingerprint && !strcmp(a->fingerprint, fp)) return;
+    tp__activation_append(tp, node, plane, fp, serial);
 }

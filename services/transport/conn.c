@@ -1,11 +1,7 @@
-/* conn.c — connections: non-blocking I/O over TLS or plain TCP, event interest, deadlines,
- * and the relay. A relay moves bytes read from one connection into its bounded buffer and
- * writes them to the other; a full buffer pauses reading (backpressure), an empty one goes
- * back to a small pool so an idle connection holds no buffer at all. An EOF from one side,
- * once what it sent is delivered, is passed on (shutdown(SHUT_WR) or a TLS close_notify) and
- * the other direction goes on, so a client that half-closes after its request still gets
- * the answer; the pair closes when both directions have ended (or idles TP_LINGER_MS
- * half-closed). A read error resets the pair at once. */
+/* conn.c — the I/O floor: a connection's socket, non-blocking I/O over TLS or plain TCP,
+ * event interest, deadlines, frames (2-byte length + protobuf), the pool of relay buffers,
+ * listeners. Every event of a connection goes to its role (c->ops: io, deadline, release);
+ * this file never names a role, and calls nothing else of the transport. */
 #include "transport.h"
 #include "clock.h"
 #include "err.h"
@@ -17,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,7 +22,7 @@ static void tp__on_io(evutil_socket_t fd, short what, void *arg)
 {
     tp_conn *c = arg;
     (void)fd;
-    tp_conn_event(c, (what & EV_READ) != 0, (what & EV_WRITE) != 0);
+    c->ops->io(c, (what & EV_READ) != 0, (what & EV_WRITE) != 0);
 }
 
 static void tp__on_deadline(evutil_socket_t fd, short what, void *arg)
@@ -32,24 +30,36 @@ static void tp__on_deadline(evutil_socket_t fd, short what, void *arg)
     tp_conn *c = arg;
     (void)fd;
     (void)what;
-    if (c->state == TP_S_RELAY) return tp_conn_close(c, "half-closed relay idle too long");
-    if (c->state == TP_S_MSTREAM) return tp_conn_close(c, "half-closed stream idle too long");
-    if (c->state == TP_S_MUX) return tp_conn_close(c, "no streams for a while");
-    if (c->mux && c->state == TP_S_CONNECTING) return tp_mux_shard_connected(c, "connect timed out");
-    tp_conn_refuse(c, c->state == TP_S_ACCEPT_HS || c->state == TP_S_CLIENT_HS ? "handshake timed out"
-                      : c->state == TP_S_CONNECTING                             ? "connect timed out"
-                                                                                : "no stream header in time");
+    c->ops->deadline(c);
 }
 
-tp_conn *tp_conn_new(tp_t *tp, int fd, SSL *ssl, tp_state st, tp_kind kind)
+void tp_nodelay(int fd)
+{
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+struct evconnlistener *tp_listen(tp_t *tp, const char *host, int port, evconnlistener_cb cb, void *arg)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res = NULL;
+    struct evconnlistener *l;
+    char ps[8];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &res) != 0) return NULL;
+    l = evconnlistener_new_bind(tp->base, cb, arg, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+                                res->ai_addr, (int)res->ai_addrlen);
+    freeaddrinfo(res);
+    return l;
+}
+
+tp_conn *tp_conn_new(tp_t *tp, int fd, SSL *ssl, const tp_conn_ops *ops)
 {
     tp_conn *c = calloc(1, sizeof *c);
     if (!c) return NULL;
     c->tp = tp;
     c->fd = fd;
     c->ssl = ssl;
-    c->state = st;
-    c->kind = kind;
+    c->ops = ops;
     c->rev = event_new(tp->base, fd, EV_READ | EV_PERSIST, tp__on_io, c);
     c->wev = event_new(tp->base, fd, EV_WRITE | EV_PERSIST, tp__on_io, c);
     c->timer = evtimer_new(tp->base, tp__on_deadline, c);
@@ -85,12 +95,12 @@ void tp_describe(tp_conn *c, const struct sockaddr *sa)
     snprintf(c->desc, sizeof c->desc, "%s:%d", host, port);
 }
 
-static uint8_t *tp__buf_get(tp_t *tp)
+uint8_t *tp_buf_get(tp_t *tp)
 {
     return tp->n_pool ? tp->pool[--tp->n_pool] : malloc(TP_BUF_SIZE);
 }
 
-static void tp__buf_put(tp_t *tp, tp_buf *b)
+void tp_buf_put(tp_t *tp, tp_buf *b)
 {
     if (!b->data) return;
     if (tp->n_pool < (int)(sizeof tp->pool / sizeof tp->pool[0])) tp->pool[tp->n_pool++] = b->data;
@@ -120,35 +130,24 @@ void tp_conn_deadline(tp_conn *c, int ms)
 static void tp__free(tp_conn *c, const char *why)
 {
     tp_t *tp = c->tp;
-    tp_mux_teardown(c, why);
-    tp_mux_unlink(c);
+    if (c->ops->release) c->ops->release(c, why);
     event_free(c->rev);
     event_free(c->wev);
     event_free(c->timer);
     if (c->ssl) {
         /* One non-blocking close_notify; a peer that never reads it loses nothing. */
-        if (SSL_is_init_finished(c->ssl) && !c->wr_shut) SSL_shutdown(c->ssl);
+        if (SSL_is_init_finished(c->ssl) && !c->flow.wr_shut) SSL_shutdown(c->ssl);
         SSL_free(c->ssl);
         ERR_clear_error();
     }
     if (c->fd >= 0) close(c->fd);
-    tp__buf_put(tp, &c->in);
-    tp__buf_put(tp, &c->out);
+    tp_buf_put(tp, &c->relay.in);
+    tp_buf_put(tp, &c->out);
     free(c->frame);
     if (c->prev) c->prev->next = c->next;
     else tp->conns = c->next;
     if (c->next) c->next->prev = c->prev;
     tp->n_conns--;
-    for (size_t i = 0; i < tp->n_peers; i++) {
-        tp_peer *pr = &tp->peers[i];
-        if (pr->conn != c) continue;
-        pr->conn = NULL;
-        if (c->state == TP_S_CONTROL) {
-            /* Forget what it served: the next heartbeat after a reconnect is logged again. */
-            logline(LOGLINE_INFO, 0, "control-plane stream to node %u lost: %s", pr->node_uid, why ? why : "closed");
-            memset(pr->served, 0, sizeof pr->served);
-        }
-    }
     free(c);
 }
 
@@ -167,7 +166,7 @@ void tp_conn_close(tp_conn *c, const char *why)
 void tp_conn_refuse(tp_conn *c, const char *reason)
 {
     c->tp->refused++;
-    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->kind == TP_K_STREAM_IN || c->kind == TP_K_MUX_IN ? "stream from" : "connection to", c->desc, reason);
+    logline(LOGLINE_WARN, 0, "refused %s %s: %s", c->ops->inbound ? "stream from" : "connection to", c->desc, reason);
     tp_conn_close(c, reason);
 }
 
@@ -275,7 +274,7 @@ int tp_send_frame(tp_conn *c, const ProtobufCMessage *m)
 {
     size_t n = protobuf_c_message_get_packed_size(m);
     if (n > TP_FRAME_MAX) return ine_err(INE_EINVAL, "frame of %zu bytes is too large", n);
-    if (!c->out.data && !(c->out.data = tp__buf_get(c->tp))) return ine_err(INE_ENOMEM, "out of memory");
+    if (!c->out.data && !(c->out.data = tp_buf_get(c->tp))) return ine_err(INE_ENOMEM, "out of memory");
     if (TP_BUF_SIZE - c->out.end < n + 2) return ine_err(INE_EAGAIN, "output queue full");
     c->out.data[c->out.end] = (uint8_t)(n >> 8);
     c->out.data[c->out.end + 1] = (uint8_t)n;
@@ -286,7 +285,7 @@ int tp_send_frame(tp_conn *c, const ProtobufCMessage *m)
 
 /* The frame buffer exists only while a frame is incomplete: a relayed or idle connection
  * holds none (4 KiB per tp_conn, four per tunnelled connection). */
-static void tp__frame_drop(tp_conn *c)
+void tp_frame_drop(tp_conn *c)
 {
     free(c->frame);
     c->frame = NULL;
@@ -301,9 +300,9 @@ int tp_read_frame_bytes(tp_conn *c)
         if (n == 0) break;
         if (n < 0) return -1;
         c->frame_len += (size_t)n;
-        if (c->state != TP_S_CONTROL) break; /* a header: do not read into relayed bytes */
+        if (!c->frames_only) break; /* a header: do not read into relayed bytes */
     }
-    if (!c->frame_len) tp__frame_drop(c);
+    if (!c->frame_len) tp_frame_drop(c);
     return 0;
 }
 
@@ -323,7 +322,7 @@ void tp_frame_consume(tp_conn *c)
     size_t n = (((size_t)c->frame[0] << 8) | c->frame[1]) + 2;
     memmove(c->frame, c->frame + n, c->frame_len - n);
     c->frame_len -= n;
-    if (!c->frame_len) tp__frame_drop(c);
+    if (!c->frame_len) tp_frame_drop(c);
 }
 
 int tp_flush_try(tp_conn *c)
@@ -335,7 +334,7 @@ int tp_flush_try(tp_conn *c)
         if (n == 0) break;
         b->start += (size_t)n;
     }
-    if (b->data && b->start == b->end) tp__buf_put(c->tp, b);
+    if (b->data && b->start == b->end) tp_buf_put(c->tp, b);
     return 0;
 }
 
@@ -344,197 +343,4 @@ int tp_flush(tp_conn *c)
     if (tp_flush_try(c) == 0) return 0;
     tp_conn_close(c, "write failed");
     return -1;
-}
-
-/* --- relay ------------------------------------------------------------------------------------ */
-
-static int tp__has(const tp_buf *b) { return b->data && b->end > b->start; }
-
-static int tp__pending_out(const tp_conn *c)
-{
-    return tp__has(&c->out) || (c->peer && tp__has(&c->peer->in));
-}
-
-/* Recompute what c waits for. */
-static void tp__interest(tp_conn *c)
-{
-    int rd = (!c->read_blocked && !c->rd_eof) || c->want_read_for_write;
-    int wr = tp__pending_out(c) || c->want_write_for_read || c->shut_pending;
-    tp_conn_want(c, rd, wr);
-}
-
-/* Pass an EOF on to x: 1 done, 0 waiting for writability, -1 failed. */
-static int tp__shut_write(tp_conn *x)
-{
-    int r;
-    if (!x->ssl) {
-        if (shutdown(x->fd, SHUT_WR) != 0 && errno != ENOTCONN) return -1;
-        x->wr_shut = 1;
-        return 1;
-    }
-    x->shut_pending = 0;
-    r = SSL_shutdown(x->ssl);
-    if (r >= 0) {
-        x->wr_shut = 1;
-        return 1;
-    }
-    if (SSL_get_error(x->ssl, r) == SSL_ERROR_WANT_WRITE) {
-        x->shut_pending = 1;
-        return 0;
-    }
-    ERR_clear_error();
-    return -1;
-}
-
-/* (Re)arm the idle deadline of a half-closed pair. */
-static void tp__linger(tp_conn *a)
-{
-    a->lingering = a->peer->lingering = 1;
-    tp_conn_deadline(a, TP_LINGER_MS);
-    tp_conn_deadline(a->peer, TP_LINGER_MS);
-}
-
-/* The direction a -> b ends once a sent EOF and all it sent was written to b: pass the EOF
- * on. The pair closes when both directions have ended. -1 if the pair was closed. */
-static int tp__finish(tp_conn *a)
-{
-    tp_conn *b = a->peer;
-    if (!b) {
-        tp_conn_close(a, "peer gone");
-        return -1;
-    }
-    if (a->rd_eof && !tp__has(&a->in) && !b->wr_shut && !b->shut_pending && tp__shut_write(b) < 0) {
-        tp_conn_close(a, "cannot pass the end of stream on");
-        return -1;
-    }
-    if (a->wr_shut && b->wr_shut) {
-        tp_conn_close(a, "end of stream");
-        return -1;
-    }
-    if ((a->wr_shut || b->wr_shut) && !a->lingering) tp__linger(a);
-    return 0;
-}
-
-static int tp__push(tp_conn *b);
-
-/* Read from a into its buffer, then hand it to a's peer. -1 if the pair was closed. */
-static int tp__pump(tp_conn *a)
-{
-    tp_buf *in = &a->in;
-    int drained = 0;
-    for (;;) {
-        ssize_t n;
-        if (!in->data && !(in->data = tp__buf_get(a->tp))) {
-            tp_conn_close(a, "out of memory");
-            return -1;
-        }
-        if (in->end == TP_BUF_SIZE) {
-            if (in->start == 0) {
-                a->read_blocked = 1; /* backpressure: resume when the peer drained it */
-                break;
-            }
-            memmove(in->data, in->data + in->start, in->end - in->start);
-            in->end -= in->start;
-            in->start = 0;
-        }
-        n = tp__read(a, in->data + in->end, TP_BUF_SIZE - in->end);
-        if (n == 0) {
-            drained = 1;
-            break;
-        }
-        if (n == -2) {
-            tp_conn_close(a, "read failed");
-            return -1;
-        }
-        if (n < 0) {
-            a->rd_eof = 1;
-            break;
-        }
-        in->end += (size_t)n;
-        if (a->lingering && a->peer) tp__linger(a);
-    }
-    if (in->start == in->end) tp__buf_put(a->tp, in);
-    /* SSL_MODE_RELEASE_BUFFERS misses the read buffer after post-handshake messages (TLS 1.3
-     * session tickets): an idle connection would keep 17 KB. No-op while a record is pending. */
-    if (drained && a->ssl) SSL_free_buffers(a->ssl);
-    if (!a->peer) {
-        tp_conn_close(a, "peer gone");
-        return -1;
-    }
-    if (tp__push(a->peer) < 0) return -1;
-    if (tp__finish(a) < 0) return -1;
-    tp__interest(a);
-    return 0;
-}
-
-/* Write b's pending bytes (its own frames, then what its peer read). -1 if closed. */
-static int tp__push(tp_conn *b)
-{
-    tp_conn *a = b->peer;
-    tp_buf *src;
-    if (b->out.data && tp_flush(b) < 0) return -1;
-    if (!a) return 0;
-    src = &a->in;
-    while (src->data && src->end > src->start) {
-        ssize_t n = tp__write(b, src->data + src->start, src->end - src->start);
-        if (n < 0) {
-            tp_conn_close(b, "write failed");
-            return -1;
-        }
-        if (n == 0) break;
-        src->start += (size_t)n;
-    }
-    if (src->data && src->start == src->end) {
-        tp__buf_put(b->tp, src);
-        if (a->read_blocked) {
-            a->read_blocked = 0;
-            /* TLS may hold decrypted bytes no socket event will announce: read now. */
-            if (tp__pump(a) < 0) return -1;
-            return 0; /* tp__pump finished a's direction and recomputed b's interest */
-        }
-    }
-    if (tp__finish(a) < 0) return -1;
-    tp__interest(b);
-    return 0;
-}
-
-void tp_relay_event(tp_conn *c, int readable, int writable);
-void tp_relay_event(tp_conn *c, int readable, int writable)
-{
-    if (writable && c->shut_pending) {
-        if (tp__shut_write(c) < 0) return tp_conn_close(c, "cannot pass the end of stream on");
-        if (c->peer && tp__finish(c->peer) < 0) return;
-    }
-    if ((writable || (readable && c->want_read_for_write)) && tp__push(c) < 0) return;
-    if ((readable || (writable && c->want_write_for_read)) && tp__pump(c) < 0) return;
-}
-
-/* Bytes that came in behind a header or an accept belong to the relay. */
-static int tp__frame_leftover(tp_conn *c)
-{
-    if (!c->frame_len) return tp__frame_drop(c), 0;
-    if (!c->in.data && !(c->in.data = tp__buf_get(c->tp))) return -1;
-    memcpy(c->in.data + c->in.end, c->frame, c->frame_len);
-    c->in.end += c->frame_len;
-    tp__frame_drop(c);
-    return 0;
-}
-
-void tp_relay_start(tp_conn *a, tp_conn *b)
-{
-    if (tp__frame_leftover(a) < 0 || tp__frame_leftover(b) < 0) {
-        tp_conn_close(a, "out of memory");
-        tp_conn_close(b, "out of memory");
-        return;
-    }
-    a->peer = b;
-    b->peer = a;
-    a->state = b->state = TP_S_RELAY;
-    tp_conn_deadline(a, 0);
-    tp_conn_deadline(b, 0);
-    /* Bytes that arrived with a header, or TLS records already decrypted, go first. */
-    if (tp__push(a) < 0) return;
-    if (b->peer && tp__push(b) < 0) return;
-    if (a->peer && tp__pump(a) < 0) return;
-    if (b->peer && b->peer == a) tp__pump(b);
 }

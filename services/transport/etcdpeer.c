@@ -53,16 +53,16 @@ static char *tp__cred_pem(const tp_cred *cr)
 
 static void tp__etcd_files(tp_t *tp)
 {
-    const tp_cred *cr = &tp->cur[INE__V1__PLANE__PLANE_CONTROL];
+    const tp_cred *cr = &tp->cur[TP_PLANE_CONTROL];
     char *chain, *roots;
-    if (!cr->leaf || (!strcmp(tp->etcd_files_fp, tp->serving_fp[1]) && !strcmp(tp->etcd_files_trust, tp->trust_key))) return;
+    if (!cr->leaf || (!strcmp(tp->etcd_files_fp, tp->serving_fp[TP_PLANE_CONTROL]) && !strcmp(tp->etcd_files_trust, tp->trust_key))) return;
     chain = tp__cred_pem(cr);
     roots = proj_roots_pem(&tp->st);
     if (!chain || !roots || etcdtls_install(tp->data_dir, cr->serial, chain, cr->key, roots) < 0) {
         logline(LOGLINE_ERROR, tp->st.applied_seq, "etcd peers: cannot install certificate %s for the member: %s", cr->serial,
                 chain && roots ? ine_err_msg() : "out of memory");
     } else {
-        snprintf(tp->etcd_files_fp, sizeof tp->etcd_files_fp, "%s", tp->serving_fp[1]);
+        snprintf(tp->etcd_files_fp, sizeof tp->etcd_files_fp, "%s", tp->serving_fp[TP_PLANE_CONTROL]);
         snprintf(tp->etcd_files_trust, sizeof tp->etcd_files_trust, "%s", tp->trust_key);
         logline(LOGLINE_INFO, tp->st.applied_seq, "etcd peers: the member dials with control-plane certificate %s", cr->serial);
     }
@@ -70,17 +70,30 @@ static void tp__etcd_files(tp_t *tp)
     free(roots);
 }
 
+/* A peer's member passed the identity checks: relay it to ours. */
+static void tp__etcd_accepted(tp_conn *c)
+{
+    tp_conn *local = tp_dial_tcp(c->tp, "127.0.0.1", c->tp->etcd_local_port, tp_relay_upstream_done);
+    if (!local) return tp_conn_refuse(c, "this node's etcd member is unreachable");
+    tp_conn_deadline(c, 0);
+    c->peer = local;
+    local->peer = c;
+    c->ops = &tp_wait_ops;
+    c->tp->accepted++;
+    tp_conn_want(c, 0, 0);
+}
+
 static void tp__on_etcd(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
 {
     (void)l;
     (void)len;
-    tp_accept_tls(arg, fd, sa, TP_K_ETCD_IN);
+    tp_accept_tls(arg, fd, sa, tp__etcd_accepted);
 }
 
 void tp_etcd_tick(tp_t *tp)
 {
     const proj_node *self = tp_self(tp);
-    if (!tp->etcd_on || !self || !tp->srv[INE__V1__PLANE__PLANE_CONTROL]) return;
+    if (!tp->etcd_on || !self || !tp->srv[TP_PLANE_CONTROL]) return;
     tp__etcd_files(tp);
     if (tp->etcd_listener || ine_clock_mono_ms() < tp->etcd_retry_ms) return;
     if (!(tp->etcd_listener = tp_listen(tp, self->address, tp->etcd_peer_port, tp__on_etcd, tp))) {
@@ -91,18 +104,6 @@ void tp_etcd_tick(tp_t *tp)
     }
     logline(LOGLINE_INFO, tp->st.applied_seq, "etcd peers: TLS on %s:%d, relayed to the member on 127.0.0.1:%d", self->address,
             tp->etcd_peer_port, tp->etcd_local_port);
-}
-
-void tp_etcd_accepted(tp_conn *c)
-{
-    tp_conn *local = tp_connect(c->tp, "127.0.0.1", c->tp->etcd_local_port, TP_K_ETCD_LOCAL);
-    if (!local) return tp_conn_refuse(c, "this node's etcd member is unreachable");
-    tp_conn_deadline(c, 0);
-    c->peer = local;
-    local->peer = c;
-    c->state = TP_S_WAIT_PEER;
-    c->tp->accepted++;
-    tp_conn_want(c, 0, 0);
 }
 
 void tp_etcd_close(tp_t *tp)

@@ -39,6 +39,20 @@ enum { MF_OPEN = 1, MF_ACCEPT, MF_DATA, MF_FIN, MF_RESET, MF_WINDOW, MF_GOAWAY }
 #define MUX_ACK_AT (TP_MUX_WINDOW / 16)   /* credit returns in 256 KiB steps */
 #define MUX_SID_LAST 0x7fffffffu
 
+static void mux__stream_io(tp_conn *c, int readable, int writable);
+static void mux__stream_idle(tp_conn *c) { tp_conn_close(c, "half-closed stream idle too long"); }
+static void mux__unlink(tp_conn *c, const char *why);
+static const tp_conn_ops mux__stream_ops = {"mux stream", mux__stream_io, mux__stream_idle, mux__unlink, 0};
+
+static void mux__trunk_io(tp_conn *c, int readable, int writable);
+static void mux__trunk_idle(tp_conn *c) { tp_conn_close(c, "no streams for a while"); }
+static void mux__teardown(tp_conn *c, const char *why);
+static const tp_conn_ops mux__trunk_out_ops = {"mux trunk", mux__trunk_io, mux__trunk_idle, mux__teardown, 0};
+static const tp_conn_ops mux__trunk_in_ops = {"mux trunk (accepted)", mux__trunk_io, mux__trunk_idle, mux__teardown, 1};
+
+static void mux__trunk_dialed(tp_conn *c, tp_dial_result r, const char *why);
+static void mux__shard_dialed(tp_conn *c, tp_dial_result r, const char *err);
+
 static void mux__put32(uint8_t *p, uint32_t v)
 {
     p[0] = (uint8_t)(v >> 24);
@@ -58,13 +72,13 @@ static uint32_t mux__home(uint32_t sid, uint32_t cap) { return (sid * 2654435761
 static tp_conn *mux__find(const tp_mux *m, uint32_t sid)
 {
     for (uint32_t i = m->cap ? mux__home(sid, m->cap) : 0; m->cap && m->slots[i]; i = (i + 1) & (m->cap - 1))
-        if (m->slots[i]->sid == sid) return m->slots[i];
+        if (m->slots[i]->ms.sid == sid) return m->slots[i];
     return NULL;
 }
 
 static void mux__place(tp_conn **slots, uint32_t cap, tp_conn *c)
 {
-    uint32_t i = mux__home(c->sid, cap);
+    uint32_t i = mux__home(c->ms.sid, cap);
     while (slots[i]) i = (i + 1) & (cap - 1);
     slots[i] = c;
 }
@@ -90,14 +104,14 @@ static void mux__remove(tp_mux *m, const tp_conn *c)
 {
     uint32_t mask = m->cap - 1, i;
     if (!m->cap) return;
-    for (i = mux__home(c->sid, m->cap); m->slots[i] != c; i = (i + 1) & mask)
+    for (i = mux__home(c->ms.sid, m->cap); m->slots[i] != c; i = (i + 1) & mask)
         if (!m->slots[i]) return;
     m->slots[i] = NULL;
     m->count--;
     /* Backward shift: an entry further along the probe run moves into the hole when the hole
      * lies between its home and where it sits, so lookups never need tombstones. */
     for (uint32_t j = (i + 1) & mask; m->slots[j]; j = (j + 1) & mask) {
-        uint32_t h = mux__home(m->slots[j]->sid, m->cap);
+        uint32_t h = mux__home(m->slots[j]->ms.sid, m->cap);
         if (((j - h) & mask) >= ((j - i) & mask)) {
             m->slots[i] = m->slots[j];
             m->slots[j] = NULL;
@@ -178,35 +192,35 @@ static void mux__accept_frame(tp_mux *m, uint32_t sid, const char *refused)
 
 static void mux__interest(tp_conn *c)
 {
-    if (c->state != TP_S_MSTREAM) return;
-    tp_conn_want(c, !c->rd_eof && !c->read_blocked && c->credit > 0, c->rx_end > c->rx_start);
+    if (c->ops != &mux__stream_ops) return;
+    tp_conn_want(c, !c->flow.rd_eof && !c->flow.read_blocked && c->ms.credit > 0, c->ms.rx_end > c->ms.rx_start);
 }
 
 /* n bytes reached the local socket: the peer may send that much more. */
 static void mux__acked(tp_conn *c, size_t n)
 {
     uint8_t inc[4];
-    c->unacked += (uint32_t)n;
-    if (c->unacked < MUX_ACK_AT) return;
-    mux__put32(inc, c->unacked);
-    mux__frame(c->mux, MF_WINDOW, c->sid, inc, 4);
-    c->unacked = 0;
+    c->ms.unacked += (uint32_t)n;
+    if (c->ms.unacked < MUX_ACK_AT) return;
+    mux__put32(inc, c->ms.unacked);
+    mux__frame(c->ms.mux, MF_WINDOW, c->ms.sid, inc, 4);
+    c->ms.unacked = 0;
 }
 
 /* Pass an EOF on once delivered; close when both directions ended. -1 if c was closed. */
 static int mux__check(tp_conn *c)
 {
-    if (c->fin_in && !c->wr_shut && c->rx_end == c->rx_start && c->state == TP_S_MSTREAM) {
+    if (c->ms.fin_in && !c->flow.wr_shut && c->ms.rx_end == c->ms.rx_start && c->ops == &mux__stream_ops) {
         shutdown(c->fd, SHUT_WR);
-        c->wr_shut = 1;
+        c->flow.wr_shut = 1;
     }
-    if (c->rd_eof && c->wr_shut) {
-        c->quiet = 1; /* both FINs crossed: the peer closes its end by itself */
+    if (c->flow.rd_eof && c->flow.wr_shut) {
+        c->ms.quiet = 1; /* both FINs crossed: the peer closes its end by itself */
         tp_conn_close(c, "end of stream");
         return -1;
     }
-    if ((c->rd_eof || c->wr_shut) && !c->lingering) {
-        c->lingering = 1;
+    if ((c->flow.rd_eof || c->flow.wr_shut) && !c->flow.lingering) {
+        c->flow.lingering = 1;
         tp_conn_deadline(c, TP_LINGER_MS);
     }
     mux__interest(c);
@@ -215,22 +229,22 @@ static int mux__check(tp_conn *c)
 
 static int mux__write_local(tp_conn *c)
 {
-    while (c->rx_end > c->rx_start) {
-        ssize_t n = send(c->fd, c->rx + c->rx_start, c->rx_end - c->rx_start, MSG_NOSIGNAL);
+    while (c->ms.rx_end > c->ms.rx_start) {
+        ssize_t n = send(c->fd, c->ms.rx + c->ms.rx_start, c->ms.rx_end - c->ms.rx_start, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
             tp_conn_close(c, "write failed");
             return -1;
         }
-        c->rx_start += (size_t)n;
+        c->ms.rx_start += (size_t)n;
         mux__acked(c, (size_t)n);
     }
-    if (c->rx_start == c->rx_end) {
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_start = c->rx_end = c->rx_cap = 0;
+    if (c->ms.rx_start == c->ms.rx_end) {
+        free(c->ms.rx);
+        c->ms.rx = NULL;
+        c->ms.rx_start = c->ms.rx_end = c->ms.rx_cap = 0;
     }
-    if (c->lingering) tp_conn_deadline(c, TP_LINGER_MS);
+    if (c->flow.lingering) tp_conn_deadline(c, TP_LINGER_MS);
     return mux__check(c);
 }
 
@@ -238,9 +252,9 @@ static int mux__write_local(tp_conn *c)
  * -1: the peer overran its credit (a protocol error: the caller closes the mux). */
 static int mux__deliver(tp_conn *c, const uint8_t *p, size_t n)
 {
-    size_t held = c->rx_end - c->rx_start;
+    size_t held = c->ms.rx_end - c->ms.rx_start;
     if (held + n > TP_MUX_WINDOW) return -1;
-    if (!held && c->state == TP_S_MSTREAM) {
+    if (!held && c->ops == &mux__stream_ops) {
         ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
         if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
             tp_conn_close(c, "write failed");
@@ -253,26 +267,26 @@ static int mux__deliver(tp_conn *c, const uint8_t *p, size_t n)
         }
     }
     if (n) {
-        if (c->rx_cap - c->rx_end < n && c->rx_start) {
-            memmove(c->rx, c->rx + c->rx_start, held);
-            c->rx_start = 0;
-            c->rx_end = held;
+        if (c->ms.rx_cap - c->ms.rx_end < n && c->ms.rx_start) {
+            memmove(c->ms.rx, c->ms.rx + c->ms.rx_start, held);
+            c->ms.rx_start = 0;
+            c->ms.rx_end = held;
         }
-        if (c->rx_cap - c->rx_end < n) {
-            size_t cap = c->rx_cap ? c->rx_cap : 16384;
+        if (c->ms.rx_cap - c->ms.rx_end < n) {
+            size_t cap = c->ms.rx_cap ? c->ms.rx_cap : 16384;
             uint8_t *nb;
-            while (cap - c->rx_end < n) cap *= 2;
-            if (!(nb = realloc(c->rx, cap))) {
+            while (cap - c->ms.rx_end < n) cap *= 2;
+            if (!(nb = realloc(c->ms.rx, cap))) {
                 tp_conn_close(c, "out of memory");
                 return 0;
             }
-            c->rx = nb;
-            c->rx_cap = cap;
+            c->ms.rx = nb;
+            c->ms.rx_cap = cap;
         }
-        memcpy(c->rx + c->rx_end, p, n);
-        c->rx_end += n;
+        memcpy(c->ms.rx + c->ms.rx_end, p, n);
+        c->ms.rx_end += n;
     }
-    if (c->lingering) tp_conn_deadline(c, TP_LINGER_MS);
+    if (c->flow.lingering) tp_conn_deadline(c, TP_LINGER_MS);
     mux__interest(c);
     return 0;
 }
@@ -280,32 +294,32 @@ static int mux__deliver(tp_conn *c, const uint8_t *p, size_t n)
 /* Read the local socket into DATA frames, as far as credit and the queue allow. */
 static void mux__read_local(tp_conn *c)
 {
-    tp_mux *m = c->mux;
+    tp_mux *m = c->ms.mux;
     /* Up to 1 MiB per event: bulk leaves in large writes (smaller rounds measured slower). */
-    for (int i = 0; i < 16 && !c->rd_eof; i++) {
-        size_t want = c->credit < MUX_DATA_MAX ? c->credit : MUX_DATA_MAX;
+    for (int i = 0; i < 16 && !c->flow.rd_eof; i++) {
+        size_t want = c->ms.credit < MUX_DATA_MAX ? c->ms.credit : MUX_DATA_MAX;
         uint8_t *p;
         ssize_t n;
         if (!want) break; /* until a WINDOW */
         if (!(p = mux__reserve(m, MUX_HDR + want, MUX_WQ_DATA))) {
-            c->read_blocked = 1; /* until the connection drains (mux__flush) */
+            c->flow.read_blocked = 1; /* until the connection drains (mux__flush) */
             m->n_blocked++;
             break;
         }
         n = recv(c->fd, p + MUX_HDR, want, 0);
         if (n > 0) {
-            mux__hdr(p, MF_DATA, (size_t)n, c->sid);
+            mux__hdr(p, MF_DATA, (size_t)n, c->ms.sid);
             m->wq_end += MUX_HDR + (size_t)n;
             m->dirty = 1;
-            c->credit -= (uint32_t)n;
-            if (c->lingering) tp_conn_deadline(c, TP_LINGER_MS);
+            c->ms.credit -= (uint32_t)n;
+            if (c->flow.lingering) tp_conn_deadline(c, TP_LINGER_MS);
             if ((size_t)n < want && (size_t)n < MUX_SMALL_READ) break; /* epoll reports what comes next */
             continue;
         }
         if (n == 0) {
-            c->rd_eof = 1;
-            c->fin_sent = 1;
-            mux__frame(m, MF_FIN, c->sid, NULL, 0);
+            c->flow.rd_eof = 1;
+            c->ms.fin_sent = 1;
+            mux__frame(m, MF_FIN, c->ms.sid, NULL, 0);
             break;
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) break;
@@ -314,22 +328,25 @@ static void mux__read_local(tp_conn *c)
     mux__check(c);
 }
 
-void tp_mux_stream_event(tp_conn *c, int readable, int writable)
+static void mux__stream_io(tp_conn *c, int readable, int writable)
 {
     if (writable && mux__write_local(c) < 0) return;
     if (readable) mux__read_local(c);
 }
 
-void tp_mux_unlink(tp_conn *c)
+/* A stream's socket closes (or its shard never connected): out of the mux, RESET unless the
+ * peer knows. */
+static void mux__unlink(tp_conn *c, const char *why)
 {
-    tp_mux *m = c->mux;
-    free(c->rx);
-    c->rx = NULL;
+    tp_mux *m = c->ms.mux;
+    (void)why;
+    free(c->ms.rx);
+    c->ms.rx = NULL;
     if (!m) return;
-    c->mux = NULL;
+    c->ms.mux = NULL;
     if (m->closing) return;
     mux__remove(m, c);
-    if (!c->quiet) mux__frame(m, MF_RESET, c->sid, NULL, 0);
+    if (!c->ms.quiet) mux__frame(m, MF_RESET, c->ms.sid, NULL, 0);
     if (!m->count && m->ready && m->outgoing) tp_conn_deadline(m->c, TP_MUX_IDLE_MS);
 }
 
@@ -364,26 +381,27 @@ int tp_mux_open_stream(tp_t *tp, tp_conn *cl, uint32_t node, uint32_t db_uid)
     Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
     tp_mux *m = mux__usable(tp, node);
     if (!m) {
-        tp_conn *c = tp_open_stream(tp, node, INE__V1__PLANE__PLANE_DATA, 0, TP_K_MUX_OUT);
+        tp_conn *c = tp_dial_stream(tp, node, TP_PLANE_DATA, 0, 1, mux__trunk_dialed);
         if (!c) return -1;
         if (!(m = mux__new(tp, c, node, 1))) {
             tp_conn_close(c, "out of memory");
             return -1;
         }
+        c->dial.release = mux__teardown;
         logline(LOGLINE_DEBUG, 0, "opening the data-plane connection to node %u (streams of every database)", node);
     }
-    cl->sid = m->next_sid++;
+    cl->ms.sid = m->next_sid++;
     if (mux__insert(m, cl) < 0) return -1;
-    cl->mux = m;
-    cl->plane = INE__V1__PLANE__PLANE_DATA;
+    cl->ms.mux = m;
+    cl->plane = TP_PLANE_DATA;
     cl->peer_node = node;
-    cl->credit = TP_MUX_WINDOW;
-    cl->state = TP_S_MSTREAM;
+    cl->ms.credit = TP_MUX_WINDOW;
+    cl->ops = &mux__stream_ops;
     h.plane = INE__V1__PLANE__PLANE_DATA;
     h.db_uid = db_uid;
     h.from_node_uid = tp->node_uid;
     h.log_seq = tp->st.applied_seq;
-    mux__frame_msg(m, MF_OPEN, cl->sid, &h.base);
+    mux__frame_msg(m, MF_OPEN, cl->ms.sid, &h.base);
     if (m->ready) tp_conn_deadline(m->c, 0); /* no longer idle; a handshake keeps its deadline */
     /* The client may speak at once: its bytes follow the OPEN, no round trip waits for ACCEPT. */
     mux__interest(cl);
@@ -413,39 +431,40 @@ static int mux__open_in(tp_mux *m, uint32_t sid, const uint8_t *p, size_t len)
     log_seq = h->log_seq;
     if (h->from_node_uid != m->peer_node)
         snprintf(why, sizeof why, "the stream header names node %u but the connection is node %u's", h->from_node_uid, m->peer_node);
-    else if (h->plane != INE__V1__PLANE__PLANE_DATA || h->mux)
+    else if ((tp_plane)h->plane != TP_PLANE_DATA || h->mux)
         snprintf(why, sizeof why, "a stream inside a data-plane connection must be a data-plane stream");
     ine__v1__stream_header__free_unpacked(h, NULL);
     if (*why) return mux__refuse_open(m, sid, why);
     if (tp_admit_data_stream(tp, db_uid, log_seq, host, sizeof host, &port, why, sizeof why) < 0) return mux__refuse_open(m, sid, why);
-    if (!(s = tp_connect(tp, host, port, TP_K_SHARD))) return mux__refuse_open(m, sid, "the shard is unreachable");
-    s->sid = sid;
+    if (!(s = tp_dial_tcp(tp, host, port, mux__shard_dialed))) return mux__refuse_open(m, sid, "the shard is unreachable");
+    s->dial.release = mux__unlink;
+    s->ms.sid = sid;
     if (mux__insert(m, s) < 0) {
         tp_conn_close(s, "out of memory");
         return mux__refuse_open(m, sid, "out of memory");
     }
-    s->mux = m;
+    s->ms.mux = m;
     s->db_uid = db_uid;
     s->remote = 1;
-    s->plane = INE__V1__PLANE__PLANE_DATA;
+    s->plane = TP_PLANE_DATA;
     s->peer_node = m->peer_node;
-    s->credit = TP_MUX_WINDOW;
+    s->ms.credit = TP_MUX_WINDOW;
     return 0;
 }
 
-void tp_mux_shard_connected(tp_conn *c, const char *err)
+static void mux__shard_dialed(tp_conn *c, tp_dial_result r, const char *err)
 {
-    tp_mux *m = c->mux;
-    if (err) {
+    tp_mux *m = c->ms.mux;
+    if (r != TP_DIAL_OK) {
         char why[240];
         snprintf(why, sizeof why, "the shard is unreachable: %s", err);
-        mux__refuse_open(m, c->sid, why);
-        c->quiet = 1; /* the refusal ends the stream at the peer */
+        mux__refuse_open(m, c->ms.sid, why);
+        c->ms.quiet = 1; /* the refusal ends the stream at the peer */
         return tp_conn_close(c, why);
     }
     c->tp->accepted++;
-    mux__accept_frame(m, c->sid, NULL);
-    c->state = TP_S_MSTREAM;
+    mux__accept_frame(m, c->ms.sid, NULL);
+    c->ops = &mux__stream_ops;
     tp_conn_deadline(c, 0);
     mux__write_local(c); /* what the client sent before the shard answered */
 }
@@ -492,7 +511,6 @@ static int mux__frame_in(tp_mux *m, int type, uint32_t sid, const uint8_t *p, si
         char why[300];
         if (!a) return mux__protocol(m, "protocol error: malformed stream accept");
         if (a->ok) {
-            s->accepted_by_peer = 1;
             ine__v1__stream_accept__free_unpacked(a, NULL);
             return 0;
         }
@@ -500,26 +518,26 @@ static int mux__frame_in(tp_mux *m, int type, uint32_t sid, const uint8_t *p, si
         ine__v1__stream_accept__free_unpacked(a, NULL);
         m->tp->refused++;
         logline(LOGLINE_WARN, 0, "refused connection to %s: %s", m->c->desc, why);
-        s->quiet = 1;
+        s->ms.quiet = 1;
         tp_conn_close(s, why);
         return 0;
     }
     case MF_DATA:
-        if (s->fin_in) return mux__protocol(m, "protocol error: data for stream %u after its FIN", sid);
+        if (s->ms.fin_in) return mux__protocol(m, "protocol error: data for stream %u after its FIN", sid);
         if (mux__deliver(s, p, len) < 0) return mux__protocol(m, "protocol error: stream %u exceeded its credit", sid);
         return 0;
     case MF_FIN:
-        s->fin_in = 1;
+        s->ms.fin_in = 1;
         mux__check(s);
         return 0;
     case MF_RESET:
-        s->quiet = 1;
+        s->ms.quiet = 1;
         tp_conn_close(s, "the peer reset the stream");
         return 0;
     case MF_WINDOW: {
         uint32_t inc = len == 4 ? mux__get32(p) : 0;
-        if (!inc || inc > TP_MUX_WINDOW - s->credit) return mux__protocol(m, "protocol error: bad credit for stream %u", sid);
-        s->credit += inc;
+        if (!inc || inc > TP_MUX_WINDOW - s->ms.credit) return mux__protocol(m, "protocol error: bad credit for stream %u", sid);
+        s->ms.credit += inc;
         mux__interest(s);
         return 0;
     }
@@ -625,8 +643,8 @@ static int mux__flush(tp_mux *m)
         m->n_blocked = 0;
         for (uint32_t i = 0; i < m->cap; i++) {
             tp_conn *s = m->slots[i];
-            if (!s || !s->read_blocked) continue;
-            s->read_blocked = 0;
+            if (!s || !s->flow.read_blocked) continue;
+            s->flow.read_blocked = 0;
             mux__interest(s);
         }
     }
@@ -638,7 +656,7 @@ static int mux__flush(tp_mux *m)
 static int mux__start(tp_mux *m)
 {
     tp_conn *c = m->c;
-    c->state = TP_S_MUX;
+    c->ops = m->outgoing ? &mux__trunk_out_ops : &mux__trunk_in_ops;
     m->ready = 1;
     if (tp_conn_coalesce(c) < 0) {
         tp_conn_close(c, "out of memory");
@@ -672,7 +690,7 @@ int tp_mux_accepted(tp_conn *c)
         tp_conn_close(c, "out of memory");
         return -1;
     }
-    c->kind = TP_K_MUX_IN;
+    c->ops = &mux__trunk_in_ops; /* its release tears the mux down, whatever happens next */
     c->tp->accepted++;
     a.ok = 1;
     a.reason = "";
@@ -690,20 +708,22 @@ int tp_mux_accepted(tp_conn *c)
     return mux__start(m);
 }
 
-void tp_mux_ready(tp_conn *c)
+static void mux__trunk_dialed(tp_conn *c, tp_dial_result r, const char *why)
 {
+    if (r != TP_DIAL_OK) return tp_conn_refuse(c, why);
     logline(LOGLINE_DEBUG, 0, "data-plane connection to node %u up%s", c->peer_node, SSL_session_reused(c->ssl) ? " (resumed)" : "");
     mux__start(c->trunk);
 }
 
-void tp_mux_event(tp_conn *c, int readable, int writable)
+static void mux__trunk_io(tp_conn *c, int readable, int writable)
 {
     tp_mux *m = c->trunk;
     if ((writable || (readable && c->want_read_for_write)) && mux__flush(m) < 0) return;
     if (readable || (writable && c->want_write_for_read)) mux__read(m);
 }
 
-void tp_mux_teardown(tp_conn *c, const char *why)
+/* The TLS connection closes: every stream in it ends with it. */
+static void mux__teardown(tp_conn *c, const char *why)
 {
     tp_mux *m = c->trunk, **pp;
     if (!m) return;
@@ -716,7 +736,7 @@ void tp_mux_teardown(tp_conn *c, const char *why)
         tp_conn *s = m->slots[i];
         if (!s) continue;
         m->slots[i] = NULL;
-        s->quiet = 1;
+        s->ms.quiet = 1;
         tp_conn_close(s, why);
     }
     for (pp = &m->tp->muxes; *pp != m; pp = &(*pp)->next) {}
