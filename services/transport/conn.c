@@ -141,7 +141,6 @@ static void tp__free(tp_conn *c, const char *why)
         ERR_clear_error();
     }
     if (c->fd >= 0) close(c->fd);
-    tp_buf_put(tp, &c->relay.in);
     tp_buf_put(tp, &c->out);
     free(c->frame);
     if (c->prev) c->prev->next = c->next;

@@ -17,7 +17,12 @@
 
 static void tp__relay_io(tp_conn *c, int readable, int writable);
 static void tp__relay_idle(tp_conn *c) { tp_conn_close(c, "half-closed relay idle too long"); }
-static const tp_conn_ops tp__relay_ops = {"relay", tp__relay_io, tp__relay_idle, NULL, 0};
+static void tp__relay_release(tp_conn *c, const char *why)
+{
+    (void)why;
+    tp_buf_put(c->tp, &c->relay.in);
+}
+static const tp_conn_ops tp__relay_ops = {"relay", tp__relay_io, tp__relay_idle, tp__relay_release, 0};
 
 static void tp__wait_io(tp_conn *c, int readable, int writable)
 {
@@ -201,14 +206,13 @@ static int tp__frame_leftover(tp_conn *c)
 
 void tp_relay_start(tp_conn *a, tp_conn *b)
 {
-    if (tp__frame_leftover(a) < 0 || tp__frame_leftover(b) < 0) {
-        tp_conn_close(a, "out of memory");
-        tp_conn_close(b, "out of memory");
-        return;
-    }
     a->peer = b;
     b->peer = a;
-    a->ops = b->ops = &tp__relay_ops;
+    a->ops = b->ops = &tp__relay_ops; /* their buffers are the relay's from here (its release frees them) */
+    if (tp__frame_leftover(a) < 0 || tp__frame_leftover(b) < 0) {
+        tp_conn_close(a, "out of memory"); /* and b, its peer */
+        return;
+    }
     tp_conn_deadline(a, 0);
     tp_conn_deadline(b, 0);
     /* Bytes that arrived with a header, or TLS records already decrypted, go first. */

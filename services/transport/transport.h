@@ -121,6 +121,8 @@ struct tp_conn {
         int lingering;            /* one direction has ended, the other goes on */
         int read_blocked;         /* reading paused: no room for what it would read */
     } flow;
+    /* A connection is one end of a relay or the socket of a mux stream, never both. */
+    union {
     struct {                      /* relay.c */
         tp_buf in;                /* bytes read from this connection, to be written to peer */
         int shut_pending;         /* close_notify waits for writability */
@@ -136,13 +138,17 @@ struct tp_conn {
         int fin_sent;
         int quiet;                /* closing needs no RESET (the peer knows, or the mux is gone) */
     } ms;
+    };
     tp_mux *trunk;                /* mux.c: the mux this TLS connection carries */
+    /* Dialled out or accepted, never both. */
+    union {
     struct {                      /* dial.c */
         tp_dial_done done;
         void (*release)(tp_conn *c, const char *why); /* the opener's, while it dials */
         int mux;                  /* the header asks for a mux connection */
     } dial;
     tp_accept_done accepted;      /* accept.c: the listener's callback */
+    };
 };
 
 /* One mux connection: its frames and the streams on it (a hash of stream ids). */
