@@ -10,31 +10,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_stats.h"
 #include "commit.h"
 #include "datadir.h"
 #include "err.h"
 #include "evlog.h"
 
 #define MAX_DIRS 5
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *who, double *v, size_t n)
-{
-    qsort(v, n, sizeof *v, cmp_double);
-    printf("applied %s n=%zu p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n", who, n, v[n / 2], v[(size_t)(n * 0.99)], v[n - 1]);
-}
 
 int main(int argc, char **argv)
 {
@@ -85,7 +67,7 @@ int main(int argc, char **argv)
         ev.body_case = INE__V1__EVENT__BODY_ALERT_RAISED;
         ev.alert_raised = &ar;
         if (commit_append(c, evs, 1, &o, &seq) < 0) goto fail;
-        t0 = now_ms();
+        t0 = bench_now_ms();
         left = (int)n_dirs;
         for (size_t i = 0; i < n_dirs; i++) lat[i][k] = -1;
         while (left > 0) {
@@ -93,12 +75,12 @@ int main(int argc, char **argv)
                 if (lat[i][k] >= 0) continue;
                 if (evlog_last_seq(logs[i], &last) < 0) goto fail;
                 if (last >= seq) {
-                    lat[i][k] = now_ms() - t0;
+                    lat[i][k] = bench_now_ms() - t0;
                     if (lat[i][k] > worst[k]) worst[k] = lat[i][k];
                     left--;
                 }
             }
-            if (now_ms() - t0 > 10000) {
+            if (bench_now_ms() - t0 > 10000) {
                 ine_err(INE_EAGAIN, "seq %llu not applied everywhere within 10 s", (unsigned long long)seq);
                 goto fail;
             }
@@ -111,9 +93,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_dirs; i++) {
         char who[32];
         snprintf(who, sizeof who, "node%zu", i + 1);
-        report(who, lat[i], count);
+        bench_report("applied", who, lat[i], count);
     }
-    report("all", worst, count);
+    bench_report("applied", "all", worst, count);
     rc = 0;
     goto out;
 fail:

@@ -25,6 +25,7 @@
 #include <unistd.h>
 #include <zmq.h>
 
+#include "bench_stats.h"
 #include "commit.h"
 #include "datadir.h"
 #include "err.h"
@@ -33,26 +34,6 @@
 #include "proj.h"
 
 #define MAX_VIA 8
-
-static double now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void report(const char *what, const char *who, double *v, size_t n)
-{
-    if (!n) return;
-    qsort(v, n, sizeof *v, cmp_double);
-    printf("%s %s n=%zu p50_ms=%.3f p99_ms=%.3f max_ms=%.3f\n", what, who, n, v[n / 2], v[(size_t)(n * 0.99)], v[n - 1]);
-}
 
 /* A client of the endpoint whose stream is up: connected, PING answered. -1 if not. */
 static int client_open(const char *hp)
@@ -129,7 +110,7 @@ static int toggles(const char *dd, uint32_t db, const char **via, size_t n_via, 
         ev.body_case = INE__V1__EVENT__BODY_DATA_INTERNODE_ENCRYPTION_CHANGED;
         ev.data_internode_encryption_changed = &t;
         if (commit_append(c, evs, 1, &o, &seq) < 0) goto out;
-        t0 = now_ms();
+        t0 = bench_now_ms();
         for (size_t i = 0; i < n_via; i++) lat[i][k] = -1;
         while (left) {
             struct pollfd pf[MAX_VIA];
@@ -139,19 +120,19 @@ static int toggles(const char *dd, uint32_t db, const char **via, size_t n_via, 
                 char b[64];
                 if (lat[i][k] >= 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
                 if (recv(fds[i], b, sizeof b, MSG_DONTWAIT) > 0) continue; /* not ours to read: keep waiting */
-                lat[i][k] = now_ms() - t0;
+                lat[i][k] = bench_now_ms() - t0;
                 if (lat[i][k] > worst[k]) worst[k] = lat[i][k];
                 left--;
             }
-            if (left && now_ms() - t0 > 10000) {
+            if (left && bench_now_ms() - t0 > 10000) {
                 ine_err(INE_EAGAIN, "round %zu: a client was still open 10 s after the toggle", k);
                 goto out;
             }
         }
         for (size_t i = 0; i < n_via; i++) close(fds[i]);
     }
-    for (size_t i = 0; i < n_via; i++) report("toggle->closed", via[i], lat[i], count);
-    report("toggle->closed", "all", worst, count);
+    for (size_t i = 0; i < n_via; i++) bench_report("toggle->closed", via[i], lat[i], count);
+    bench_report("toggle->closed", "all", worst, count);
     rc = 0;
 out:
     if (rc) fprintf(stderr, "bench_enforce: %s\n", ine_err_msg());
@@ -225,8 +206,8 @@ static int rotations(const char *dd)
         evlog_close(log);
         return 1;
     }
-    report("issued->served", "each certificate", x.lat, x.n_lat);
-    report("issued->served", "rotation, last node", x.rot_max, x.n_rot);
+    bench_report("issued->served", "each certificate", x.lat, x.n_lat);
+    bench_report("issued->served", "rotation, last node", x.rot_max, x.n_rot);
     free(x.iss);
     free(x.lat);
     evlog_close(log);

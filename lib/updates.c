@@ -75,6 +75,15 @@ static void updates__db_after(updates_msg *u, updates__bodies *b, const proj_sta
     u->database = &b->db;
 }
 
+/* A certificate's public facts, from its CertInfo (never its PEM). */
+static void updates__certinfo(Ine__V1__CertificateUpdate *u, const Ine__V1__CertInfo *ci)
+{
+    if (!ci) return;
+    u->serial_hex = ci->serial_hex ? ci->serial_hex : "";
+    u->fingerprint_sha256 = ci->fingerprint_sha256 ? ci->fingerprint_sha256 : "";
+    u->not_after = ci->not_after;
+}
+
 static const char *updates__db_kind(int k)
 {
     switch (k) {
@@ -176,11 +185,7 @@ int updates_build(proj_state *st, const evlog_event *ev, const uint8_t *raw, siz
         b->cert.reason = t->reason;
         b->cert.rotation_id = t->rotation_id ? t->rotation_id : "";
         b->cert.replaced_serial_hex = b->serial;
-        if (t->cert) {
-            b->cert.serial_hex = t->cert->serial_hex ? t->cert->serial_hex : "";
-            b->cert.fingerprint_sha256 = t->cert->fingerprint_sha256 ? t->cert->fingerprint_sha256 : "";
-            b->cert.not_after = t->cert->not_after;
-        }
+        updates__certinfo(&b->cert, t->cert);
         snprintf(pl, sizeof pl, "%s", updates__plane(t->plane));
         snprintf(out->topic, sizeof out->topic, "cert.%u.%s.%s", t->node_uid, pl, updates__cert_kind(b->cert.kind));
         break;
@@ -202,11 +207,7 @@ int updates_build(proj_state *st, const evlog_event *ev, const uint8_t *raw, siz
         for (size_t i = 0; i < t->n_planes && i < 2; i++) b->planes[b->cert.n_planes++] = t->planes[i];
         b->cert.source = INE__V1__CERT_SOURCE__CERT_SOURCE_CUSTOMER;
         b->cert.reason = INE__V1__ISSUE_REASON__ISSUE_REASON_CUSTOMER_UPLOAD;
-        if (t->cert) {
-            b->cert.serial_hex = t->cert->serial_hex ? t->cert->serial_hex : "";
-            b->cert.fingerprint_sha256 = t->cert->fingerprint_sha256 ? t->cert->fingerprint_sha256 : "";
-            b->cert.not_after = t->cert->not_after;
-        }
+        updates__certinfo(&b->cert, t->cert);
         updates__planes(t->planes, t->n_planes, pl, sizeof pl);
         snprintf(out->topic, sizeof out->topic, "cert.all.%s.uploaded", pl);
         break;
@@ -227,11 +228,7 @@ int updates_build(proj_state *st, const evlog_event *ev, const uint8_t *raw, siz
     case INE__V1__EVENT__BODY_CA_CREATED: {
         const Ine__V1__CaCreated *t = ev->ca_created;
         b->cert.kind = INE__V1__CERTIFICATE_UPDATE__KIND__CA_CREATED;
-        if (t->ca) {
-            b->cert.serial_hex = t->ca->serial_hex ? t->ca->serial_hex : "";
-            b->cert.fingerprint_sha256 = t->ca->fingerprint_sha256 ? t->ca->fingerprint_sha256 : "";
-            b->cert.not_after = t->ca->not_after;
-        }
+        updates__certinfo(&b->cert, t->ca);
         snprintf(out->topic, sizeof out->topic, "cert.ca.created");
         break;
     }
