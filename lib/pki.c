@@ -251,7 +251,8 @@ out:
     return rc;
 }
 
-/* "spiffe://<cluster>/node/<uid>/<cp|dp>" → its parts; 0 when the URI has another shape. */
+/* "spiffe://<cluster>/node/<uid>/<cp|dp>" → its parts; 0 when the URI has another shape
+ * (pki.h, pki_x509_node_id, says what exactly is accepted). */
 static int pki__parse_spiffe(const char *u, size_t len, pki_info *info)
 {
     static const char pre[] = "spiffe://";
@@ -266,8 +267,10 @@ static int pki__parse_spiffe(const char *u, size_t len, pki_info *info)
     p += 5;
     uint64_t uid = 0;
     const char *digits = p;
+    /* Exactly: "01", "+1", " 1" or "1x" would name node 1 to a lax reader. */
+    if (p >= end || *p < '1' || *p > '9') return 0;
     while (p < end && *p >= '0' && *p <= '9' && p - digits < 10) uid = uid * 10 + (uint64_t)(*p++ - '0');
-    if (p == digits || uid > UINT32_MAX || p >= end || *p != '/') return 0;
+    if (uid == 0 || uid > UINT32_MAX || p >= end || *p != '/') return 0;
     p++;
     int plane;
     if (end - p == 2 && memcmp(p, "cp", 2) == 0) plane = PKI_PLANE_CONTROL;
@@ -296,6 +299,18 @@ static void pki__identity(X509 *x, pki_info *info)
         if (pki__parse_spiffe(u, (size_t)len, info)) break;
     }
     GENERAL_NAMES_free(gens);
+}
+
+int pki_x509_node_id(X509 *x, char *cluster, size_t clen, uint32_t *node_uid, int *plane)
+{
+    pki_info info;
+    memset(&info, 0, sizeof info);
+    pki__identity(x, &info);
+    if (!info.plane || strlen(info.cluster_uid) >= clen) return 0;
+    memcpy(cluster, info.cluster_uid, strlen(info.cluster_uid) + 1);
+    *node_uid = info.node_uid;
+    *plane = info.plane;
+    return 1;
 }
 
 void pki_info_clear(pki_info *info)

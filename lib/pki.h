@@ -88,6 +88,12 @@ typedef struct {
 
 /* Fill `out` (zeroed first; release with pki_info_clear, also after a failure). */
 int pki_cert_info(const pki_cert *c, pki_info *out);
+
+/* The node identity of a certificate: its first URI SAN that is exactly
+ * spiffe://<cluster>/node/<uid>/<cp|dp>, where <uid> is 1..4294967295 in decimal with no sign,
+ * no leading zero and no space, and nothing follows the plane. 1 with the parts (cluster
+ * NUL-terminated into clen bytes), 0 when the certificate has no such URI. */
+int pki_x509_node_id(X509 *x, char *cluster, size_t clen, uint32_t *node_uid, int *plane);
 void pki_info_clear(pki_info *info);
 /* Lowercase hex SHA-256 of the DER into out[65]. */
 int pki_cert_fingerprint(const pki_cert *c, char out[PKI_FPR_LEN + 1]);

@@ -8,6 +8,7 @@
 #include "transport.h"
 #include "err.h"
 #include "logline.h"
+#include "pki.h"
 #include "sealed.h"
 #include "tlsconf.h"
 
@@ -23,45 +24,18 @@ static const char *tp__sni(tp_plane plane) { return plane == TP_PLANE_DATA ? "da
 
 /* --- identity ------------------------------------------------------------------------------- */
 
-static int tp__spiffe(X509 *x, char *cluster, size_t clen, uint32_t *node, tp_plane *plane)
-{
-    GENERAL_NAMES *sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
-    int found = 0;
-    for (int i = 0; sans && i < sk_GENERAL_NAME_num(sans) && !found; i++) {
-        const GENERAL_NAME *g = sk_GENERAL_NAME_value(sans, i);
-        char buf[256], pl[4];
-        unsigned n;
-        int len;
-        if (g->type != GEN_URI) continue;
-        len = ASN1_STRING_length(g->d.uniformResourceIdentifier);
-        if (len <= 0 || len >= (int)sizeof buf) continue;
-        memcpy(buf, ASN1_STRING_get0_data(g->d.uniformResourceIdentifier), (size_t)len);
-        buf[len] = 0;
-        char *p = strncmp(buf, "spiffe://", 9) ? NULL : buf + 9, *slash = p ? strchr(p, '/') : NULL;
-        if (!slash || (size_t)(slash - p) >= clen) continue;
-        memcpy(cluster, p, (size_t)(slash - p));
-        cluster[slash - p] = 0;
-        if (sscanf(slash, "/node/%u/%3s", &n, pl) != 2) continue;
-        *node = n;
-        *plane = !strcmp(pl, "cp") ? TP_PLANE_CONTROL : !strcmp(pl, "dp") ? TP_PLANE_DATA : TP_PLANE_NONE;
-        found = *plane != 0;
-    }
-    GENERAL_NAMES_free(sans);
-    return found;
-}
-
 int tp_peer_identity(tp_t *tp, SSL *ssl, tp_plane plane, uint32_t *node, char *why, size_t why_len)
 {
     X509 *x = SSL_get0_peer_certificate(ssl);
     char cluster[80];
-    tp_plane cplane = TP_PLANE_NONE;
+    int cplane = 0;
     *node = 0;
     if (!x) return snprintf(why, why_len, "no certificate"), -1;
-    if (tp__spiffe(x, cluster, sizeof cluster, node, &cplane)) {
+    if (pki_x509_node_id(x, cluster, sizeof cluster, node, &cplane)) {
         const proj_node *n = proj_node_find(&tp->st, *node);
         if (strcmp(cluster, tp->st.cluster.uid)) return snprintf(why, why_len, "certificate of another cluster (%s)", cluster), -1;
         if (!n || n->removed) return snprintf(why, why_len, "node %u is not a node of this cluster", *node), -1;
-        if (cplane != plane)
+        if ((tp_plane)cplane != plane)
             return snprintf(why, why_len, "a %s-plane certificate cannot open a %s-plane stream",
                             cplane == TP_PLANE_DATA ? "data" : "control",
                             plane == TP_PLANE_DATA ? "data" : "control"), -1;

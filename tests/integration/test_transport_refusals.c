@@ -261,18 +261,27 @@ static int tls_closed(tls_client *t)
 
 /* A leaf for node `node`'s `plane` ("dp"/"cp") signed by ca/cakey, valid `days` from when
  * `faketime` (environment assignments for libfaketime, or "") says now is. */
-static void make_leaf(const char *name, int node, const char *plane, const char *ca, const char *cakey, const char *faketime, int days)
+/* A leaf whose SAN says spiffe://<cluster>/node/<node_text>/<plane> (IP 127.0.0.<ip_node>). */
+static void make_leaf_as(const char *name, int ip_node, const char *node_text, const char *plane, const char *ca, const char *cakey,
+                         const char *faketime, int days)
 {
     char *out = NULL;
     int rc = cl_sh(&out, 60,
-                   "cd %s && printf 'subjectAltName=IP:127.0.0.%d,URI:spiffe://%s/node/%d/%s\\nextendedKeyUsage=serverAuth,clientAuth\\n"
+                   "cd %s && printf 'subjectAltName=IP:127.0.0.%d,URI:spiffe://%s/node/%s/%s\\nextendedKeyUsage=serverAuth,clientAuth\\n"
                    "keyUsage=critical,digitalSignature,keyEncipherment\\nbasicConstraints=critical,CA:FALSE\\n' > %s.ext && "
-                   "openssl req -newkey rsa:2048 -nodes -keyout %s.key -out %s.csr -subj '/CN=node:%d %s' && "
+                   "openssl req -newkey rsa:2048 -nodes -keyout %s.key -out %s.csr -subj '/CN=%s %s' && "
                    "%s openssl x509 -req -in %s.csr -CA %s -CAkey %s -CAcreateserial -days %d -extfile %s.ext -out %s.pem",
-                   c.dir, node, cl_state(&c)->cluster.uid, node, plane, name, name, name, node, plane, faketime, name, ca, cakey, days,
-                   name, name);
+                   c.dir, ip_node, cl_state(&c)->cluster.uid, node_text, plane, name, name, name, name, plane, faketime, name, ca,
+                   cakey, days, name, name);
     cr_assert_eq(rc, 0, "making %s: %s", name, out);
     free(out);
+}
+
+static void make_leaf(const char *name, int node, const char *plane, const char *ca, const char *cakey, const char *faketime, int days)
+{
+    char text[16];
+    snprintf(text, sizeof text, "%d", node);
+    make_leaf_as(name, node, text, plane, ca, cakey, faketime, days);
 }
 
 Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_or_for_the_wrong_plane_are_refused)
@@ -335,6 +344,24 @@ Test(transport_refusals, certificates_that_are_missing_foreign_expired_unknown_o
     free(out);
     refused(mark, "node 9 is not a node of this cluster");
     good_flows("a certificate of an unknown node");
+
+    /* Signed by the cluster CA with node 1's address, but its identity is not exactly
+     * node/1/dp: read loosely, each of these would be node 1. */
+    {
+        static const char *odd[] = {"01", "+1", "-4294967295", "1x"};
+        for (size_t i = 0; i < sizeof odd / sizeof odd[0]; i++) {
+            char name[32], why[160];
+            snprintf(name, sizeof name, "odd%zu", i);
+            make_leaf_as(name, 1, odd[i], "dp", "ca.pem", "ca.key", "", 30);
+            mark = cl_log_mark(&c.tp[2]);
+            snprintf(args, sizeof args, "-servername data.ine -cert %s/%s.pem -key %s/%s.key", c.dir, name, c.dir, name);
+            s_client(&out, args);
+            free(out);
+            refused(mark, "the certificate is not a data-plane certificate of this cluster");
+            snprintf(why, sizeof why, "a certificate naming node '%s'", odd[i]);
+            good_flows(why);
+        }
+    }
 
     /* Node 1's real data-plane certificate asking for the control plane (SNI control.ine), and
      * its control-plane certificate asking for the data plane. */

@@ -1090,3 +1090,62 @@ Test(pki, upload_error_codes_are_the_proto_values)
     cr_assert_eq(pki_upload_err_code(PKI_UPLOAD_KEY_PARSE), INE__V1__ERROR_CODE__ERROR_CODE_KEY_PARSE);
     cr_assert_eq(pki_upload_err_code(PKI_UPLOAD_OK), INE__V1__ERROR_CODE__ERROR_CODE_OK);
 }
+
+/* A certificate whose only SAN is the given URI (the key and signature do not matter here). */
+static X509 *uri_cert(const char *uri)
+{
+    X509 *x = X509_new();
+    EVP_PKEY *k = EVP_EC_gen("P-256");
+    char san[300];
+    X509_EXTENSION *e;
+    snprintf(san, sizeof san, "URI:%s", uri);
+    cr_assert(x && k);
+    X509_set_version(x, 2);
+    X509_set_pubkey(x, k);
+    cr_assert_not_null(e = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, san), "%s", san);
+    X509_add_ext(x, e, -1);
+    X509_EXTENSION_free(e);
+    X509_sign(x, k, EVP_sha256());
+    EVP_PKEY_free(k);
+    return x;
+}
+
+Test(pki, a_node_identity_is_read_exactly_or_not_at_all)
+{
+    static const struct {
+        const char *uri;
+        uint32_t node; /* 0: no identity */
+        int plane;
+    } cases[] = {
+        {"spiffe://" UID "/node/1/cp", 1, PKI_PLANE_CONTROL},
+        {"spiffe://" UID "/node/12/dp", 12, PKI_PLANE_DATA},
+        {"spiffe://" UID "/node/4294967295/dp", 4294967295u, PKI_PLANE_DATA},
+        {"spiffe://" UID "/node/01/dp", 0, 0},            /* a leading zero */
+        {"spiffe://" UID "/node/+1/dp", 0, 0},            /* a sign */
+        {"spiffe://" UID "/node/-4294967295/dp", 0, 0},   /* what wraps to 1 */
+        {"spiffe://" UID "/node/ 1/dp", 0, 0},
+        {"spiffe://" UID "/node/0/dp", 0, 0},
+        {"spiffe://" UID "/node/4294967296/dp", 0, 0},
+        {"spiffe://" UID "/node/1/dp/x", 0, 0},          /* something after the plane */
+        {"spiffe://" UID "/node/1/dpx", 0, 0},
+        {"spiffe://" UID "/node/1x/dp", 0, 0},
+        {"spiffe://" UID "/node//dp", 0, 0},
+        {"spiffe:///node/1/dp", 0, 0},                    /* no trust domain */
+        {"https://" UID "/node/1/dp", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        X509 *x = uri_cert(cases[i].uri);
+        char cluster[80] = "";
+        uint32_t node = 0;
+        int plane = 0, got = pki_x509_node_id(x, cluster, sizeof cluster, &node, &plane);
+        if (cases[i].node) {
+            cr_assert_eq(got, 1, "%s is node %u", cases[i].uri, cases[i].node);
+            cr_assert_eq(node, cases[i].node, "%s", cases[i].uri);
+            cr_assert_eq(plane, cases[i].plane, "%s", cases[i].uri);
+            cr_assert_str_eq(cluster, UID);
+        } else {
+            cr_assert_eq(got, 0, "%s was read as node %u", cases[i].uri, node);
+        }
+        X509_free(x);
+    }
+}
