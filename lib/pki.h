@@ -149,6 +149,8 @@ typedef enum {
     PKI_UPLOAD_KEY_ENCRYPTED = INE__V1__ERROR_CODE__ERROR_CODE_KEY_ENCRYPTED,
     PKI_UPLOAD_KEY_PARSE = INE__V1__ERROR_CODE__ERROR_CODE_KEY_PARSE,
     PKI_UPLOAD_KEY_TOO_SMALL = INE__V1__ERROR_CODE__ERROR_CODE_KEY_TOO_SMALL,
+    PKI_UPLOAD_CERT_WEAK_SIGNATURE = INE__V1__ERROR_CODE__ERROR_CODE_CERT_WEAK_SIGNATURE,
+    PKI_UPLOAD_CERT_EXPIRES_SOON = INE__V1__ERROR_CODE__ERROR_CODE_CERT_EXPIRES_SOON,
 } pki_upload_err;
 
 /* The ine.v1.ErrorCode for an upload result. */
@@ -181,6 +183,13 @@ typedef struct {
  *   6. the leaf and every chain certificate are valid at now: notBefore <= now
  *                                                                   → CERT_NOT_YET_VALID
  *      and now < notAfter (OpenSSL's own boundary)                             → CERT_EXPIRED
+ *   6a. every certificate on the path is valid for PKI_UPLOAD_MIN_LEFT_S more (7 days: the
+ *      ine-ca replaces a customer certificate PKI_FALLBACK_BEFORE_S = 5 days before it expires,
+ *      so one inside that window would be replaced at once, plus a 2-day margin)
+ *                                                                   → CERT_EXPIRES_SOON
+ *   6b. no signature on the path is made with SHA-1 or MD5 (a self-signed root's own signature
+ *      is not judged: the root is trusted as it is)                → CERT_WEAK_SIGNATURE
+ *      and no certificate on the path has an RSA key under 2048 bits             → KEY_TOO_SMALL
  *   7. the leaf has an EKU extension listing both serverAuth and clientAuth     → CERT_EKU
  *      An absent EKU is refused, and anyExtendedKeyUsage does NOT count: OpenSSL's TLS purpose
  *      checks (which the transport's peers apply) reject a certificate whose EKU lacks the
@@ -195,6 +204,8 @@ typedef struct {
  * (`out` empty but for error_code), or another negative code with error_code
  * PKI_UPLOAD_INTERNAL when we could not do the work (memory, OpenSSL). Release `out` with
  * pki_upload_free in every case. `why` may be NULL. */
+#define PKI_FALLBACK_BEFORE_S (5 * 86400LL)   /* a customer certificate gives way this long before expiry */
+#define PKI_UPLOAD_MIN_LEFT_S (PKI_FALLBACK_BEFORE_S + 2 * 86400LL)
 int pki_upload_check(const char *cert_pem, const char *key_pem, int64_t now, pki_upload *out,
                      char *why, size_t why_len);
 void pki_upload_free(pki_upload *u);

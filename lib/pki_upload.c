@@ -340,6 +340,60 @@ static int up__validity(pki_upload *u, STACK_OF(X509) *path, int64_t now)
     return rc;
 }
 
+/* Rule 6a: nothing on the path expires inside the fallback window (plus its margin): the CA
+ * would replace the certificate at once, "new connections use it" being untrue seconds later. */
+static int up__lifetime(pki_upload *u, STACK_OF(X509) *path, int64_t now)
+{
+    int n = sk_X509_num(path), soonest = -1, rc;
+    int64_t min_na = INT64_MAX;
+    char when[32], *subj;
+    for (int i = 0; i < n; i++) {
+        int64_t na;
+        if (pki__time_unix(X509_get0_notAfter(sk_X509_value(path, i)), &na) == 0 && na < min_na) {
+            min_na = na;
+            soonest = i;
+        }
+    }
+    if (soonest < 0 || min_na - now >= PKI_UPLOAD_MIN_LEFT_S) return INE_OK;
+    subj = up__subject(sk_X509_value(path, soonest));
+    rc = up__rule(u, PKI_UPLOAD_CERT_EXPIRES_SOON,
+                  "the %s certificate (%s) expires at %s, in less than %lld days: customer certificates are replaced by "
+                  "self-signed ones %lld days before they expire, so this one would be replaced at once; upload one valid "
+                  "longer",
+                  soonest == 0 ? "leaf" : soonest == n - 1 ? "root" : "intermediate", subj ? subj : "?",
+                  ine_clock_fmt(min_na * INE_USEC_PER_SEC, when, sizeof when), PKI_UPLOAD_MIN_LEFT_S / 86400,
+                  PKI_FALLBACK_BEFORE_S / 86400);
+    free(subj);
+    return rc;
+}
+
+/* Rule 6b: strong signatures and keys on the whole path. */
+static int up__strength(pki_upload *u, STACK_OF(X509) *path)
+{
+    int n = sk_X509_num(path), rc = INE_OK;
+    char *subj = NULL;
+    for (int i = 0; i < n && rc == INE_OK; i++) {
+        X509 *x = sk_X509_value(path, i);
+        const char *role = i == 0 ? "leaf" : i == n - 1 ? "root" : "intermediate";
+        EVP_PKEY *pub = X509_get0_pubkey(x);
+        int mdnid = NID_undef, pknid = NID_undef;
+        if (i < n - 1 && OBJ_find_sigid_algs(X509_get_signature_nid(x), &mdnid, &pknid) == 1 &&
+            (mdnid == NID_sha1 || mdnid == NID_md5 || mdnid == NID_md5_sha1 || mdnid == NID_md4 || mdnid == NID_md2)) {
+            subj = up__subject(x);
+            rc = up__rule(u, PKI_UPLOAD_CERT_WEAK_SIGNATURE,
+                          "the %s certificate (%s) is signed with %s, which is broken for signatures; its issuer must sign "
+                          "with SHA-256 or stronger",
+                          role, subj ? subj : "?", OBJ_nid2sn(mdnid));
+        } else if (pub && EVP_PKEY_is_a(pub, "RSA") && EVP_PKEY_get_bits(pub) < PKI_NODE_KEY_BITS) {
+            subj = up__subject(x);
+            rc = up__rule(u, PKI_UPLOAD_KEY_TOO_SMALL, "the %s certificate (%s) has an RSA key of %d bits; at least %d are required",
+                          role, subj ? subj : "?", EVP_PKEY_get_bits(pub), PKI_NODE_KEY_BITS);
+        }
+    }
+    free(subj);
+    return rc;
+}
+
 /* Rule 7: an EKU extension naming both TLS purposes (see pki.h for why anyExtendedKeyUsage
  * does not count). */
 static int up__eku(pki_upload *u, X509 *leaf)
@@ -432,6 +486,8 @@ int pki_upload_check(const char *cert_pem, const char *key_pem, int64_t now, pki
     GUARD_GOTO(up__chain(out, certs, &path), out);
     GUARD_GOTO(up__key(out, key_pem, sk_X509_value(path, 0), &key), out);
     GUARD_GOTO(up__validity(out, path, now), out);
+    GUARD_GOTO(up__lifetime(out, path, now), out);
+    GUARD_GOTO(up__strength(out, path), out);
     GUARD_GOTO(up__eku(out, sk_X509_value(path, 0)), out);
     GUARD_GOTO(up__verify(out, path, now), out);
     GUARD_GOTO(up__fill(out, path, &key), out);

@@ -23,7 +23,7 @@
 #include "rpc.h"
 #include "seal.h"
 
-#define CA_FALLBACK_BEFORE_S (5 * 86400LL)  /* customer certificate replaced this long before expiry */
+#define CA_FALLBACK_BEFORE_S PKI_FALLBACK_BEFORE_S  /* customer certificate replaced this long before expiry (pki.h) */
 #define CA_DEFAULT_ROTATION_S (30 * 86400LL)
 #define CA_DEFAULT_VALIDITY_S (90 * 86400LL)
 

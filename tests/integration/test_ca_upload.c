@@ -132,6 +132,13 @@ Test(upload, every_rule_is_checked_before_anything_is_written)
                                 now - CF_DAY, now + 90 * CF_DAY);
     X509 *client_only = cf_cert("ine.customer.example", good.leaf_key, good.root, good.root_key, 0, CF_CLIENT,
                                 now - CF_DAY, now + 90 * CF_DAY);
+    /* Signed with SHA-1 (issue #22: accepted before), and with 3 days left (inside the 5-day
+     * fallback window: accepted, then replaced seconds later). */
+    X509 *sha1 = cf_cert("ine.customer.example", good.leaf_key, good.root, good.root_key, 0, CF_SERVER | CF_CLIENT,
+                         now - CF_DAY, now + 90 * CF_DAY);
+    cr_assert_gt(X509_sign(sha1, good.root_key, EVP_sha1()), 0);
+    X509 *short_lived = cf_cert("ine.customer.example", good.leaf_key, good.root, good.root_key, 0, CF_SERVER | CF_CLIENT,
+                                now - 30 * CF_DAY, now + 3 * CF_DAY);
     /* A root with the right name but another key: the leaf does not verify under it. */
     X509 *foreign_root = cf_cert("Customer Root CA", foreign_key, NULL, NULL, 1, 0, now - CF_DAY, now + 3650 * CF_DAY);
 
@@ -143,6 +150,8 @@ Test(upload, every_rule_is_checked_before_anything_is_written)
     char *foreign_crt = crt_file("foreign.crt", good.leaf, foreign_root, NULL);
     char *extra_crt = crt_file("extra.crt", good.leaf, good.root, foreign_root, NULL);
     char *self_crt = crt_file("self.crt", good.root, NULL);
+    char *sha1_crt = crt_file("sha1.crt", sha1, good.root, NULL);
+    char *short_crt = crt_file("short-lived.crt", short_lived, good.root, NULL);
     char *other_key = key_file("other.key", other, NULL);
     char *enc_key = key_file("encrypted.key", good.leaf_key, "s3cret passphrase");
     char *garbage = cf_write("garbage.pem", "this is not a certificate\n");
@@ -162,6 +171,9 @@ Test(upload, every_rule_is_checked_before_anything_is_written)
     refused("lacks clientAuth", "CERT_EKU", server_crt, good_key, NULL, NULL);
     refused("lacks serverAuth", "CERT_EKU", client_crt, good_key, NULL, NULL);
     refused("encrypted with a passphrase", "KEY_ENCRYPTED", good_crt, enc_key, NULL, NULL);
+    refused("is signed with SHA1", "CERT_WEAK_SIGNATURE", sha1_crt, good_key, NULL, NULL);
+    refused("would be replaced at once", "CERT_EXPIRES_SOON", short_crt, good_key, NULL, NULL);
+    refused("would be replaced at once", "CERT_EXPIRES_SOON", NULL, NULL, short_crt, good_key);
     refused("does not parse", "KEY_PARSE", good_crt, garbage, NULL, NULL);
     /* The data plane's rule, through the dpine_* keywords. */
     refused("has expired", "CERT_EXPIRED", NULL, NULL, expired_crt, good_key);
@@ -181,11 +193,12 @@ Test(upload, every_rule_is_checked_before_anything_is_written)
     cr_assert_eq(cf_count(EV_UPLOADED, 0), 1);
     cr_assert_eq(cf_ca_stop(p), 0, "%s", cf_ca_log());
 
+    X509_free(sha1); X509_free(short_lived);
     X509_free(expired); X509_free(future); X509_free(server_only); X509_free(client_only); X509_free(foreign_root);
     EVP_PKEY_free(other); EVP_PKEY_free(foreign_key);
     cf_chain_free(&good); cf_chain_free(&ec);
     char *paths[] = {good_crt, good_key, ec_crt, ec_key, leaf_only, expired_crt, future_crt, server_crt, client_crt,
-                     foreign_crt, extra_crt, self_crt, other_key, enc_key, garbage, bad_pem, missing};
+                     foreign_crt, extra_crt, self_crt, other_key, enc_key, garbage, bad_pem, missing, sha1_crt, short_crt};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) free(paths[i]);
 }
 
@@ -468,14 +481,13 @@ Test(upload, falls_back_to_self_signed_5_days_before_the_customer_certificate_ex
         assert_slot(nodes[n], "data", "self_signed", "customer_expiry_fallback", NULL);
     }
 
-    /* Uploading the same short-lived certificate again is accepted (an upload is accepted at
-     * any time), and since it still has less than 5 days left it falls back again. */
+    /* Uploading the same short-lived certificate again is refused (issue #22): it is inside the
+     * fallback window, so it would be replaced at once. Its own error code; nothing changes. */
     from = cf_last_seq() + 1;
-    cr_assert_eq(set_internal(&out, &err, crt, key, crt, key), 0, "%s", err);
+    cr_assert_neq(set_internal(&out, &err, crt, key, crt, key), 0, "a certificate with 5 days left was accepted");
+    cr_assert(strstr(err, "[CERT_EXPIRES_SOON]") && strstr(err, "would be replaced at once"), "%s", err);
     free(out); free(err);
-    cr_assert_eq(cf_wait_count(EV_FALLBACK, from, 2, CF_WAIT_S), 2, "the re-uploaded certificate falls back too:\n%s",
-                 cf_ca_log());
-    cr_assert_eq(cf_wait_count(EV_ROTATED, from, 2, CF_WAIT_S), 2, "%s", cf_ca_log());
+    cr_assert_eq(cf_last_seq(), from - 1, "the refused upload changed the log");
     for (size_t n = 0; n < 4; n++) {
         assert_slot(nodes[n], "control", "self_signed", "customer_expiry_fallback", NULL);
         assert_slot(nodes[n], "data", "self_signed", "customer_expiry_fallback", NULL);
@@ -490,7 +502,7 @@ Test(upload, falls_back_to_self_signed_5_days_before_the_customer_certificate_ex
     free(out); free(err);
     char *fresh_fp = fingerprint(fresh.leaf);
     cf_barrier(30);
-    cr_assert_eq(cf_count(EV_FALLBACK, 0), 4, "no further fallback:\n%s", cf_ca_log());
+    cr_assert_eq(cf_count(EV_FALLBACK, 0), 2, "no further fallback:\n%s", cf_ca_log());
     assert_slot(1, "control", "customer", "customer_upload", fresh_fp);
     assert_slot(30, "control", "customer", "customer_upload", fresh_fp);
     cr_assert_eq(cf_ca_stop(p), 0, "%s", cf_ca_log());

@@ -997,16 +997,85 @@ Test(pki, upload_refuses_certificates_outside_their_validity)
         free(key);
         fx_chain_free(&c);
     }
-    /* one second earlier the boundary case is fine */
+    /* Valid, but inside the fallback window plus its margin: refused with its own code, down
+     * to the second; exactly PKI_UPLOAD_MIN_LEFT_S left is fine. */
     fx_chain c;
-    fx_chain_make(&c, (fx_spec){.levels = 2, .leaf_na = NOW});
+    fx_chain_make(&c, (fx_spec){.levels = 2, .leaf_nb = NOW - 30 * DAY, .leaf_na = NOW});
     char *cert = fx_pem(c.leaf, c.root, NULL), *key = fx_key_pem(c.leaf_key);
     pki_upload u;
-    expect_accepted(cert, key, NOW - 1, &u);
+    expect_refused(cert, key, c.leaf_key, NOW - 1, PKI_UPLOAD_CERT_EXPIRES_SOON, "would be replaced at once");
+    expect_refused(cert, key, c.leaf_key, NOW - PKI_UPLOAD_MIN_LEFT_S + 1, PKI_UPLOAD_CERT_EXPIRES_SOON, "leaf certificate");
+    expect_accepted(cert, key, NOW - PKI_UPLOAD_MIN_LEFT_S, &u);
     pki_upload_free(&u);
     free(cert);
     free(key);
     fx_chain_free(&c);
+    /* An intermediate about to expire takes the chain with it. */
+    fx_chain_make(&c, (fx_spec){.levels = 3, .mid_na = NOW + 3 * DAY});
+    cert = fx_pem(c.leaf, c.mid, c.root, NULL);
+    key = fx_key_pem(c.leaf_key);
+    expect_refused(cert, key, c.leaf_key, NOW, PKI_UPLOAD_CERT_EXPIRES_SOON, "intermediate certificate");
+    free(cert);
+    free(key);
+    fx_chain_free(&c);
+}
+
+Test(pki, upload_refuses_sha1_and_md5_signatures_and_small_chain_keys)
+{
+    struct {
+        int levels, which; /* 0: re-sign the leaf, 1: the intermediate */
+        const EVP_MD *(*md)(void);
+        const char *kw;
+    } cases[] = {
+        {2, 0, EVP_sha1, "leaf certificate (CN=node1.customer.example,O=Customer) is signed with SHA1"},
+        {3, 0, EVP_sha1, "leaf certificate"},
+        {3, 1, EVP_sha1, "intermediate certificate (CN=Customer Intermediate,O=Customer) is signed with SHA1"},
+        {2, 0, EVP_md5, "signed with MD5"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        fx_chain c;
+        fx_chain_make(&c, (fx_spec){.levels = cases[i].levels});
+        if (cases[i].which == 0) cr_assert_gt(X509_sign(c.leaf, c.mid ? c.mid_key : c.root_key, cases[i].md()), 0);
+        else cr_assert_gt(X509_sign(c.mid, c.root_key, cases[i].md()), 0);
+        char *cert = c.mid ? fx_pem(c.leaf, c.mid, c.root, NULL) : fx_pem(c.leaf, c.root, NULL);
+        char *key = fx_key_pem(c.leaf_key);
+        expect_refused(cert, key, c.leaf_key, NOW, PKI_UPLOAD_CERT_WEAK_SIGNATURE, cases[i].kw);
+        free(cert);
+        free(key);
+        fx_chain_free(&c);
+    }
+    /* A root's own SHA-1 self-signature is not judged: the root is trusted as it is. */
+    {
+        fx_chain c;
+        pki_upload u;
+        fx_chain_make(&c, (fx_spec){.levels = 2});
+        cr_assert_gt(X509_sign(c.root, c.root_key, EVP_sha1()), 0);
+        cr_assert_gt(X509_sign(c.leaf, c.root_key, EVP_sha256()), 0); /* the root's signature changed, not its key */
+        char *cert = fx_pem(c.leaf, c.root, NULL), *key = fx_key_pem(c.leaf_key);
+        expect_accepted(cert, key, NOW, &u);
+        pki_upload_free(&u);
+        free(cert);
+        free(key);
+        fx_chain_free(&c);
+    }
+    /* An intermediate with a 1024-bit RSA key (the leaf's is 2048). */
+    {
+        fx_chain c;
+        fx_chain_make(&c, (fx_spec){.levels = 3});
+        EVP_PKEY *small = EVP_RSA_gen(1024);
+        cr_assert_not_null(small);
+        X509 *mid = fx_cert("Customer Intermediate", small, c.root, c.root_key, 1, 0, NOW - 300 * DAY, NOW + 1825 * DAY, 1);
+        cr_assert_gt(X509_sign(c.leaf, small, EVP_sha256()), 0);
+        X509_set_issuer_name(c.leaf, X509_get_subject_name(mid));
+        cr_assert_gt(X509_sign(c.leaf, small, EVP_sha256()), 0);
+        char *cert = fx_pem(c.leaf, mid, c.root, NULL), *key = fx_key_pem(c.leaf_key);
+        expect_refused(cert, key, c.leaf_key, NOW, PKI_UPLOAD_KEY_TOO_SMALL, "intermediate certificate");
+        free(cert);
+        free(key);
+        X509_free(mid);
+        EVP_PKEY_free(small);
+        fx_chain_free(&c);
+    }
 }
 
 Test(pki, upload_refuses_a_leaf_without_both_tls_ekus)
@@ -1148,4 +1217,39 @@ Test(pki, a_node_identity_is_read_exactly_or_not_at_all)
         }
         X509_free(x);
     }
+}
+
+/* What the stricter rules must not refuse: an RSA-4096 leaf, a PKCS#1 ("RSA PRIVATE KEY") key,
+ * CRLF line ends, three levels. */
+Test(pki, upload_still_accepts_rsa4096_pkcs1_crlf_and_three_levels)
+{
+    fx_chain c;
+    pki_upload u;
+    fx_chain_make(&c, (fx_spec){.levels = 3});
+    EVP_PKEY *big = EVP_RSA_gen(4096);
+    cr_assert_not_null(big);
+    X509 *leaf = fx_cert("node1.customer.example", big, c.mid, c.mid_key, 0, FX_SERVER | FX_CLIENT, NOW - DAY, NOW + 90 * DAY, 1);
+    char *cert = fx_pem(leaf, c.mid, c.root, NULL);
+    BIO *b = BIO_new(BIO_s_mem());
+    cr_assert_eq(PEM_write_bio_PrivateKey_traditional(b, big, NULL, NULL, 0, NULL, NULL), 1);
+    char *key = fx_bio_string(b);
+    cr_assert(strstr(key, "BEGIN RSA PRIVATE KEY"), "a PKCS#1 key: %.40s", key);
+    /* CRLF everywhere */
+    size_t n = 0;
+    for (const char *p = cert; *p; p++) n += *p == '\n';
+    char *crlf = malloc(strlen(cert) + n + 1), *q = crlf;
+    for (const char *p = cert; *p; p++) {
+        if (*p == '\n') *q++ = '\r';
+        *q++ = *p;
+    }
+    *q = 0;
+    expect_accepted(crlf, key, NOW, &u);
+    cr_assert_eq(EVP_PKEY_get_bits(pki_evp(u.key)), 4096);
+    pki_upload_free(&u);
+    free(crlf);
+    free(cert);
+    free(key);
+    X509_free(leaf);
+    EVP_PKEY_free(big);
+    fx_chain_free(&c);
 }
