@@ -27,6 +27,8 @@ static const alerts_def alerts__defs[ALERTS_COUNT] = {
      ALERTS_UNIT_NONE, 0, 0, 0, "a customer certificate near expiry was replaced by self-signed ones (until a new upload)"},
     {ALERTS_STORAGE, "consensus_storage_near_quota", 0, INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_WARNING,
      ALERTS_UNIT_PERCENT, 1, 99, 75, "etcd's database, where the cluster's log commits, uses more of its quota than the threshold"},
+    {ALERTS_CLOCK_SKEW, "node_clock_skew", 1, INE__V1__ALERT_SEVERITY__ALERT_SEVERITY_WARNING,
+     ALERTS_UNIT_SECONDS, 1, 3600, 120, "a node's clock is off the cluster's by the threshold or more (measured on heartbeats)"},
 };
 
 const alerts_def *alerts_def_at(alerts_kind k)
@@ -48,6 +50,7 @@ const char *alerts_unit_name(alerts_unit u)
     case ALERTS_UNIT_HOURS: return "hours";
     case ALERTS_UNIT_MINUTES: return "minutes";
     case ALERTS_UNIT_PERCENT: return "percent";
+    case ALERTS_UNIT_SECONDS: return "seconds";
     default: return "";
     }
 }
@@ -113,7 +116,8 @@ void alerts_setting_get(const proj_state *st, const alerts_def *d, alerts_settin
 
 void alerts_id(const alerts_def *d, uint32_t node, int plane, char *buf)
 {
-    if (d->per_node) snprintf(buf, ALERTS_ID_LEN, "%s/%u/%s", d->name, node, alerts_plane_tag(plane));
+    if (d->per_node && !plane) snprintf(buf, ALERTS_ID_LEN, "%s/%u", d->name, node);
+    else if (d->per_node) snprintf(buf, ALERTS_ID_LEN, "%s/%u/%s", d->name, node, alerts_plane_tag(plane));
     else if (d->kind == ALERTS_CUSTOMER_FALLBACK) snprintf(buf, ALERTS_ID_LEN, "%s/%s", d->name, alerts_plane_tag(plane));
     else snprintf(buf, ALERTS_ID_LEN, "%s", d->name);
 }
@@ -133,6 +137,12 @@ const char *alerts_subject(const proj_state *st, const alerts_def *d, uint32_t n
 }
 
 /* ---- evaluation -------------------------------------------------------------------------- */
+
+static int alerts__cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
 
 typedef struct {
     alerts_want *v;
@@ -236,6 +246,81 @@ static int alerts__cmp(const void *a, const void *b)
     return strcmp(((const alerts_want *)a)->alert_id, ((const alerts_want *)b)->alert_id);
 }
 
+/* Per observer: the cluster's clock is the median of the observer's own (0) and the offsets
+ * it measured; each node's skew is its offset from that median. The largest a node shows to
+ * any observer is what its alert says. */
+static int alerts__skew(const proj_state *st, int64_t now, const alerts_env *env, const alerts_def *d, const alerts_setting *s,
+                        alerts__list *l)
+{
+    size_t n = env->n_clocks;
+    int64_t *vals = calloc(n + 1, sizeof *vals), *worst = calloc(n + 1, sizeof *worst);
+    uint32_t *nodes = calloc(n + 1, sizeof *nodes), *seen_by = calloc(n + 1, sizeof *seen_by);
+    size_t n_nodes = 0;
+    int rc = -1;
+    if (!vals || !worst || !nodes || !seen_by) goto out;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t o = env->clocks[i].observer;
+        size_t k = 0, j;
+        int first = 1;
+        for (j = 0; j < i; j++)
+            if (env->clocks[j].observer == o) first = 0;
+        if (!first) continue; /* this observer was done with its first entry */
+        vals[k++] = 0;
+        for (j = i; j < n; j++)
+            if (env->clocks[j].observer == o && env->clocks[j].at >= now - 60) vals[k++] = env->clocks[j].offset_ms;
+        if (k < 2) continue;
+        qsort(vals, k, sizeof *vals, alerts__cmp_i64);
+        int64_t median = vals[k / 2];
+        /* The observer itself (offset 0), then each node it measured. */
+        for (j = i; j <= n; j++) {
+            uint32_t node;
+            int64_t skew;
+            size_t m;
+            if (j == n) {
+                node = o;
+                skew = -median;
+            } else if (env->clocks[j].observer == o && env->clocks[j].at >= now - 60) {
+                node = env->clocks[j].node;
+                skew = env->clocks[j].offset_ms - median;
+            } else {
+                continue;
+            }
+            for (m = 0; m < n_nodes && nodes[m] != node; m++) {
+            }
+            if (m == n_nodes) {
+                nodes[n_nodes] = node;
+                worst[n_nodes] = 0;
+                n_nodes++;
+            }
+            if ((skew < 0 ? -skew : skew) > (worst[m] < 0 ? -worst[m] : worst[m])) {
+                worst[m] = skew;
+                seen_by[m] = o;
+            }
+        }
+    }
+    for (size_t m = 0; m < n_nodes; m++) {
+        const proj_node *pn = proj_node_find(st, nodes[m]);
+        int64_t abs_ms = worst[m] < 0 ? -worst[m] : worst[m];
+        alerts_want *w;
+        if (!pn || pn->removed || abs_ms < (int64_t)s->threshold * 1000) continue;
+        if (!(w = alerts__push(l, d, nodes[m], 0, s))) goto out;
+        snprintf(w->change_value, sizeof w->change_value, "%lld", (long long)(worst[m] / 1000));
+        snprintf(w->description, sizeof w->description,
+                 "node %u's clock is %lld s %s the cluster's (measured on control-plane heartbeats by node %u; threshold %ld s): "
+                 "certificates are backdated %d s, past which this node refuses new ones as not yet valid; fix its time "
+                 "synchronisation (NTP)",
+                 nodes[m], (long long)(abs_ms / 1000), worst[m] > 0 ? "ahead of" : "behind", seen_by[m], s->threshold,
+                 PKI_BACKDATE_S);
+    }
+    rc = 0;
+out:
+    free(vals);
+    free(worst);
+    free(nodes);
+    free(seen_by);
+    return rc;
+}
+
 int alerts_evaluate(const proj_state *st, int64_t now, const alerts_env *env, alerts_want **out, size_t *n)
 {
     alerts_setting set[ALERTS_COUNT];
@@ -298,6 +383,9 @@ int alerts_evaluate(const proj_state *st, int64_t now, const alerts_env *env, al
         }
     }
 
+    d = &alerts__defs[ALERTS_CLOCK_SKEW];
+    if (set[d->kind].enabled && env && env->n_clocks && alerts__skew(st, now, env, d, &set[d->kind], &l) < 0) goto oom;
+
     if (l.n) qsort(l.v, l.n, sizeof *l.v, alerts__cmp);
     *out = l.v;
     *n = l.n;
@@ -329,6 +417,7 @@ const char *alerts_clear_reason(const proj_state *st, const alerts_def *d, uint3
     }
     case ALERTS_CUSTOMER_FALLBACK: return "customer certificate uploaded";
     case ALERTS_STORAGE: return "below the threshold";
+    case ALERTS_CLOCK_SKEW: return "clock back within the threshold";
     default: return "resolved";
     }
 }

@@ -14,10 +14,11 @@
  *   node_cert_not_activated              <name>/<node>/<cp|dp>  warning   minutes after issuance (10)
  *   customer_cert_expiry_fallback        <name>/<cp|dp>         info      none
  *   consensus_storage_near_quota         <name>                 warning   percent of etcd's quota used (75)
+ *   node_clock_skew                      <name>/<node>          warning   seconds off the cluster's clock (120)
  *
  * - expiry: a live node's current certificate (any source) or the cluster CA certificate
  *   has less than `threshold` days of validity left;
- * - rotation overdue: a self-signed certificate's age (from notBefore + the 60 s backdate)
+ * - rotation overdue: a self-signed certificate's age (from notBefore + PKI_BACKDATE_S)
  *   passed the cluster's rotation period (30 days) by `threshold` hours and nothing replaced
  *   it (the CA is down, or failing);
  * - not activated: `threshold` minutes after a certificate was issued, its node has not
@@ -27,6 +28,12 @@
  * - storage: etcd's database (where the cluster's log commits) uses `threshold` percent of
  *   its quota or more; past the quota every write fails. Not a function of the log: the
  *   caller measures it (alerts_env) and an alert without a measure is never asked for.
+ * - clock skew: a node's clock is `threshold` seconds or more off the cluster's, measured on
+ *   control-plane heartbeats (lib/skew.h, in alerts_env): from each observer's measurements,
+ *   the cluster's clock is the median of the observer's own (offset 0) and its peers', and a
+ *   node's skew its offset from that median. Certificates are backdated PKI_BACKDATE_S (600 s):
+ *   past that a node refuses new certificates as not yet valid, so the default (120 s) warns
+ *   well before anything breaks. Measurements older than a minute are not used.
  *
  * The certificate an alert concerns is its *subject*: the slot's current certificate, the CA,
  * or the customer certificate the fallback replaced. An alert is raised once per subject and
@@ -39,6 +46,7 @@
 #include <stdint.h>
 
 #include "proj.h"
+#include "skew.h"
 
 typedef enum {
     ALERTS_NODE_EXPIRY = 0,
@@ -47,10 +55,18 @@ typedef enum {
     ALERTS_NOT_ACTIVATED,
     ALERTS_CUSTOMER_FALLBACK,
     ALERTS_STORAGE,
+    ALERTS_CLOCK_SKEW,
     ALERTS_COUNT
 } alerts_kind;
 
-typedef enum { ALERTS_UNIT_NONE = 0, ALERTS_UNIT_DAYS, ALERTS_UNIT_HOURS, ALERTS_UNIT_MINUTES, ALERTS_UNIT_PERCENT } alerts_unit;
+typedef enum {
+    ALERTS_UNIT_NONE = 0,
+    ALERTS_UNIT_DAYS,
+    ALERTS_UNIT_HOURS,
+    ALERTS_UNIT_MINUTES,
+    ALERTS_UNIT_PERCENT,
+    ALERTS_UNIT_SECONDS
+} alerts_unit;
 
 #define ALERTS_THRESHOLD_LEN 24   /* a canonical threshold: decimal digits, NUL */
 #define ALERTS_ID_LEN 96
@@ -123,6 +139,8 @@ typedef struct {
     int64_t storage_used_bytes;   /* etcd's database size on the node's member */
     int64_t storage_quota_bytes;  /* its --quota-backend-bytes (etcd.conf quota_bytes) */
     const char *storage_where;    /* the member it was measured on, for the description */
+    const skew_entry *clocks;     /* clock offsets measured on heartbeats (lib/skew.h) */
+    size_t n_clocks;
 } alerts_env;
 
 /* Every enabled alert the state (and env, may be NULL) asks for at `now` (unix seconds),

@@ -39,7 +39,10 @@ typedef struct pki_key pki_key;   /* one EVP_PKEY holding a private key */
 #define PKI_CA_YEARS_DEFAULT 10
 #define PKI_NODE_KEY_BITS 2048
 #define PKI_NODE_VALIDITY_DEFAULT (90 * 86400LL)
-#define PKI_BACKDATE_S 60
+/* notBefore is set this far before issuance: a node whose clock runs up to 10 minutes behind
+ * the CA's still accepts a new certificate (cert-manager and step-ca backdate too); past that,
+ * the node_clock_skew alert has said so first (lib/alerts.h). */
+#define PKI_BACKDATE_S 600
 #define PKI_FPR_LEN 64 /* hex characters of a SHA-256 fingerprint */
 
 /* Plane numbers are ine.v1.Plane's: 1 control ("cp"), 2 data ("dp"). */

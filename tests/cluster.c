@@ -177,7 +177,9 @@ int cl_wait_log(const cl_proc *p, size_t mark, const char *text, int timeout_ms)
     }
 }
 
-void cl_tp_start(cl_t *c, int n)
+void cl_tp_start(cl_t *c, int n) { cl_tp_start_env(c, n, NULL); }
+
+void cl_tp_start_env(cl_t *c, int n, char *const env[])
 {
     char node[16], port[16], hs[16], name[32];
     snprintf(node, sizeof node, "%d", n);
@@ -186,7 +188,7 @@ void cl_tp_start(cl_t *c, int n)
     snprintf(name, sizeof name, "transport-%d", n);
     char *argv[] = {(char *)tu_bin("ine-transport"), "--data-dir", c->tp_dd[n] ? c->tp_dd[n] : c->dd, "--node", node,
                     "--port", port, "--handshake-timeout", hs, NULL};
-    cl_spawn(c, &c->tp[n], name, argv, NULL);
+    cl_spawn(c, &c->tp[n], name, argv, env);
 }
 
 int cl_tp_stop(cl_t *c, int n, int sig) { return cl_kill(&c->tp[n], sig); }

@@ -73,6 +73,8 @@ int cl_kill(cl_proc *p, int sig);
 
 /* Transport of node n: start (data dir: c->tp_dd[n] or c->dd) / stop with a signal. */
 void cl_tp_start(cl_t *c, int n);
+/* The same with extra environment ("K=V", NULL-terminated), e.g. a clock offset by libfaketime. */
+void cl_tp_start_env(cl_t *c, int n, char *const env[]);
 int cl_tp_stop(cl_t *c, int n, int sig);
 /* The size of a process's log now: a mark to search after. */
 size_t cl_log_mark(const cl_proc *p);

@@ -84,6 +84,7 @@ static const char *usage_text =
     "        node_cert_not_activated              minutes after issuance (default 10)\n"
     "        customer_cert_expiry_fallback        no threshold (a notice)\n"
     "        consensus_storage_near_quota         percent of etcd's quota used (default 75)\n"
+    "        node_clock_skew                      seconds off the cluster's clock (default 120)\n"
     "      e.g. inectl tune cluster alert cluster_certs_about_to_expire enabled true threshold 45\n"
     "  status alerts\n"
     "      Every alert's setting and the alerts in force (read from the local log).\n"

@@ -7,6 +7,7 @@
  * projection is checked before every append, and every append carries a request id that names
  * the alert, the certificate it concerns and the episode, so a repeat writes nothing. */
 #include "alerting.h"
+#include "skew.h"
 #include "clock.h"
 #include "err.h"
 #include "logline.h"
@@ -243,7 +244,14 @@ int alerting_evaluate(alerting_t *a)
     {
         alerts_env env = {.storage_used_bytes = a->storage_used, .storage_quota_bytes = a->storage_quota,
                           .storage_where = a->storage_where[0] ? a->storage_where : NULL};
-        GUARD(alerts_evaluate(&a->st, ine_clock_now(), &env, &want, &n));
+        skew_entry *clocks = NULL;
+        /* The clock offsets this node's transports measured (lib/skew.h); none: no skew alert. */
+        if (skew_read(a->run_dir, ine_clock_now() - 60, &clocks, &env.n_clocks) < 0)
+            logline(LOGLINE_WARN, a->st.applied_seq, "clock offsets: %s", ine_err_msg());
+        env.clocks = clocks;
+        rc = alerts_evaluate(&a->st, ine_clock_now(), &env, &want, &n);
+        free(clocks);
+        GUARD(rc);
     }
 
     /* Clears first: an alert whose certificate was replaced by one that also qualifies ends,

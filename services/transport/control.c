@@ -5,7 +5,9 @@
  * activation (a node cut off from etcd is recorded by one that is not). */
 #include "transport.h"
 #include "clock.h"
+#include "err.h"
 #include "logline.h"
+#include "skew.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -26,8 +28,24 @@ static int tp__heartbeat_send(tp_conn *c)
     }
     hb.served = scp;
     hb.n_served = 2;
-    if (tp_send_frame(c, &hb.base) == 0) return tp_flush(c);
-    return 0;
+    if (tp_send_frame(c, &hb.base) != 0) return 0;
+    {
+        /* Ours (not an answer): the answer's time against this one's measures the peer's clock. */
+        tp_peer *pr = tp_peer_find(tp, c->peer_node);
+        if (pr && pr->conn == c) pr->hb_sent_us = hb.time_us;
+    }
+    return tp_flush(c);
+}
+
+/* NTP's estimate from one exchange: the peer stamped its answer at the midpoint of our send
+ * and our receipt, give or take half the round trip. */
+static void tp__clock_measure(tp_peer *pr, int64_t peer_us)
+{
+    int64_t now = ine_clock_now_us();
+    if (!pr->hb_sent_us || now < pr->hb_sent_us) return;
+    pr->offset_ms = (peer_us - (pr->hb_sent_us + now) / 2) / 1000;
+    pr->offset_at = now / 1000000;
+    pr->hb_sent_us = 0;
 }
 
 /* Heartbeat frames on a control stream; the accepting side answers each with its own. */
@@ -49,6 +67,7 @@ static void tp__control_read(tp_conn *c, int answer)
         }
         if ((pr = tp_peer_find(c->tp, hb->node_uid))) {
             pr->last_heartbeat_ms = ine_clock_mono_ms();
+            if (!answer && pr->conn == c) tp__clock_measure(pr, hb->time_us);
             for (size_t i = 0; i < hb->n_served; i++) {
                 tp_plane p = (tp_plane)hb->served[i]->plane;
                 int known = p == TP_PLANE_CONTROL || p == TP_PLANE_DATA;
@@ -120,9 +139,24 @@ static void tp__control_dialed(tp_conn *c, tp_dial_result r, const char *why)
 }
 
 
+/* What this node measured of its peers' clocks, for ine-alerting (lib/skew.h). */
+static void tp__clock_write(tp_t *tp)
+{
+    skew_entry e[64];
+    size_t n = 0;
+    int64_t now = ine_clock_now();
+    for (size_t i = 0; i < tp->n_peers && n < sizeof e / sizeof e[0]; i++) {
+        const tp_peer *p = &tp->peers[i];
+        if (!p->offset_at || p->offset_at < now - 60) continue;
+        e[n++] = (skew_entry){tp->node_uid, p->node_uid, p->offset_ms, p->offset_at};
+    }
+    if (skew_write(tp->run_dir, tp->node_uid, e, n) < 0) logline(LOGLINE_WARN, 0, "clock offsets: %s", ine_err_msg());
+}
+
 void tp_heartbeat_tick(tp_t *tp)
 {
     int64_t now = ine_clock_mono_ms();
+    tp__clock_write(tp);
     for (size_t i = 0; i < tp->n_peers; i++) {
         tp_peer *p = &tp->peers[i];
         if (p->conn) {

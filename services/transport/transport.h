@@ -201,6 +201,9 @@ typedef struct {
     int64_t last_heartbeat_ms;
     char served[TP_PLANES][65];           /* what it said it serves, per plane 1..2 (fingerprints) */
     SSL_SESSION *session[TP_PLANES];      /* per plane: the last session it gave us, to resume streams */
+    int64_t hb_sent_us;           /* our last heartbeat on conn, not yet answered (realtime) */
+    int64_t offset_ms;            /* its clock minus ours, from the last answer (lib/skew.h) */
+    int64_t offset_at;            /* when measured, unix seconds; 0: never */
 } tp_peer;
 
 struct tp {

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "alerts.h"
+#include "pki.h"
 #include "clock.h"
 #include "err.h"
 #include "proj.h"
@@ -87,7 +88,7 @@ static void t_ca(proj_state *st, const char *fp, int64_t validity)
     t_apply(st, t_ev(INE__V1__EVENT__BODY_CA_CREATED, b, T0 - 60));
 }
 
-/* A certificate issued at time t (notBefore backdated a minute, as the CA does). */
+/* A certificate issued at time t (notBefore backdated PKI_BACKDATE_S, as the CA does). */
 static void t_issue(proj_state *st, uint32_t node, int plane, int source, const char *fp, int64_t t, int64_t validity)
 {
     Ine__V1__CertificateIssued *b = calloc(1, sizeof *b);
@@ -96,7 +97,7 @@ static void t_issue(proj_state *st, uint32_t node, int plane, int source, const 
     b->plane = plane;
     b->source = source;
     b->reason = INE__V1__ISSUE_REASON__ISSUE_REASON_INITIAL;
-    b->cert = t_ci(fp, t - 60, validity + 60);
+    b->cert = t_ci(fp, t - PKI_BACKDATE_S, validity + PKI_BACKDATE_S);
     b->rotation_id = strdup("");
     t_apply(st, t_ev(INE__V1__EVENT__BODY_CERTIFICATE_ISSUED, b, t));
 }
@@ -523,5 +524,60 @@ Test(alerts, consensus_storage_from_the_measure_the_caller_passes)
     cr_assert_eq(n, 0, "disabled");
     free(v);
     cr_assert_str_eq(alerts_clear_reason(&st, d, 0, 0, ""), "alert disabled");
+    proj_free(&st);
+}
+
+/* node_clock_skew: from each observer's heartbeat measurements, a node's offset from the
+ * median of the observer's view; stale measurements, removed nodes and a disabled alert ask
+ * for nothing. */
+Test(alerts, a_node_whose_clock_is_off_the_clusters_is_named_from_either_side)
+{
+    proj_state st;
+    t_cluster_2x2(&st);
+    t_node(&st, 3);
+    int64_t now = T0 + DAY;
+    /* Node 3 is 5 minutes ahead: as node 1 sees it, and as node 3 sees the others. */
+    skew_entry from1[] = {{1, 2, 80, now - 2}, {1, 3, 300000, now - 2}};
+    skew_entry from3[] = {{3, 1, -300000, now - 1}, {3, 2, -299900, now - 1}};
+    const skew_entry *views[] = {from1, from3};
+    for (int v = 0; v < 2; v++) {
+        alerts_env env = {.clocks = views[v], .n_clocks = 2};
+        alerts_want *w = NULL;
+        size_t n = 0;
+        cr_assert_eq(alerts_evaluate(&st, now, &env, &w, &n), INE_OK, "%s", ine_err_msg());
+        size_t found = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (strncmp(w[i].alert_id, "node_clock_skew", 15)) continue;
+            found++;
+            cr_assert_str_eq(w[i].alert_id, "node_clock_skew/3", "only node 3 (view %d)", v);
+            cr_assert_eq(w[i].node_uid, 3);
+            cr_assert(strstr(w[i].description, "ahead of the cluster's"), "%s", w[i].description);
+            cr_assert(strtol(w[i].change_value, NULL, 10) >= 299, "%s", w[i].change_value);
+            cr_assert_str_eq(w[i].threshold, "120");
+        }
+        cr_assert_eq(found, 1, "view %d: %zu skew alerts", v, found);
+        free(w);
+    }
+    /* Within the threshold (119 s), measured too long ago, or disabled: nothing. */
+    skew_entry close[] = {{1, 2, 0, now}, {1, 3, 119000, now}};
+    skew_entry stale[] = {{1, 2, 0, now - 61}, {1, 3, 300000, now - 61}};
+    const skew_entry *quiet[] = {close, stale};
+    for (int v = 0; v < 2; v++) {
+        alerts_env env = {.clocks = quiet[v], .n_clocks = 2};
+        alerts_want *w = NULL;
+        size_t n = 0;
+        cr_assert_eq(alerts_evaluate(&st, now, &env, &w, &n), INE_OK);
+        for (size_t i = 0; i < n; i++) cr_assert(strncmp(w[i].alert_id, "node_clock_skew", 15), "%s asked for (%d)", w[i].alert_id, v);
+        free(w);
+    }
+    t_setting(&st, "node_clock_skew", 0, NULL);
+    {
+        alerts_env env = {.clocks = from1, .n_clocks = 2};
+        alerts_want *w = NULL;
+        size_t n = 0;
+        cr_assert_eq(alerts_evaluate(&st, now, &env, &w, &n), INE_OK);
+        for (size_t i = 0; i < n; i++) cr_assert(strncmp(w[i].alert_id, "node_clock_skew", 15), "disabled, yet %s", w[i].alert_id);
+        free(w);
+    }
     proj_free(&st);
 }

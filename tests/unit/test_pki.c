@@ -321,7 +321,7 @@ Test(pki, ca_is_a_self_signed_ca_with_the_profile)
     BN_free(bn);
 
     /* validity: now - 60 s .. now + 10 calendar years */
-    cr_assert_eq(t_unix(X509_get0_notBefore(x)), NOW - 60);
+    cr_assert_eq(t_unix(X509_get0_notBefore(x)), NOW - PKI_BACKDATE_S);
     cr_assert_eq(t_unix(X509_get0_notAfter(x)), 2082758400LL, "2036-01-01T00:00:00Z");
 
     pki_info info;
@@ -435,9 +435,9 @@ Test(pki, node_certificate_profile)
 
     /* notBefore = now - 60, notAfter = now + 90 d: the span is exactly 90 d + 60 s */
     int64_t nb = t_unix(X509_get0_notBefore(x)), na = t_unix(X509_get0_notAfter(x));
-    cr_assert_eq(nb, NOW + 3600 - 60);
+    cr_assert_eq(nb, NOW + 3600 - PKI_BACKDATE_S);
     cr_assert_eq(na, NOW + 3600 + 90 * DAY);
-    cr_assert_eq(na - nb, 90 * DAY + 60);
+    cr_assert_eq(na - nb, 90 * DAY + PKI_BACKDATE_S);
 
     cr_assert(EVP_PKEY_is_a(pki_evp(key), "RSA"));
     cr_assert_eq(EVP_PKEY_get_bits(pki_evp(key)), 2048);
@@ -697,7 +697,7 @@ Test(pki, cert_info_reads_every_field)
     cr_assert_str_eq(f2, want);
     cr_assert_eq(strlen(info.fingerprint), 64);
 
-    cr_assert_eq(info.not_before, NOW - 60);
+    cr_assert_eq(info.not_before, NOW - PKI_BACKDATE_S);
     cr_assert_eq(info.not_after, NOW + 90 * DAY);
     cr_assert_str_eq(info.subject, "CN=node-a dp,OU=" UID ",O=ine");
     cr_assert_str_eq(info.issuer, "CN=ine cluster CA test,OU=" UID ",O=ine");
