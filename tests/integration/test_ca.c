@@ -22,6 +22,7 @@
 #include "cafixture.h"
 #include "clock.h"
 #include "err.h"
+#include "pki.h"
 #include "seal.h"
 #include "testutil.h"
 
@@ -64,7 +65,7 @@ static void check_ca_profile(X509 *ca, int64_t created)
     cr_assert(EVP_PKEY_is_a(X509_get0_pubkey(ca), "RSA"));
     cr_assert_eq(EVP_PKEY_get_bits(X509_get0_pubkey(ca)), 2048, "--ca-key-bits 2048");
     int64_t nb = unix_of(X509_get0_notBefore(ca)), na = unix_of(X509_get0_notAfter(ca));
-    cr_assert(llabs(nb + 60 - created) <= 60, "notBefore %lld vs created %lld", (long long)nb, (long long)created);
+    cr_assert(llabs(nb + PKI_BACKDATE_S - created) <= 60, "notBefore %lld vs created %lld", (long long)nb, (long long)created);
     cr_assert_geq(na - nb, 3652 * CF_DAY, "a CA lives years (10 by default): %lld days", (long long)((na - nb) / CF_DAY));
     cr_assert_not_null(X509_get0_subject_key_id(ca));
 }
@@ -108,9 +109,9 @@ static void check_node_profile(X509 *x, X509 *ca, const char *uid, uint32_t node
     cr_assert_eq(EVP_PKEY_get_bits(pub), 2048, "node %u: RSA-2048", node);
     cr_assert_eq(X509_get_version(x), X509_VERSION_3);
     int64_t nb = unix_of(X509_get0_notBefore(x)), na = unix_of(X509_get0_notAfter(x));
-    cr_assert_eq(na - nb, 90 * CF_DAY + 60, "node %u: exactly 90 days plus the 60 s backdate, got %lld s", node,
+    cr_assert_eq(na - nb, 90 * CF_DAY + PKI_BACKDATE_S, "node %u: exactly 90 days plus the backdate, got %lld s", node,
                  (long long)(na - nb));
-    cr_assert(llabs(nb + 60 - issued) <= 60, "node %u: notBefore is issuance minus a minute", node);
+    cr_assert(llabs(nb + PKI_BACKDATE_S - issued) <= 60, "node %u: notBefore is issuance minus the backdate", node);
     cr_assert_leq(na, unix_of(X509_get0_notAfter(ca)), "never outlives the CA");
     cr_assert_eq(X509_check_ca(x), 0, "not a CA");
     cr_assert_eq(X509_get_key_usage(x), KU_DIGITAL_SIGNATURE | KU_KEY_ENCIPHERMENT);
