@@ -42,6 +42,7 @@ struct follow {
     uint64_t applied;
     uint64_t hints;
     follow_fn fn;
+    follow_record_fn rfn;   /* instead of fn: every record, raw bytes and unknown types too */
     void *ud;
     follow__ep *eps;
     size_t n_eps, cap_eps;
@@ -226,15 +227,15 @@ static void follow__rescan(follow_t *f)
     }
 }
 
-int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq, follow_fn fn, void *ud,
-               follow_t **out)
+static int follow__new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq, follow_fn fn,
+                       follow_record_fn rfn, void *ud, follow_t **out)
 {
     follow_t *f;
     uint64_t last;
     int rc = INE_OK, linger = 0;
 
     *out = NULL;
-    if (!zctx || !log || !run_dir || !*run_dir || !fn)
+    if (!zctx || !log || !run_dir || !*run_dir || (!fn && !rfn))
         return ine_err(INE_EINVAL, "follower needs a zmq context, a log, a run directory and a function");
     /* State built beyond the log's end came from another log: following would silently wait
      * for seqs that already mean something else. */
@@ -247,6 +248,7 @@ int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_s
     f->log = log;
     f->applied = applied_seq;
     f->fn = fn;
+    f->rfn = rfn;
     f->ud = ud;
     if (!(f->run_dir = strdup(run_dir))) {
         rc = ine_err(INE_ENOMEM, "out of memory");
@@ -291,6 +293,18 @@ static int follow__fn_failed(int rc, uint64_t seq)
     return ine_err(rc, "seq %llu: %s", (unsigned long long)seq, why);
 }
 
+int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq, follow_fn fn, void *ud,
+               follow_t **out)
+{
+    return follow__new(zctx, log, run_dir, applied_seq, fn, NULL, ud, out);
+}
+
+int follow_new_records(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq, follow_record_fn fn, void *ud,
+                       follow_t **out)
+{
+    return follow__new(zctx, log, run_dir, applied_seq, NULL, fn, ud, out);
+}
+
 static int follow__apply(const evlog_record *rec, void *ud)
 {
     follow_t *f = ud;
@@ -305,7 +319,9 @@ static int follow__apply(const evlog_record *rec, void *ud)
         return ine_err(INE_ECORRUPT, "seq %llu: record does not decode as an event; not skipped (run ine-log verify)", s);
     if (rec->ev->seq != rec->seq)
         return ine_err(INE_ECORRUPT, "seq %llu: record says it is seq %llu", s, (unsigned long long)rec->ev->seq);
-    if (rec->ev->body_case == INE__V1__EVENT__BODY__NOT_SET) {
+    if (f->rfn) {
+        if ((rc = f->rfn(rec, f->ud)) < 0) return follow__fn_failed(rc, rec->seq);
+    } else if (rec->ev->body_case == INE__V1__EVENT__BODY__NOT_SET) {
         /* A newer version's event type: nothing here can apply it, and stalling on it forever
          * would stop every later event too. */
         logline(LOGLINE_WARN, rec->seq, "seq %llu: unknown event type, skipped", s);

@@ -49,6 +49,12 @@ typedef int (*follow_fn)(const evlog_event *ev, uint64_t seq, void *ud);
  * fn must not call back into it (it may append to the log). */
 int follow_new(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq,
                follow_fn fn, void *ud, follow_t **out);
+/* The same, for a follower that needs each record as stored: fn gets every record, its raw
+ * bytes with the decoded event (valid only during the call), events of types this version does
+ * not know included (ine-updates publishes one message per record). Same error rules. */
+typedef int (*follow_record_fn)(const evlog_record *rec, void *ud);
+int follow_new_records(void *zctx, evlog_t *log, const char *run_dir, uint64_t applied_seq, follow_record_fn fn, void *ud,
+                       follow_t **out);
 void follow_free(follow_t *f);
 
 /* Read the log from applied+1 to its end and apply each event in order. An event of a type

@@ -96,25 +96,20 @@ static void upd__send_head(upd_t *u)
     u->next_head_ms = now_ms() + UPD_HEAD_EVERY_MS;
 }
 
-/* follow_fn: publish the record's Update. A PUB socket never blocks: a subscriber past its
- * high-water mark loses messages, finds the gap by seq and fetches it. */
-static int upd__publish(const evlog_event *ev, uint64_t seq, void *ud)
+/* follow_record_fn: publish the record's Update (every record, unknown types too: seqs on the
+ * stream have no hole). A PUB socket never blocks: a subscriber past its high-water mark loses
+ * messages, finds the gap by seq and fetches it. */
+static int upd__publish(const evlog_record *rec, void *ud)
 {
     upd_t *u = ud;
     updates_out o;
-    uint8_t *raw = NULL;
-    size_t len;
-    GUARD(evlog_read_raw(u->log, seq, &raw, &len));
-    if (updates_build(&u->live, ev, raw, len, u->self, &o) < 0) {
-        free(raw);
-        return ine_err(INE_ERR, "seq %llu: %s", (unsigned long long)seq, ine_err_msg());
-    }
-    evlog_hash(raw, len, u->head_hash);
-    free(raw);
+    if (updates_build(&u->live, rec->ev, rec->raw, rec->raw_len, u->self, &o) < 0)
+        return ine_err(INE_ERR, "seq %llu: %s", (unsigned long long)rec->seq, ine_err_msg());
+    evlog_hash(rec->raw, rec->raw_len, u->head_hash);
     if (zmq_send(u->pub, o.topic, strlen(o.topic), ZMQ_SNDMORE | ZMQ_DONTWAIT) >= 0)
         (void)zmq_send(u->pub, o.buf, o.len, ZMQ_DONTWAIT);
     updates_out_free(&o);
-    u->published = seq;
+    u->published = rec->seq;
     return INE_OK;
 }
 
@@ -337,7 +332,7 @@ static int upd_run(const char *dd, uint32_t self, const char *pub_arg, const cha
             u.published = head;
         }
     }
-    GUARD_GOTO(follow_new(zctx, u.log, run_dir, u.published, upd__publish, &u, &u.follow), out);
+    GUARD_GOTO(follow_new_records(zctx, u.log, run_dir, u.published, upd__publish, &u, &u.follow), out);
     GUARD_GOTO(fd = follow_fd(u.follow), out);
     logline(LOGLINE_INFO, u.published, "publishing on %s, answering on %s%s", pub_ep, req_ep, self ? "" : " (no --node)");
     upd__send_head(&u);

@@ -374,6 +374,44 @@ Test(update_stream, a_subscriber_paused_past_the_high_water_mark_misses_nothing)
     zmq_ctx_term(z);
 }
 
+/* A record of a type this version does not know still has its message on the live stream:
+ * the seqs have no hole, so the subscriber never has to fetch. */
+Test(update_stream, a_record_of_an_unknown_type_is_published_too)
+{
+    char pub[4096], req[4096], *dir = tu_path(C.dd, "log");
+    void *z = zmq_ctx_new();
+    updates_sub *s = NULL;
+    updates_msg *u = NULL;
+    evlog_t *log = NULL;
+    start_updates("1000");
+    create_db("alpha", "12001");
+    uint64_t from = last_seq();
+    cr_assert_eq(updates_default_endpoints(C.dd, pub, sizeof pub, req, sizeof req), INE_OK);
+    cr_assert_eq(updates_sub_open(z, pub, req, from, NULL, 0, &s), INE_OK, "%s", ine_err_msg());
+    toggle("alpha", 0);
+    cr_assert_eq(updates_sub_next(s, 10000, &u), INE_OK, "%s", ine_err_msg());
+    ine__v1__update__free_unpacked(u, NULL);
+    uint64_t fetches = updates_sub_fetches(s);
+    cr_assert_eq(evlog_open(dir, NULL, &log), INE_OK, "%s", ine_err_msg());
+    uint64_t unknown = tu_append_unknown(log, 1234);
+    evlog_close(log);
+    cr_assert_eq(unknown, from + 2, "%s", ine_err_msg());
+    toggle("alpha", 1);
+    cr_assert_eq(updates_sub_next(s, 10000, &u), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(u->seq, unknown);
+    cr_assert_str_eq(u->topic, "log.unknown");
+    cr_assert_eq(u->body_case, INE__V1__UPDATE__BODY__NOT_SET);
+    ine__v1__update__free_unpacked(u, NULL);
+    cr_assert_eq(updates_sub_next(s, 10000, &u), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(u->seq, unknown + 1);
+    cr_assert_str_eq(u->topic, "db.1.encryption");
+    ine__v1__update__free_unpacked(u, NULL);
+    cr_assert_eq(updates_sub_fetches(s), fetches, "the live stream had a hole: the subscriber fetched");
+    updates_sub_close(s);
+    zmq_ctx_term(z);
+    free(dir);
+}
+
 Test(update_stream, bad_requests_and_endpoints_are_refused)
 {
     start_updates("1000");

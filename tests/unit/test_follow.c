@@ -27,6 +27,7 @@
 #define CHILD_EVENTS 20
 
 static char *g_tmp, *g_log_dir, *g_run_dir;
+static evlog_t *g_log_for_raw; /* raw_fn reads the record back from it */
 
 static void fx_init(void)
 {
@@ -624,6 +625,45 @@ Test(follow, fd_is_pollable)
 
     follow_free(f);
     free(r);
+    zmq_ctx_term(ctx);
+    evlog_close(log);
+}
+
+/* The records follower: every record with its stored bytes, an unknown type included (the
+ * event follower skips it). */
+static int raw_fn(const evlog_record *rec, void *ud)
+{
+    recorder *r = ud;
+    uint8_t *stored = NULL;
+    size_t len = 0;
+    cr_assert_eq(evlog_read_raw(g_log_for_raw, rec->seq, &stored, &len), INE_OK);
+    cr_assert_eq(len, rec->raw_len, "seq %llu: the bytes handed over are the record's", (unsigned long long)rec->seq);
+    cr_assert_eq(memcmp(stored, rec->raw, len), 0);
+    free(stored);
+    if (r->n == MAX_SEQS) return ine_err(INE_EFULL, "recorder full");
+    r->seqs[r->n++] = rec->seq;
+    return 0;
+}
+
+Test(follow, a_records_follower_gets_every_record_as_stored_unknown_types_too)
+{
+    static recorder r, events;
+    evlog_t *log = open_log();
+    void *ctx = zmq_ctx_new();
+    follow_t *f, *fe;
+    g_log_for_raw = log;
+    append_n(log, 3);
+    cr_assert_eq(tu_append_unknown(log, 1234), 4, "%s", ine_err_msg());
+    append_n(log, 2);
+    cr_assert_eq(follow_new_records(ctx, log, g_run_dir, 0, raw_fn, &r, &f), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(follow_new(ctx, log, g_run_dir, 0, record_fn, &events, &fe), INE_OK, "%s", ine_err_msg());
+    cr_assert_eq(follow_catch_up(f), 6);
+    cr_assert_eq(follow_catch_up(fe), 6);
+    expect_range(&r, 1, 6);
+    const uint64_t skipped[] = {1, 2, 3, 5, 6};
+    expect_seqs(&events, skipped, 5);
+    follow_free(f);
+    follow_free(fe);
     zmq_ctx_term(ctx);
     evlog_close(log);
 }
