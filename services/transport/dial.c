@@ -19,12 +19,10 @@ static void tp__dial_release(tp_conn *c, const char *why)
     if (c->dial.release) c->dial.release(c, why);
 }
 
-static void tp__dial_fail(tp_conn *c, tp_dial_result r, const char *why) { c->dial.done(c, r, why); }
-
 /* --- TCP -------------------------------------------------------------------------------------- */
 
 static void tp__hs_io(tp_conn *c, int readable, int writable);
-static void tp__hs_deadline(tp_conn *c) { tp__dial_fail(c, TP_DIAL_FAILED, "handshake timed out"); }
+static void tp__hs_deadline(tp_conn *c) { c->dial.done(c, TP_DIAL_FAILED, "handshake timed out"); }
 static const tp_conn_ops tp__hs_ops = {"dial: TLS handshake", tp__hs_io, tp__hs_deadline, tp__dial_release, 0};
 
 static void tp__connect_io(tp_conn *c, int readable, int writable)
@@ -36,7 +34,7 @@ static void tp__connect_io(tp_conn *c, int readable, int writable)
     (void)writable;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) != 0 || err) {
         snprintf(why, sizeof why, "connect failed: %s", strerror(err ? err : errno));
-        return tp__dial_fail(c, TP_DIAL_UNREACHABLE, why);
+        return c->dial.done(c, TP_DIAL_UNREACHABLE, why);
     }
     if (c->ssl) {
         SSL_set_fd(c->ssl, c->fd);
@@ -46,7 +44,7 @@ static void tp__connect_io(tp_conn *c, int readable, int writable)
     tp_conn_deadline(c, 0);
     c->dial.done(c, TP_DIAL_OK, NULL);
 }
-static void tp__connect_deadline(tp_conn *c) { tp__dial_fail(c, TP_DIAL_UNREACHABLE, "connect timed out"); }
+static void tp__connect_deadline(tp_conn *c) { c->dial.done(c, TP_DIAL_UNREACHABLE, "connect timed out"); }
 static const tp_conn_ops tp__connect_ops = {"dial: connecting", tp__connect_io, tp__connect_deadline, tp__dial_release, 0};
 
 static int tp__resolve(const char *host, int port, struct sockaddr_storage *ss, socklen_t *sl)
@@ -99,7 +97,7 @@ tp_conn *tp_dial_tcp(tp_t *tp, const char *host, int port, tp_dial_done done)
 /* --- TLS, header, accept ------------------------------------------------------------------------ */
 
 static void tp__ack_io(tp_conn *c, int readable, int writable);
-static void tp__ack_deadline(tp_conn *c) { tp__dial_fail(c, TP_DIAL_FAILED, "no stream header in time"); }
+static void tp__ack_deadline(tp_conn *c) { c->dial.done(c, TP_DIAL_FAILED, "no stream header in time"); }
 static const tp_conn_ops tp__ack_ops = {"dial: waiting for the stream accept", tp__ack_io, tp__ack_deadline, tp__dial_release, 0};
 
 static void tp__handshaken(tp_conn *c)
@@ -107,11 +105,11 @@ static void tp__handshaken(tp_conn *c)
     Ine__V1__StreamHeader h = INE__V1__STREAM_HEADER__INIT;
     char why[200];
     uint32_t node;
-    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0) return tp__dial_fail(c, TP_DIAL_FAILED, why);
+    if (tp_peer_identity(c->tp, c->ssl, c->plane, &node, why, sizeof why) < 0) return c->dial.done(c, TP_DIAL_FAILED, why);
     /* node 0: a customer certificate, which names no node; we dialled the node's address. */
     if (node && node != c->peer_node) {
         snprintf(why, sizeof why, "server presented node %u's certificate, not node %u's", node, c->peer_node);
-        return tp__dial_fail(c, TP_DIAL_FAILED, why);
+        return c->dial.done(c, TP_DIAL_FAILED, why);
     }
     h.plane = (Ine__V1__Plane)c->plane;
     h.db_uid = c->db_uid;
@@ -132,7 +130,7 @@ static void tp__hs_io(tp_conn *c, int readable, int writable)
     (void)readable;
     (void)writable;
     if (r == 0) return;
-    if (r < 0) return tp__dial_fail(c, TP_DIAL_FAILED, why);
+    if (r < 0) return c->dial.done(c, TP_DIAL_FAILED, why);
     tp__handshaken(c);
 }
 
@@ -143,15 +141,15 @@ static void tp__ack_io(tp_conn *c, int readable, int writable)
     int n;
     if (writable && tp_flush(c) < 0) return;
     if (!readable) return tp_conn_want(c, 1, c->out.data != NULL);
-    if (tp_read_frame_bytes(c) < 0) return tp__dial_fail(c, TP_DIAL_FAILED, "stream closed before it was accepted");
+    if (tp_read_frame_bytes(c) < 0) return c->dial.done(c, TP_DIAL_FAILED, "stream closed before it was accepted");
     if ((n = tp_frame_ready(c, &msg)) == 0) return;
-    if (n < 0 || !(a = ine__v1__stream_accept__unpack(NULL, (size_t)n, msg))) return tp__dial_fail(c, TP_DIAL_FAILED, "malformed stream accept");
+    if (n < 0 || !(a = ine__v1__stream_accept__unpack(NULL, (size_t)n, msg))) return c->dial.done(c, TP_DIAL_FAILED, "malformed stream accept");
     tp_frame_consume(c);
     if (!a->ok) {
         char why[300];
         snprintf(why, sizeof why, "node %u refused the stream: %s", c->peer_node, a->reason);
         ine__v1__stream_accept__free_unpacked(a, NULL);
-        return tp__dial_fail(c, TP_DIAL_FAILED, why);
+        return c->dial.done(c, TP_DIAL_FAILED, why);
     }
     ine__v1__stream_accept__free_unpacked(a, NULL);
     tp_conn_deadline(c, 0);
